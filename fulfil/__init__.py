@@ -1,0 +1,1 @@
+"""fulfil: virtual-goods auto-fulfilment daemon."""

@@ -1,0 +1,316 @@
+"""The YAML configuration, validated once into frozen typed objects.
+
+`load_config` either returns a `Config` or raises `ConfigError` listing *every* problem with the path of
+the bad field (`products.steam-100.offers[1].supplier: unknown supplier 'x'`), so an operator fixes a file
+in one round instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from fulfil.durations import parse_duration
+
+DEFAULT_PATH = Path("config/fulfil.yaml")
+BUILTIN_SUPPLIER_TYPES = ("stock", "fulu", "acg_faka")
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatabaseConfig(_Frozen):
+    url: str = "sqlite:///var/lib/fulfil/fulfil.db"
+
+
+class SecurityConfig(_Frozen):
+    # The card key itself never lives in the YAML: a file path here, or FULFIL_CARD_KEY in the environment.
+    card_key_file: str | None = None
+
+
+class DaemonConfig(_Frozen):
+    poll_interval: Duration = 0.5
+    batch_size: int = Field(100, ge=1, le=10_000)
+    concurrency: int = Field(64, ge=1, le=10_000)
+    lease: Duration = 60.0
+    shutdown_timeout: Duration = 40.0
+
+
+class HttpConfig(_Frozen):
+    listen: str = "127.0.0.1:8089"
+    enabled: bool = True
+    # Bearer token for the admin endpoints comes from this environment variable, never the YAML.
+    token_env: str = "FULFIL_ADMIN_TOKEN"
+
+
+class RetryConfig(_Frozen):
+    budget: Duration = 30.0
+    initial_backoff: Duration = 0.5
+    max_backoff: Duration = 5.0
+
+
+class AmbiguityConfig(_Frozen):
+    query_interval: Duration = 2.0
+    give_up_after: Duration = 7200.0
+    policy: Literal["wait", "failover"] = "wait"
+    # Keys that turn up on an attempt we already failed over from: back to stock, or held on the claim.
+    late_keys: Literal["stock", "claim"] = "stock"
+
+
+class CooldownConfig(_Frozen):
+    product_unavailable: Duration = 300.0
+
+
+class RoutingConfig(_Frozen):
+    strategy: Literal["priority", "score", "cost"] = "priority"
+    min_score: float = Field(20.0, ge=0, le=100)
+    probe_share: float = Field(0.02, ge=0, le=1)
+
+
+class BreakerConfig(_Frozen):
+    consecutive_failures: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    min_volume: int = Field(20, ge=1)
+    window: Duration = 60.0
+    base_ejection: Duration = 30.0
+    max_ejection: Duration = 300.0
+    probes: int = Field(3, ge=1)
+
+
+class ScoringConfig(_Frozen):
+    prior_weight: float = Field(10.0, ge=0)
+    prior: float = Field(0.9, ge=0, le=1)
+    weight_call_success: float = Field(0.35, ge=0)
+    weight_key_validity: float = Field(0.35, ge=0)
+    weight_latency: float = Field(0.2, ge=0)
+    weight_claims: float = Field(0.1, ge=0)
+    interval: Duration = 60.0
+
+
+class SupplierConfig(_Frozen):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: str
+    enabled: bool = True
+    base_url: str | None = None
+    app_key: str | None = None
+    app_id: str | None = None
+    secret: str | None = None
+    timeout: Duration = 10.0
+    connect_timeout: Duration = 3.0
+    max_concurrency: int = Field(20, ge=1, le=10_000)
+    proxy: str | None = None
+    transport: Literal["httpx", "aiohttp"] = "aiohttp"
+    balance_floor: Decimal | None = None
+    poll_interval: Duration = 1.0  # how often an accepted asynchronous order is queried
+    options: dict[str, Any] = Field(default_factory=dict)  # for third-party adapters
+
+
+class OfferConfig(_Frozen):
+    supplier: str
+    product_id: str | None = None
+    cost: Decimal | None = Field(None, ge=0)
+    priority: int = 0
+
+
+class ProductConfig(_Frozen):
+    kind: Literal["card", "direct"] = "card"
+    max_qty: int = Field(10, ge=1)
+    card_pattern: str | None = None
+    promise: Duration = 120.0
+    offers: tuple[OfferConfig, ...] = Field(min_length=1)
+
+
+class Config(_Frozen):
+    database: DatabaseConfig = DatabaseConfig()
+    security: SecurityConfig = SecurityConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    http: HttpConfig = HttpConfig()
+    retry: RetryConfig = RetryConfig()
+    ambiguity: AmbiguityConfig = AmbiguityConfig()
+    cooldown: CooldownConfig = CooldownConfig()
+    routing: RoutingConfig = RoutingConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    suppliers: tuple[SupplierConfig, ...] = ()
+    products: dict[str, ProductConfig] = Field(default_factory=dict)
+
+    def supplier(self, name: str) -> SupplierConfig:
+        for entry in self.suppliers:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+
+# --- loading --------------------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _substitute(node: Any, environ: Mapping[str, str], loc: tuple[int | str, ...], errors: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {key: _substitute(value, environ, (*loc, str(key)), errors) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_substitute(value, environ, (*loc, i), errors) for i, value in enumerate(node)]
+    if isinstance(node, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            errors.append(f"{_path(loc)}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(replace, node)
+    return node
+
+
+def known_supplier_types() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return set(BUILTIN_SUPPLIER_TYPES) | {ep.name for ep in entry_points(group="fulfil.suppliers")}
+
+
+_REQUIRED_SETTINGS = {"fulu": ("base_url", "app_key", "secret"), "acg_faka": ("base_url", "app_id", "app_key")}
+
+
+def _check_suppliers(raw: Any, errors: list[str]) -> dict[str, str]:
+    """Checks that span fields; works on the raw data so it reports even when pydantic also complained."""
+    types: dict[str, str] = {}
+    if not isinstance(raw, list):
+        return types
+    known = known_supplier_types()
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            continue
+        name, kind = entry.get("name"), entry.get("type")
+        if isinstance(name, str):
+            if name in types:
+                errors.append(f"suppliers[{i}].name: duplicate supplier name '{name}'")
+            types[name] = str(kind)
+        if isinstance(kind, str) and kind not in known:
+            errors.append(f"suppliers[{i}].type: unknown supplier type '{kind}' (known: {', '.join(sorted(known))})")
+        for field in _REQUIRED_SETTINGS.get(str(kind), ()):
+            if not entry.get(field):
+                errors.append(f"suppliers[{i}].{field}: required for a {kind} supplier")
+    return types
+
+
+def _check_products(raw: Any, suppliers: dict[str, str], errors: list[str]) -> None:
+    if not isinstance(raw, dict):
+        return
+    for sku, product in raw.items():
+        if not isinstance(product, dict):
+            continue
+        pattern = product.get("card_pattern")
+        if isinstance(pattern, str):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                errors.append(f"products.{sku}.card_pattern: not a valid regular expression ({exc})")
+        offers = product.get("offers")
+        if not isinstance(offers, list):
+            continue
+        for j, offer in enumerate(offers):
+            if not isinstance(offer, dict):
+                continue
+            name = offer.get("supplier")
+            where = f"products.{sku}.offers[{j}]"
+            if isinstance(name, str) and name not in suppliers:
+                errors.append(f"{where}.supplier: unknown supplier '{name}'")
+            kind = suppliers.get(str(name))
+            if kind not in (None, "stock") and not offer.get("product_id"):
+                errors.append(f"{where}.product_id: required for an offer at a {kind} supplier")
+            if kind == "stock" and product.get("kind") == "direct":
+                errors.append(f"{where}.supplier: local stock cannot serve a direct top-up product")
+
+
+def _check_database(raw: Any, errors: list[str]) -> None:
+    url = raw.get("url") if isinstance(raw, dict) else None
+    if isinstance(url, str) and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
+        errors.append(f"database.url: unsupported database '{url.split(':', 1)[0]}' (use sqlite or postgresql)")
+
+
+def _check_listen(raw: Any, errors: list[str]) -> None:
+    listen = raw.get("listen") if isinstance(raw, dict) else None
+    if isinstance(listen, str):
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            errors.append(f"http.listen: expected HOST:PORT, got '{listen}'")
+
+
+def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate already-parsed YAML data; raises ConfigError with every problem found."""
+    environ = os.environ if environ is None else environ
+    errors: list[str] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): expected a mapping of sections"])
+    data = _substitute(data, environ, (), errors)
+    suppliers = _check_suppliers(data.get("suppliers"), errors)
+    _check_products(data.get("products"), suppliers, errors)
+    _check_database(data.get("database"), errors)
+    _check_listen(data.get("http"), errors)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            errors.append(f"{_path(tuple(err['loc']))}: {message}")
+    if errors or config is None:
+        raise ConfigError(sorted(set(errors), key=errors.index))
+    return config
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the configuration ({exc.strerror})"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+    return config_from_data(data, environ)
+
+
+def resolve_config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """`--config PATH`, else `FULFIL_CONFIG`, else `config/fulfil.yaml`."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if environ.get("FULFIL_CONFIG"):
+        return Path(environ["FULFIL_CONFIG"])
+    return DEFAULT_PATH

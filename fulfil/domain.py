@@ -1,0 +1,133 @@
+"""The project's own vocabulary: order and attempt states, claims, and the records that carry them.
+
+Plain frozen dataclasses; the storage module builds them from rows, the engine decides on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from suppliers.taxonomy import Card
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    REVIEW = "review"
+
+
+class AttemptState(enum.StrEnum):
+    PLANNED = "planned"  # row committed with its number, nothing sent yet
+    SENT = "sent"  # the request may have left: after a crash this means "ask before anything else"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # confirmed not charged
+    AMBIGUOUS = "ambiguous"  # may have been charged; only a query settles it
+
+
+OPEN_ATTEMPT_STATES = (AttemptState.PLANNED, AttemptState.SENT, AttemptState.AMBIGUOUS)
+
+
+class ClaimReason(enum.StrEnum):
+    INVALID_KEY = "invalid_key"
+    CHARGED_NOT_DELIVERED = "charged_not_delivered"
+    POSSIBLE_DOUBLE = "possible_double"
+    TOPUP_FAILED_AFTER_CHARGE = "topup_failed_after_charge"
+
+
+class ClaimStatus(enum.StrEnum):
+    OPEN = "open"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    SETTLED = "settled"
+
+
+# Moves an operator may make; anything else is refused with the allowed list.
+CLAIM_TRANSITIONS: dict[ClaimStatus, tuple[ClaimStatus, ...]] = {
+    ClaimStatus.OPEN: (ClaimStatus.SUBMITTED, ClaimStatus.REJECTED),
+    ClaimStatus.SUBMITTED: (ClaimStatus.ACCEPTED, ClaimStatus.REJECTED),
+    ClaimStatus.ACCEPTED: (ClaimStatus.SETTLED,),
+    ClaimStatus.REJECTED: (ClaimStatus.SETTLED,),
+    ClaimStatus.SETTLED: (),
+}
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """An order as intake accepts it, before it has an id."""
+
+    ref: str
+    sku: str
+    qty: int
+    account: str | None = None
+    amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Order:
+    id: int
+    ref: str
+    sku: str
+    qty: int
+    account: str | None
+    amount: Decimal | None
+    status: OrderStatus
+    reason: str | None
+    created_at: datetime
+    delivered_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    id: int
+    order_id: int
+    supplier: str
+    offer_index: int
+    number: str  # the supplier-facing idempotency number
+    state: AttemptState
+    started_at: datetime
+    error_class: str | None = None
+    supplier_order_id: str | None = None
+    cost: Decimal | None = None
+    qty: int = 1
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    id: int
+    claim_no: str
+    supplier: str
+    order_id: int
+    order_ref: str
+    attempt_id: int
+    supplier_order_no: str
+    supplier_order_id: str | None
+    reason: ClaimReason
+    amount: Decimal | None
+    qty: int
+    status: ClaimStatus
+    created_at: datetime
+    updated_at: datetime
+    note: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order with everything an operator or the CLI shows about it."""
+
+    order: Order
+    cards: tuple[Card, ...]
+    attempts: tuple[AttemptRecord, ...]
+    claims: tuple[ClaimRecord, ...]

@@ -1,0 +1,1 @@
+"""Supplier adapters behind one small interface, the error taxonomy, and the simulator."""

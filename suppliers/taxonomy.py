@@ -1,0 +1,102 @@
+"""The one error taxonomy every adapter maps into, and the result types adapters return.
+
+The engine decides only on these classes; it never sees a supplier's own codes. The raw code and message
+travel along as `Evidence`, for claims and for the engineer on call.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+class ErrorClass(enum.StrEnum):
+    """What a failure means for money, decided once by the adapter."""
+
+    TRANSIENT = "transient"  # not executed: retry the same attempt at the same supplier
+    AMBIGUOUS = "ambiguous"  # may have executed: query by our number before anything else
+    PRODUCT_UNAVAILABLE = "product_unavailable"  # fail over now, cool the offer down
+    SUPPLIER_ACCOUNT = "supplier_account"  # fail over, alert, open the supplier's breaker
+    ORDER_REJECTED = "order_rejected"  # buyer-side: fail the order, refundable, no failover
+    OUR_BUG = "our_bug"  # malformed request: alert, order to review
+    INVALID_KEY = "invalid_key"  # supplier said success but the keys fail validation
+
+
+class OrderState(enum.StrEnum):
+    """Where the purchase stands at the supplier, as far as one answer tells."""
+
+    SUCCEEDED = "succeeded"  # final, charged; cards present for card products
+    PENDING = "pending"  # accepted or processing: ask again later
+    FAILED = "failed"  # final, not charged (see `error` for why)
+    NOT_FOUND = "not_found"  # the supplier has no order under our number (yet)
+    ERROR = "error"  # the call itself failed; `error` says whether it may have executed
+
+
+@dataclass(frozen=True)
+class Card:
+    """One unit of goods. `number` may be empty (password-only products)."""
+
+    password: str
+    number: str = ""
+    expires: str | None = None
+
+    def __repr__(self) -> str:  # keys never reach a log through a repr
+        return "Card(<redacted>)"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What was sent and received, already redacted of secrets and card keys."""
+
+    code: str | None = None
+    message: str | None = None
+    http_status: int | None = None
+    request: str | None = None
+    response: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "http_status": self.http_status,
+            "request": self.request,
+            "response": self.response,
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One answer from a supplier about one purchase (from placing it, querying it, or a callback)."""
+
+    state: OrderState
+    error: ErrorClass | None = None
+    cards: tuple[Card, ...] = ()
+    supplier_order_id: str | None = None
+    cost: Decimal | None = None
+    evidence: Evidence = field(default_factory=Evidence)
+    # True when the adapter already delivered inside the store's transaction (local stock).
+    delivered_in_store: bool = False
+
+    def __post_init__(self) -> None:
+        needs_error = self.state in (OrderState.FAILED, OrderState.ERROR)
+        if needs_error and self.error is None:
+            raise ValueError(f"an outcome in state {self.state} must carry an error class")
+        if not needs_error and self.error is not None:
+            raise ValueError(f"an outcome in state {self.state} carries no error class")
+
+    @property
+    def final(self) -> bool:
+        return self.state in (OrderState.SUCCEEDED, OrderState.FAILED)
+
+    @classmethod
+    def error_of(cls, error: ErrorClass, evidence: Evidence | None = None) -> Outcome:
+        return cls(OrderState.ERROR, error=error, evidence=evidence or Evidence())
+
+    @classmethod
+    def failed(cls, error: ErrorClass, evidence: Evidence | None = None) -> Outcome:
+        return cls(OrderState.FAILED, error=error, evidence=evidence or Evidence())
+
+
+class SupplierError(Exception):
+    """A supplier adapter could not be built or used (bad settings, unknown type)."""
