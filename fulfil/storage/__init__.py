@@ -1,0 +1,36 @@
+"""Storage: the only part of fulfil that speaks SQL (SQLite or PostgreSQL, through SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from fulfil.storage.database import schema_revision_status
+from fulfil.storage.errors import (
+    Conflict,
+    DuplicateCard,
+    InvalidTransition,
+    LeaseLost,
+    NotFound,
+    SchemaOutOfDate,
+    StoreError,
+)
+from fulfil.storage.store import Store
+from fulfil.storage.store_review import MANUAL_SUPPLIER
+from fulfil.storage.types import AddResult, AddStatus, EventRecord, SchemaStatus, StockCount, StockImport
+
+__all__ = [
+    "MANUAL_SUPPLIER",
+    "AddResult",
+    "AddStatus",
+    "Conflict",
+    "DuplicateCard",
+    "EventRecord",
+    "InvalidTransition",
+    "LeaseLost",
+    "NotFound",
+    "SchemaOutOfDate",
+    "SchemaStatus",
+    "StockCount",
+    "StockImport",
+    "Store",
+    "StoreError",
+    "schema_revision_status",
+]

@@ -1,0 +1,260 @@
+"""What every group of store operations shares: transactions, lease fencing, card encryption, row mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from fulfil.crypto import CardCipher
+from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
+from fulfil.storage.database import WRITE
+from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
+from fulfil.storage.schema import attempts, deliveries, events, orders
+from suppliers.taxonomy import Card
+
+# Keep IN (...) lists well under SQLite's bound-parameter limit.
+CHUNK = 500
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def duplicates_within(fingerprints: Sequence[str]) -> set[str]:
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for fp in fingerprints:
+        (twice if fp in seen else seen).add(fp)
+    return twice
+
+
+async def delivered_in(conn: AsyncConnection, fingerprints: Sequence[str]) -> set[str]:
+    """Which of these card fingerprints were delivered to some order already."""
+    found: set[str] = set()
+    for part in chunks(sorted(set(fingerprints))):
+        result = await conn.execute(select(deliveries.c.fingerprint).where(deliveries.c.fingerprint.in_(part)))
+        found.update(result.scalars())
+    return found
+
+
+def order_from_row(row: Row[Any]) -> Order:
+    m = row._mapping
+    return Order(
+        id=m["id"],
+        ref=m["ref"],
+        sku=m["sku"],
+        qty=m["qty"],
+        account=m["account"],
+        amount=m["amount"],
+        status=OrderStatus(m["status"]),
+        reason=m["reason"],
+        created_at=m["created_at"],
+        delivered_at=m["delivered_at"],
+        lease_owner=m["lease_owner"],
+        lease_expires=m["lease_expires"],
+    )
+
+
+def attempt_from_row(row: Row[Any]) -> AttemptRecord:
+    m = row._mapping
+    return AttemptRecord(
+        id=m["id"],
+        order_id=m["order_id"],
+        supplier=m["supplier"],
+        offer_index=m["offer_index"],
+        number=m["number"],
+        state=AttemptState(m["state"]),
+        started_at=m["started_at"],
+        error_class=m["error_class"],
+        supplier_order_id=m["supplier_order_id"],
+        cost=m["cost"],
+        qty=m["qty"],
+        sent_at=m["sent_at"],
+        finished_at=m["finished_at"],
+        evidence=m["evidence"],
+    )
+
+
+class StoreBase:
+    """Holds the engine and the cipher; subclasses add the operations."""
+
+    dialect: str
+    install_id: str
+
+    def __init__(self, engine: AsyncEngine, dialect: str, cipher: CardCipher, install_id: str) -> None:
+        self._engine = engine
+        self.dialect = dialect
+        self._cipher = cipher
+        self.install_id = install_id
+
+    def __repr__(self) -> str:  # never the URL: it may carry a password
+        return f"<Store {self.dialect} install={self.install_id}>"
+
+    # -- transactions ---------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE). Commits on exit, rolls back on any exception."""
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execution_options(**{WRITE: True})
+                async with conn.begin():
+                    yield conn
+        except IntegrityError as exc:
+            raise Conflict(f"write refused by a constraint: {exc.orig}") from exc
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+        except StatementError as exc:  # a value we could not bind: naive datetime, data not JSON-able
+            raise StoreError(f"cannot store a value: {exc.orig}") from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.connect() as conn, conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+        except StatementError as exc:
+            raise StoreError(f"cannot use a value: {exc.orig}") from exc
+
+    def _insert_ignore(self, table: Table, keys: list[str]) -> Any:
+        """INSERT ... ON CONFLICT (keys) DO NOTHING: a row someone else wrote first is left as it is."""
+        insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return insert_(table).on_conflict_do_nothing(index_elements=keys)
+
+    def _upsert(self, table: Table, values: dict[str, Any], keys: list[str]) -> Any:
+        insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert_(table).values(**values)
+        changes = {k: v for k, v in values.items() if k not in keys}
+        return stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+
+    async def delivered_fingerprints(self, fingerprints: Iterable[str]) -> set[str]:
+        """Which of these were delivered before (the engine's duplicate-key check)."""
+        async with self._read() as conn:
+            return await delivered_in(conn, list(fingerprints))
+
+    # -- shared pieces of write transactions ----------------------------------------------------------
+
+    async def _fence(self, conn: AsyncConnection, order_id: int, owner: str, now: datetime) -> None:
+        """Lock the order row if `owner` still holds it, else LeaseLost (the caller's transaction rolls back).
+
+        An UPDATE rather than a SELECT: it takes the row lock on PostgreSQL, so a claim by another worker
+        (FOR UPDATE SKIP LOCKED) cannot slip in between this check and the caller's writes.
+        """
+        held = await conn.scalar(
+            update(orders)
+            .where(
+                orders.c.id == order_id,
+                orders.c.lease_owner == owner,
+                orders.c.status == OrderStatus.PROCESSING.value,
+            )
+            .values(updated_at=now)
+            .returning(orders.c.id)
+        )
+        if held is None:
+            raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
+
+    def _number(self, attempt_id: int) -> str:
+        if not self.install_id:
+            raise StoreError("this database has no install id: run `fulfil db upgrade`")
+        return f"F{self.install_id}{attempt_id:010d}"
+
+    async def _insert_attempt(self, conn: AsyncConnection, values: dict[str, Any]) -> AttemptRecord:
+        attempt_id = await conn.scalar(insert(attempts).values(**values).returning(attempts.c.id))
+        assert attempt_id is not None
+        row = (
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.id == attempt_id)
+                .values(number=self._number(attempt_id))
+                .returning(*attempts.c)
+            )
+        ).one()
+        return attempt_from_row(row)
+
+    def _encrypted(self, card: Card) -> dict[str, Any]:
+        return {
+            "number_enc": self._cipher.encrypt(card.number),
+            "password_enc": self._cipher.encrypt(card.password),
+            "expires": card.expires,
+            "fingerprint": self._cipher.fingerprint(card),
+        }
+
+    def _card(self, m: Any) -> Card:
+        return Card(
+            password=self._cipher.decrypt(m["password_enc"]),
+            number=self._cipher.decrypt(m["number_enc"]),
+            expires=m["expires"],
+        )
+
+    async def _complete_delivery(
+        self,
+        conn: AsyncConnection,
+        order_id: int,
+        attempt_id: int,
+        rows: list[dict[str, Any]],
+        now: datetime,
+        *,
+        owner: str | None,
+    ) -> None:
+        """Deliveries rows, attempt -> succeeded, order -> delivered.
+
+        With `owner`, the order update is the lease fence (LeaseLost if it is gone); it may come last because
+        the caller's transaction rolls everything back when it raises. Without, the caller checked the order.
+        """
+        if rows:
+            await conn.execute(
+                insert(deliveries),
+                [{**row, "order_id": order_id, "attempt_id": attempt_id, "created_at": now} for row in rows],
+            )
+        found = await conn.scalar(
+            update(attempts)
+            .where(attempts.c.id == attempt_id, attempts.c.order_id == order_id)
+            .values(state=AttemptState.SUCCEEDED.value, finished_at=now)
+            .returning(attempts.c.id)
+        )
+        if found is None:
+            raise NotFound(f"no attempt {attempt_id} for order {order_id}")
+        stmt = update(orders).where(orders.c.id == order_id)
+        if owner is not None:
+            stmt = stmt.where(orders.c.lease_owner == owner, orders.c.status == OrderStatus.PROCESSING.value)
+        delivered = await conn.scalar(
+            stmt.values(
+                status=OrderStatus.DELIVERED.value,
+                reason=None,
+                delivered_at=now,
+                updated_at=now,
+                lease_owner=None,
+                lease_expires=None,
+            ).returning(orders.c.id)
+        )
+        if delivered is None:
+            raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
+
+    async def _event(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        now: datetime,
+        *,
+        order_id: int | None = None,
+        supplier: str | None = None,
+        operator: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        await conn.execute(
+            insert(events).values(
+                at=now, name=name, order_id=order_id, supplier=supplier, operator=operator, data=data or {}
+            )
+        )
+
+    async def _order_by_ref(self, conn: AsyncConnection, ref: str) -> Row[Any] | None:
+        return (await conn.execute(select(orders).where(orders.c.ref == ref))).first()

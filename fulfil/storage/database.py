@@ -1,0 +1,147 @@
+"""Engines and migrations: the one place that knows drivers, URLs, pragmas and alembic.
+
+`sqlite:///path` runs on aiosqlite with WAL and every write in BEGIN IMMEDIATE (a writer takes the lock
+up front, so concurrent writers queue on busy_timeout instead of failing on a lock upgrade).
+`postgresql://…` runs on psycopg 3 (async for the store, sync for migrations).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from fulfil.storage.errors import SchemaOutOfDate, StoreError
+from fulfil.storage.types import SchemaStatus
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+UPGRADE_HINT = "run `fulfil db upgrade`"
+# Execution option a connection carries when it is about to write (SQLite: BEGIN IMMEDIATE).
+WRITE = "fulfil_write"
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def parse_url(url: str) -> tuple[str, URL]:
+    """(dialect, the URL with our driver): "sqlite" -> aiosqlite, "postgresql" -> psycopg."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"database.url is not a database URL: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise StoreError("database.url: SQLite needs a file (sqlite:///path/to/fulfil.db)")
+        return "sqlite", parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return "postgresql", parsed.set(drivername="postgresql+psycopg")
+    raise StoreError(f"database.url: unsupported database {backend!r} (use sqlite:/// or postgresql://)")
+
+
+def _sqlite_setup(sync_engine: Engine) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver; we say BEGIN ourselves (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit that returned survives power loss (a lost "sent" row risks a double purchase).
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def create_store_engine(url: str) -> tuple[str, AsyncEngine]:
+    dialect, parsed = parse_url(url)
+    if dialect == "sqlite":
+        # SQLite has one writer: a second connection only lets a read overlap a write.
+        engine = create_async_engine(parsed, pool_size=1, max_overflow=1, pool_timeout=60)
+        _sqlite_setup(engine.sync_engine)
+    else:
+        engine = create_async_engine(parsed, pool_size=16, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
+    return dialect, engine
+
+
+def _sync_engine(url: str) -> Engine:
+    dialect, parsed = parse_url(url)
+    if dialect == "sqlite":
+        assert parsed.database is not None
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed.set(drivername="sqlite+pysqlite"), poolclass=NullPool)
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(parsed, poolclass=NullPool)
+
+
+def _alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(url: str) -> None:
+    """Bring the database to the newest schema (creates the SQLite file and its directory)."""
+    engine = _sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE: True})
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+    except DBAPIError as exc:
+        raise StoreError(f"database upgrade failed: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+
+def missing_sqlite_file(url: str) -> bool:
+    dialect, parsed = parse_url(url)
+    return dialect == "sqlite" and not Path(str(parsed.database)).expanduser().exists()
+
+
+def schema_revision_status(url: str) -> SchemaStatus:
+    """Where the database's schema stands; a missing SQLite file counts as never migrated."""
+    head = head_revision()
+    if missing_sqlite_file(url):
+        return SchemaStatus(current=None, head=head)
+    engine = _sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            return SchemaStatus(current=current_revision(conn), head=head)
+    except DBAPIError as exc:
+        raise StoreError(f"cannot read the database schema version: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+
+def schema_error(status: SchemaStatus) -> SchemaOutOfDate:
+    at = status.current or "nothing (never migrated)"
+    return SchemaOutOfDate(f"database schema is at {at}, this fulfil needs {status.head}: {UPGRADE_HINT}")

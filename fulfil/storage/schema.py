@@ -1,0 +1,180 @@
+"""The tables, as SQLAlchemy Core: migrations create them, the queries are written against these.
+
+Keep in step with `migrations/versions/`: a column added here needs a migration too.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from fulfil.storage.coltypes import JSONText, Money, UTCDateTime
+
+# Names as the migrations spell them, so schema and database can be compared.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only gives an auto-incrementing rowid alias to INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ref", String(128), nullable=False, unique=True),
+    Column("sku", String(128), nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("account", String(256)),
+    Column("amount", Money),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("lease_owner", String(128)),
+    Column("lease_expires", UTCDateTime),
+    # A pending order is not claimable before this: an order parked while a supplier makes up its mind.
+    Column("not_before", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    Index("ix_orders_claim", "status", "lease_expires"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False, index=True),
+    # Null only inside the inserting transaction: the number is made from the new row's id.
+    Column("number", String(32), unique=True),
+    Column("supplier", String(128), nullable=False),
+    Column("offer_index", Integer, nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("cost", Money),
+    Column("state", String(16), nullable=False),
+    Column("error_class", String(32)),
+    Column("supplier_order_id", String(128)),
+    Column("evidence", JSONText, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Index("ix_attempts_state", "state"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False, index=True),
+    Column("attempt_id", Id, ForeignKey("attempts.id"), nullable=False),
+    Column("number_enc", LargeBinary, nullable=False),
+    Column("password_enc", LargeBinary, nullable=False),
+    Column("expires", String(64)),
+    # The rule "no card key is delivered to two orders", enforced by the database.
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+stock = Table(
+    "stock",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("sku", String(128), nullable=False),
+    Column("number_enc", LargeBinary, nullable=False),
+    Column("password_enc", LargeBinary, nullable=False),
+    Column("expires", String(64)),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("imported_at", UTCDateTime, nullable=False),
+    Column("source_attempt", Id, ForeignKey("attempts.id")),  # set when a supplier's late keys came back
+    Column("used_by_attempt", Id, ForeignKey("attempts.id")),
+    Column("used_at", UTCDateTime),
+)
+# Partial index: taking stock only ever looks at unused rows of one sku, oldest first.
+Index(
+    "ix_stock_available",
+    stock.c.sku,
+    stock.c.id,
+    sqlite_where=stock.c.used_by_attempt.is_(None),
+    postgresql_where=stock.c.used_by_attempt.is_(None),
+)
+
+held_cards = Table(
+    "held_cards",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("attempt_id", Id, ForeignKey("attempts.id"), nullable=False),
+    Column("number_enc", LargeBinary, nullable=False),
+    Column("password_enc", LargeBinary, nullable=False),
+    Column("expires", String(64)),
+    Column("fingerprint", String(64), nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("attempt_id", "fingerprint", name="uq_held_cards_attempt_fingerprint"),
+)
+
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("claim_no", String(32), unique=True),  # null only inside the inserting transaction
+    Column("attempt_id", Id, ForeignKey("attempts.id"), nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False),
+    Column("supplier", String(128), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("amount", Money),
+    Column("qty", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("note", Text),
+    Column("evidence", JSONText, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Recovery may run twice; the database keeps it to one claim per (attempt, reason).
+    UniqueConstraint("attempt_id", "reason", name="uq_claims_attempt_reason"),
+    Index("ix_claims_supplier_status", "supplier", "status"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("order_id", Id),  # no foreign key: events are a log and may outlive or precede rows
+    Column("supplier", String(128)),
+    Column("operator", String(128)),
+    Column("data", JSONText, nullable=False),
+    Index("ix_events_name", "name", "id"),
+    Index("ix_events_order", "order_id", "id"),
+)
+
+cooldowns = Table(
+    "cooldowns",
+    metadata,
+    Column("supplier", String(128), primary_key=True),
+    Column("product_id", String(128), primary_key=True),
+    Column("until", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,69 @@
+"""`Store`: the one object the rest of fulfil uses to reach the database.
+
+The operations live in small mixins named after what they touch (orders, attempts, stock, claims, review);
+this module only opens, checks and closes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fulfil.crypto import CardCipher
+from fulfil.storage import database
+from fulfil.storage.errors import StoreError
+from fulfil.storage.schema import meta
+from fulfil.storage.store_attempts import AttemptOps
+from fulfil.storage.store_claims import ClaimOps
+from fulfil.storage.store_orders import OrderOps
+from fulfil.storage.store_parking import ParkingOps
+from fulfil.storage.store_review import ReviewOps
+from fulfil.storage.store_stock import StockOps
+from fulfil.storage.types import SchemaStatus
+
+
+class Store(OrderOps, AttemptOps, StockOps, ClaimOps, ReviewOps, ParkingOps):
+    """Orders, attempts, deliveries, stock, claims, events and cool-downs, on SQLite or PostgreSQL."""
+
+    @classmethod
+    async def open(cls, url: str, cipher: CardCipher, *, check_schema: bool = True) -> Store:
+        """Connect; with `check_schema`, refuse a database not at this fulfil's schema (SchemaOutOfDate)."""
+        if check_schema:
+            missing = database.missing_sqlite_file(url)
+            if missing:  # say what to do instead of creating an empty file
+                raise database.schema_error(SchemaStatus(current=None, head=database.head_revision()))
+        dialect, engine = database.create_store_engine(url)
+        try:
+            install_id = await _read_install_id(engine, check_schema)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine, dialect, cipher, install_id)
+
+    @staticmethod
+    def upgrade(url: str) -> None:
+        """Migrate the database to this fulfil's schema (alembic upgrade head). Synchronous."""
+        database.upgrade(url)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+async def _read_install_id(engine: AsyncEngine, check_schema: bool) -> str:
+    try:
+        async with engine.connect() as conn:
+            if check_schema:
+                current = await conn.run_sync(database.current_revision)
+                status = SchemaStatus(current=current, head=database.head_revision())
+                if not status.up_to_date:
+                    raise database.schema_error(status)
+            try:
+                value = await conn.scalar(select(meta.c.value).where(meta.c.key == "install_id"))
+            except DBAPIError:
+                if check_schema:
+                    raise
+                value = None  # not migrated yet; only `open(check_schema=False)` gets this far
+            return value or ""
+    except DBAPIError as exc:
+        raise StoreError(f"cannot open the database: {exc.orig}") from exc

@@ -1,0 +1,201 @@
+"""Attempts (write-ahead purchase records) and delivery: the transactions that move keys to orders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fulfil.domain import AttemptRecord, AttemptState
+from fulfil.storage.base import StoreBase, attempt_from_row, delivered_in, duplicates_within
+from fulfil.storage.coltypes import UTCDateTime
+from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound, StoreError
+from fulfil.storage.schema import attempts, deliveries, stock
+from suppliers.taxonomy import Card
+
+_FINAL = (AttemptState.SUCCEEDED, AttemptState.FAILED)
+_OPEN_FOR_RECOVERY = (AttemptState.SENT.value, AttemptState.AMBIGUOUS.value)
+
+
+class _NotEnoughStock(Exception):
+    """Internal: roll the stock transaction back and answer None."""
+
+
+def check_attempt_move(current: AttemptState, new: AttemptState) -> None:
+    """A purchase that succeeded stays succeeded, and nothing goes back to planned once it moved on."""
+    if current == AttemptState.SUCCEEDED and new != AttemptState.SUCCEEDED:
+        raise InvalidTransition(f"attempt succeeded already; refusing to mark it {new.value}")
+    if new == AttemptState.PLANNED and current != AttemptState.PLANNED:
+        raise InvalidTransition(f"attempt is {current.value}; it cannot go back to planned")
+
+
+class AttemptOps(StoreBase):
+    async def open_attempt(
+        self,
+        order_id: int,
+        owner: str,
+        supplier: str,
+        offer_index: int,
+        qty: int,
+        cost: Decimal | None,
+        now: datetime,
+    ) -> AttemptRecord:
+        """Write the attempt (state planned, fresh supplier-facing number) before anything is sent."""
+        async with self._write() as conn:
+            await self._fence(conn, order_id, owner, now)
+            return await self._insert_attempt(
+                conn,
+                {
+                    "order_id": order_id,
+                    "supplier": supplier,
+                    "offer_index": offer_index,
+                    "qty": qty,
+                    "cost": cost,
+                    "state": AttemptState.PLANNED.value,
+                    "evidence": {},
+                    "started_at": now,
+                },
+            )
+
+    async def mark_attempt(
+        self,
+        attempt_id: int,
+        state: AttemptState,
+        now: datetime,
+        *,
+        error_class: str | None = None,
+        supplier_order_id: str | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> AttemptRecord:
+        """Move an attempt; fields left None keep their value. sent_at: first SENT; finished_at: final."""
+        state = AttemptState(state)
+        # The allowed moves (check_attempt_move) as a WHERE clause: one statement on the hot path.
+        where = [attempts.c.id == attempt_id]
+        if state != AttemptState.SUCCEEDED:
+            where.append(attempts.c.state != AttemptState.SUCCEEDED.value)
+        if state == AttemptState.PLANNED:
+            where.append(attempts.c.state == AttemptState.PLANNED.value)
+        values: dict[str, Any] = {"state": state.value}
+        if state == AttemptState.SENT:
+            values["sent_at"] = func.coalesce(attempts.c.sent_at, literal(now, UTCDateTime()))
+        if state in _FINAL:
+            values["finished_at"] = now
+        if error_class is not None:
+            values["error_class"] = str(error_class)
+        if supplier_order_id is not None:
+            values["supplier_order_id"] = supplier_order_id
+        if evidence is not None:
+            values["evidence"] = evidence
+        async with self._write() as conn:
+            row = (await conn.execute(update(attempts).where(*where).values(**values).returning(*attempts.c))).first()
+            if row is None:
+                current = await self._attempt_row(conn, attempt_id)
+                check_attempt_move(AttemptState(current.state), state)
+                # Allowed now but refused a moment ago: the row changed under us; refuse rather than guess.
+                raise InvalidTransition(f"attempt {attempt_id} changed meanwhile; not marked {state.value}")
+        return attempt_from_row(row)
+
+    async def attempts_for_order(self, order_id: int) -> list[AttemptRecord]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(attempts).where(attempts.c.order_id == order_id).order_by(attempts.c.id))
+            return [attempt_from_row(row) for row in rows]
+
+    async def open_attempts(self, limit: int = 500) -> list[AttemptRecord]:
+        """Attempts that may have been charged without an answer yet (sent or ambiguous), oldest first."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(attempts).where(attempts.c.state.in_(_OPEN_FOR_RECOVERY)).order_by(attempts.c.id).limit(limit)
+            )
+            return [attempt_from_row(row) for row in rows]
+
+    async def get_attempt(self, attempt_id: int) -> AttemptRecord:
+        async with self._read() as conn:
+            return attempt_from_row(await self._attempt_row(conn, attempt_id))
+
+    # -- delivery ---------------------------------------------------------------------------------------
+
+    async def deliver(self, order_id: int, owner: str, attempt_id: int, cards: Sequence[Card], now: datetime) -> None:
+        """In one transaction: deliveries, attempt succeeded, order delivered. A known key: DuplicateCard."""
+        rows = [self._encrypted(card) for card in cards]
+        fingerprints = [row["fingerprint"] for row in rows]
+        twice = duplicates_within(fingerprints)
+        if twice:
+            raise DuplicateCard(twice)
+        try:
+            async with self._write() as conn:
+                await self._fence(conn, order_id, owner, now)
+                known = await delivered_in(conn, fingerprints)
+                if known:
+                    raise DuplicateCard(known)
+                await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
+        except Conflict:
+            # The unique constraint is the last guard (a concurrent delivery of the same key).
+            known = await self.delivered_fingerprints(fingerprints)
+            if known:
+                raise DuplicateCard(known) from None
+            raise
+
+    async def deliver_from_stock(
+        self, order_id: int, owner: str, attempt_id: int, sku: str, qty: int, now: datetime
+    ) -> list[Card] | None:
+        """Take `qty` unused stock keys and deliver them in one transaction; None (no writes) if short."""
+        if qty < 1:
+            raise StoreError(f"deliver_from_stock: qty must be at least 1, got {qty}")
+        pick = (
+            select(stock.c.id)
+            .where(
+                stock.c.sku == sku,
+                stock.c.used_by_attempt.is_(None),
+                # A key delivered by some other path must not block the stock forever: step over it.
+                ~exists().where(deliveries.c.fingerprint == stock.c.fingerprint),
+            )
+            .order_by(stock.c.id)
+            .limit(qty)
+        )
+        if self.dialect == "postgresql":
+            # Concurrent workers take different keys instead of queueing on the same oldest rows;
+            # MATERIALIZED so the locking pick runs once, never re-run by the plan to take more than qty.
+            chosen = pick.with_for_update(skip_locked=True).cte("chosen").prefix_with("MATERIALIZED")
+            take = update(stock).where(stock.c.id == chosen.c.id)
+        else:
+            take = update(stock).where(stock.c.id.in_(pick.scalar_subquery()))
+        take = take.values(used_by_attempt=attempt_id, used_at=now).returning(
+            stock.c.id, stock.c.number_enc, stock.c.password_enc, stock.c.expires, stock.c.fingerprint
+        )
+        taken: list[Any] = []
+        try:
+            async with self._write() as conn:
+                taken = sorted((await conn.execute(take)).all(), key=lambda row: row.id)
+                if len(taken) != qty:
+                    # Short (never long: the pick is limited): roll back, but a lost lease still says so.
+                    await self._fence(conn, order_id, owner, now)
+                    raise _NotEnoughStock
+                rows = [{k: v for k, v in row._mapping.items() if k != "id"} for row in taken]
+                # Fenced at the end (the order update): everything above rolls back with a LeaseLost.
+                await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
+        except _NotEnoughStock:
+            return None
+        except Conflict:
+            known = await self.delivered_fingerprints(row.fingerprint for row in taken)
+            if known:
+                raise DuplicateCard(known) from None
+            raise
+        return [self._card(row._mapping) for row in taken]
+
+    async def cards_for_attempt(self, attempt_id: int) -> list[Card]:
+        """The keys one attempt delivered, in delivery order (empty if it delivered none)."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(deliveries).where(deliveries.c.attempt_id == attempt_id).order_by(deliveries.c.id)
+            )
+            return [self._card(row._mapping) for row in rows]
+
+    async def _attempt_row(self, conn: AsyncConnection, attempt_id: int) -> Any:
+        row = (await conn.execute(select(attempts).where(attempts.c.id == attempt_id))).first()
+        if row is None:
+            raise NotFound(f"no attempt {attempt_id}")
+        return row

@@ -1,0 +1,255 @@
+"""Orders: intake, leases (claim, renew, release, sweep), end states, and reading them back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fulfil.domain import ClaimRecord, NewOrder, Order, OrderStatus, OrderView
+from fulfil.storage.base import StoreBase, attempt_from_row, chunks, order_from_row
+from fulfil.storage.errors import InvalidTransition, StoreError
+from fulfil.storage.schema import attempts, deliveries, orders
+from fulfil.storage.store_claims import claims_query
+from fulfil.storage.types import AddResult, AddStatus
+
+_PENDING = OrderStatus.PENDING.value
+_PROCESSING = OrderStatus.PROCESSING.value
+_END_BY_WORKER = (OrderStatus.FAILED, OrderStatus.REVIEW)
+
+
+def _same_order(row: Row[Any], order: NewOrder) -> bool:
+    m = row._mapping
+    return bool(
+        m["sku"] == order.sku
+        and m["qty"] == order.qty
+        and m["account"] == order.account
+        and m["amount"] == order.amount  # Decimal equality: 10.0 == 10.00
+    )
+
+
+def _check_new(order: NewOrder) -> None:
+    if not order.ref or not order.sku:
+        raise StoreError("an order needs a ref and a sku")
+    if order.qty < 1:
+        raise StoreError(f"order {order.ref}: qty must be at least 1, got {order.qty}")
+
+
+class OrderOps(StoreBase):
+    # -- intake ---------------------------------------------------------------------------------------
+
+    async def add_order(self, order: NewOrder, now: datetime) -> AddResult:
+        return (await self.add_orders([order], now))[0]
+
+    async def add_orders(self, new: Sequence[NewOrder], now: datetime) -> list[AddResult]:
+        """Accept new refs; an identical known ref is a duplicate (no-op), a different one a conflict."""
+        if not new:
+            return []
+        for order in new:
+            _check_new(order)
+        first: dict[str, NewOrder] = {}
+        for order in new:
+            first.setdefault(order.ref, order)
+        refs = list(first)
+        ids: dict[str, int] = {}
+        accepted: set[str] = set()
+        existing: dict[str, Row[Any]] = {}
+        async with self._write() as conn:
+            for part in chunks(refs):
+                # ON CONFLICT DO NOTHING: a ref another intake inserted meanwhile is compared, not an error.
+                rows = [_values(first[ref], now) for ref in part]
+                result = await conn.execute(
+                    self._insert_ignore(orders, ["ref"]).returning(orders.c.id, orders.c.ref), rows
+                )
+                for order_id, ref in result.all():
+                    ids[ref] = order_id
+                    accepted.add(ref)
+                missing = [ref for ref in part if ref not in accepted]
+                if missing:
+                    found = await conn.execute(select(orders).where(orders.c.ref.in_(missing)))
+                    for row in found:
+                        existing[row.ref] = row
+                        ids[row.ref] = row.id
+        results = []
+        seen: set[str] = set()
+        for order in new:
+            status: AddStatus
+            if order.ref in accepted and order.ref not in seen:
+                status = "accepted"
+            else:
+                known = existing.get(order.ref)
+                same = _same_order(known, order) if known is not None else first[order.ref] == order
+                status = "duplicate" if same else "conflict"
+            seen.add(order.ref)
+            results.append(AddResult(ref=order.ref, status=status, order_id=ids[order.ref]))
+        return results
+
+    # -- leases ---------------------------------------------------------------------------------------
+
+    async def claim_orders(self, owner: str, limit: int, lease: float, now: datetime) -> list[Order]:
+        """Take up to `limit` pending orders (or ones whose lease expired), oldest first, for `owner`."""
+        if limit < 1:
+            return []
+        claimable = or_(
+            and_(orders.c.status == _PENDING, or_(orders.c.not_before.is_(None), orders.c.not_before <= now)),
+            and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= now),
+        )
+        pick = select(orders.c.id).where(claimable).order_by(orders.c.id).limit(limit)
+        values = {
+            "status": _PROCESSING,
+            "lease_owner": owner,
+            "lease_expires": now + timedelta(seconds=lease),
+            "not_before": None,
+            "updated_at": now,
+        }
+        if self.dialect == "postgresql":
+            # Explicit: SQLAlchemy drops skip_locked silently on SQLite, so each dialect gets its branch.
+            chosen = pick.with_for_update(skip_locked=True).cte("chosen").prefix_with("MATERIALIZED")
+            stmt = update(orders).where(orders.c.id == chosen.c.id)
+        else:
+            # One statement under BEGIN IMMEDIATE: no other writer can run between the pick and the update.
+            stmt = update(orders).where(orders.c.id.in_(pick.scalar_subquery()))
+        async with self._write() as conn:
+            rows = (await conn.execute(stmt.values(**values).returning(*orders.c))).all()
+        return sorted((order_from_row(row) for row in rows), key=lambda o: o.id)
+
+    async def renew_leases(self, owner: str, order_ids: Sequence[int], lease: float, now: datetime) -> set[int]:
+        """Extend the leases `owner` still holds; the ids returned are the ones it still has."""
+        held: set[int] = set()
+        ids = sorted(set(order_ids))
+        async with self._write() as conn:
+            for part in chunks(ids):
+                result = await conn.execute(
+                    update(orders)
+                    .where(
+                        orders.c.id.in_(part),
+                        orders.c.lease_owner == owner,
+                        orders.c.status == _PROCESSING,
+                    )
+                    .values(lease_expires=now + timedelta(seconds=lease), updated_at=now)
+                    .returning(orders.c.id)
+                )
+                held.update(result.scalars())
+        return held
+
+    async def release_leases(self, owner: str, order_ids: Sequence[int], now: datetime) -> int:
+        """Give orders back (processing -> pending), e.g. at shutdown. Returns how many were released."""
+        released = 0
+        ids = sorted(set(order_ids))
+        async with self._write() as conn:
+            for part in chunks(ids):
+                result = await conn.execute(
+                    update(orders)
+                    .where(
+                        orders.c.id.in_(part),
+                        orders.c.lease_owner == owner,
+                        orders.c.status == _PROCESSING,
+                    )
+                    .values(status=_PENDING, lease_owner=None, lease_expires=None, updated_at=now)
+                    .returning(orders.c.id)
+                )
+                released += len(result.all())
+        return released
+
+    async def sweep_expired_leases(self, now: datetime) -> int:
+        """Orders whose worker vanished go back to pending; returns how many."""
+        expired = and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= now)
+        values = {"status": _PENDING, "lease_owner": None, "lease_expires": None, "updated_at": now}
+        if self.dialect == "postgresql":
+            # Rows a worker is writing right now are locked: leave them, it still holds them or will fail.
+            chosen = (
+                select(orders.c.id)
+                .where(expired)
+                .with_for_update(skip_locked=True)
+                .cte("expired")
+                .prefix_with("MATERIALIZED")
+            )
+            stmt = update(orders).where(orders.c.id == chosen.c.id)
+        else:
+            stmt = update(orders).where(expired)
+        async with self._write() as conn:
+            return len((await conn.execute(stmt.values(**values).returning(orders.c.id))).all())
+
+    async def finish_order(self, order_id: int, owner: str, status: OrderStatus, reason: str, now: datetime) -> None:
+        """End an order the worker cannot deliver: failed (refundable) or review (a person decides)."""
+        status = OrderStatus(status)
+        if status not in _END_BY_WORKER:
+            raise InvalidTransition(f"finish_order takes failed or review, not {status.value}")
+        async with self._write() as conn:
+            await self._fence(conn, order_id, owner, now)
+            await conn.execute(
+                update(orders)
+                .where(orders.c.id == order_id)
+                .values(status=status.value, reason=reason, lease_owner=None, lease_expires=None)
+            )
+            await self._event(conn, f"order.{status.value}", now, order_id=order_id, data={"reason": reason})
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    async def get_order(self, ref: str) -> OrderView | None:
+        async with self._read() as conn:
+            row = await self._order_by_ref(conn, ref)
+            if row is None:
+                return None
+            return (await self._views(conn, [row]))[0]
+
+    async def list_orders(self, status: OrderStatus | None = None, limit: int | None = None) -> list[OrderView]:
+        """Orders oldest first, optionally of one status, with their cards, attempts and claims."""
+        stmt = select(orders).order_by(orders.c.id)
+        if status is not None:
+            stmt = stmt.where(orders.c.status == OrderStatus(status).value)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            return await self._views(conn, rows)
+
+    async def count_by_status(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in OrderStatus}
+        async with self._read() as conn:
+            result = await conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+            for status, count in result:
+                counts[status] = count
+        return counts
+
+    async def _views(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[OrderView]:
+        ids = [row.id for row in rows]
+        cards: dict[int, list[Any]] = {i: [] for i in ids}
+        tries: dict[int, list[Any]] = {i: [] for i in ids}
+        claims: dict[int, list[ClaimRecord]] = {i: [] for i in ids}
+        for part in chunks(ids):
+            found = await conn.execute(
+                select(deliveries).where(deliveries.c.order_id.in_(part)).order_by(deliveries.c.id)
+            )
+            for d in found:
+                cards[d.order_id].append(self._card(d._mapping))
+            found = await conn.execute(select(attempts).where(attempts.c.order_id.in_(part)).order_by(attempts.c.id))
+            for a in found:
+                tries[a.order_id].append(attempt_from_row(a))
+            for claim in await claims_query(conn, order_ids=part):
+                claims[claim.order_id].append(claim)
+        return [
+            OrderView(
+                order=order_from_row(row),
+                cards=tuple(cards[row.id]),
+                attempts=tuple(tries[row.id]),
+                claims=tuple(claims[row.id]),
+            )
+            for row in rows
+        ]
+
+
+def _values(order: NewOrder, now: datetime) -> dict[str, Any]:
+    return {
+        "ref": order.ref,
+        "sku": order.sku,
+        "qty": order.qty,
+        "account": order.account,
+        "amount": order.amount,
+        "status": _PENDING,
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -1,0 +1,107 @@
+"""Orders waiting on a supplier: parked, woken by a callback, reopened by the resolver; and the open attempts
+whose order no longer waits on them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Order, OrderStatus
+from fulfil.storage.base import StoreBase, attempt_from_row, order_from_row
+from fulfil.storage.errors import InvalidTransition, NotFound
+from fulfil.storage.schema import attempts, orders
+
+_PENDING = OrderStatus.PENDING.value
+_PROCESSING = OrderStatus.PROCESSING.value
+_REVIEW = OrderStatus.REVIEW.value
+# An attempt left `planned` was never sent: it can be open only while its order is being worked on.
+_ASKABLE = [s.value for s in OPEN_ATTEMPT_STATES if s.value != "planned"]
+
+
+class ParkingOps(StoreBase):
+    async def park_order(self, order_id: int, owner: str, until: datetime, reason: str, now: datetime) -> None:
+        """Give a processing order back as pending, not claimable before `until` (fenced by the lease).
+
+        Frees the worker's slot while a supplier takes its time; the next claim resumes from the attempts."""
+        async with self._write() as conn:
+            await self._fence(conn, order_id, owner, now)
+            await conn.execute(
+                update(orders)
+                .where(orders.c.id == order_id)
+                .values(
+                    status=_PENDING,
+                    reason=reason,
+                    not_before=until,
+                    lease_owner=None,
+                    lease_expires=None,
+                    updated_at=now,
+                )
+            )
+
+    async def release_all_leases(self, now: datetime) -> int:
+        """processing -> pending for every order. Only for a database no other daemon can be using (SQLite
+        under the instance lock): what a crashed predecessor held is taken back at once."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(orders)
+                .where(orders.c.status == _PROCESSING)
+                .values(status=_PENDING, lease_owner=None, lease_expires=None, updated_at=now)
+                .returning(orders.c.id)
+            )
+            released = len(result.all())
+            if released:
+                await self._event(conn, "leases.recovered", now, data={"orders": released})
+            return released
+
+    async def wake_order(self, number: str, now: datetime) -> bool:
+        """A supplier says attempt `number` moved: make its parked order claimable now. False if none waits."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(orders)
+                .where(
+                    orders.c.id == select(attempts.c.order_id).where(attempts.c.number == number).scalar_subquery(),
+                    orders.c.status == _PENDING,
+                    orders.c.not_before.is_not(None),
+                )
+                .values(not_before=now, updated_at=now)
+                .returning(orders.c.id)
+            )
+            return result.first() is not None
+
+    async def reopen_order(self, order_id: int, reason: str, now: datetime) -> Order:
+        """review -> pending without a person: the resolver found the purchase went through after all."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    update(orders)
+                    .where(orders.c.id == order_id, orders.c.status == _REVIEW)
+                    .values(status=_PENDING, reason=reason, not_before=None, updated_at=now)
+                    .returning(*orders.c)
+                )
+            ).first()
+            if row is None:
+                exists = await conn.scalar(select(orders.c.status).where(orders.c.id == order_id))
+                if exists is None:
+                    raise NotFound(f"no order with id {order_id}")
+                raise InvalidTransition(f"order {order_id} is {exists}, not review: nothing to reopen")
+            await self._event(conn, "order.reopened", now, order_id=order_id, data={"reason": reason})
+            return order_from_row(row)
+
+    async def orphan_attempts(self, limit: int = 200) -> list[tuple[AttemptRecord, Order]]:
+        """Attempts still open at a supplier whose order is not waiting on them (not pending or processing):
+        moved on under a possible-double claim, or handed to a person. Oldest first."""
+        waiting = orders.c.status.in_([_PENDING, _PROCESSING])
+        query = (
+            select(attempts)
+            .join(orders, orders.c.id == attempts.c.order_id)
+            .where(attempts.c.state.in_(_ASKABLE), ~waiting)
+            .order_by(attempts.c.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            found = [attempt_from_row(row) for row in (await conn.execute(query)).all()]
+            ids = sorted({a.order_id for a in found})
+            rows = (await conn.execute(select(orders).where(orders.c.id.in_(ids)))).all() if ids else []
+        by_id = {row.id: order_from_row(row) for row in rows}
+        return [(attempt, by_id[attempt.order_id]) for attempt in found]

@@ -1,0 +1,108 @@
+"""An operator's decisions on orders in review: retry, refund, or resolve with keys found by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fulfil.domain import AttemptState, Order, OrderStatus
+from fulfil.storage.base import StoreBase, delivered_in, duplicates_within, order_from_row
+from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound
+from fulfil.storage.schema import orders
+from suppliers.taxonomy import Card
+
+MANUAL_SUPPLIER = "manual"
+
+
+class ReviewOps(StoreBase):
+    async def review_retry(self, ref: str, operator: str, now: datetime) -> Order:
+        """review -> pending: the worker takes the order again from the top."""
+        async with self._write() as conn:
+            row = await self._in_review(conn, ref)
+            updated = await self._set_status(conn, row.id, OrderStatus.PENDING, None, now)
+            await self._event(
+                conn, "review.retry", now, order_id=row.id, operator=operator, data={"reason": row.reason}
+            )
+        return updated
+
+    async def review_refund(self, ref: str, operator: str, now: datetime) -> Order:
+        """review -> failed (refundable); the reason stays as the record of why."""
+        async with self._write() as conn:
+            row = await self._in_review(conn, ref)
+            updated = await self._set_status(conn, row.id, OrderStatus.FAILED, row.reason, now)
+            await self._event(
+                conn, "review.refund", now, order_id=row.id, operator=operator, data={"reason": row.reason}
+            )
+        return updated
+
+    async def review_resolve(self, ref: str, cards: Sequence[Card], operator: str, now: datetime) -> Order:
+        """review -> delivered with these keys under a manual attempt; a known key: DuplicateCard."""
+        rows = [self._encrypted(card) for card in cards]
+        fingerprints = [row["fingerprint"] for row in rows]
+        twice = duplicates_within(fingerprints)
+        if twice:
+            raise DuplicateCard(twice)
+        try:
+            async with self._write() as conn:
+                order = await self._in_review(conn, ref)
+                known = await delivered_in(conn, fingerprints)
+                if known:
+                    raise DuplicateCard(known)
+                attempt = await self._insert_attempt(
+                    conn,
+                    {
+                        "order_id": order.id,
+                        "supplier": MANUAL_SUPPLIER,
+                        "offer_index": -1,
+                        "qty": len(cards),
+                        "cost": None,
+                        "state": AttemptState.SENT.value,
+                        "evidence": {"operator": operator},
+                        "started_at": now,
+                        "sent_at": now,
+                    },
+                )
+                await self._complete_delivery(conn, order.id, attempt.id, rows, now, owner=None)
+                await self._event(
+                    conn,
+                    "review.resolve",
+                    now,
+                    order_id=order.id,
+                    operator=operator,
+                    data={"reason": order.reason, "cards": len(cards), "attempt_id": attempt.id},
+                )
+                delivered = (await conn.execute(select(orders).where(orders.c.id == order.id))).one()
+        except Conflict:
+            known = await self.delivered_fingerprints(fingerprints)
+            if known:
+                raise DuplicateCard(known) from None
+            raise
+        return order_from_row(delivered)
+
+    async def _in_review(self, conn: AsyncConnection, ref: str) -> Any:
+        stmt = select(orders).where(orders.c.ref == ref)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound(f"no order {ref}")
+        if row.status != OrderStatus.REVIEW.value:
+            raise InvalidTransition(f"order {ref} is {row.status}, not in review")
+        return row
+
+    async def _set_status(
+        self, conn: AsyncConnection, order_id: int, status: OrderStatus, reason: str | None, now: datetime
+    ) -> Order:
+        row = (
+            await conn.execute(
+                update(orders)
+                .where(orders.c.id == order_id)
+                .values(status=status.value, reason=reason, lease_owner=None, lease_expires=None, updated_at=now)
+                .returning(*orders.c)
+            )
+        ).one()
+        return order_from_row(row)
