@@ -1,0 +1,125 @@
+"""`fulfil review list | retry | refund | resolve`: the queue of orders that need a person.
+
+Every action is recorded as an event with the operator and the time (the Store writes it), and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from fulfil import render
+from fulfil.cli.context import BadInput, get_state, operator_option, run_with_store, utcnow
+from fulfil.domain import Order, OrderStatus, OrderView
+from fulfil.stockfile import StockFileError, read_stock_file, repeated_lines
+
+if TYPE_CHECKING:
+    from fulfil.storage import Store
+
+logger = logging.getLogger(__name__)
+
+
+@click.group()
+def review() -> None:
+    """Orders waiting for a person: list, retry, refund, resolve."""
+
+
+@review.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of orders.")
+def list_(as_json: bool) -> None:
+    """Orders in review, oldest first, with the reason each is there."""
+
+    async def body(store: Store) -> list[OrderView]:
+        return await store.list_orders(OrderStatus.REVIEW, None)
+
+    views = sorted(run_with_store(body), key=lambda v: v.order.created_at)
+    if as_json:
+        click.echo(render.to_json([render.order_to_dict(v) for v in views]))
+    elif views:
+        click.echo(render.review_table(views))
+    else:
+        click.echo("the review queue is empty")
+
+
+@review.command()
+@click.argument("ref")
+@operator_option
+def retry(ref: str, operator: str) -> None:
+    """Put the order back to pending: a worker picks it up again."""
+
+    async def body(store: Store) -> Order:
+        return await store.review_retry(ref, operator, utcnow())
+
+    order = run_with_store(body)
+    logger.info("review.retry", extra={"ref": ref, "order_id": order.id, "operator": operator})
+    click.echo(f"{ref}: back to {order.status}; a worker will pick it up")
+
+
+@review.command()
+@click.argument("ref")
+@operator_option
+def refund(ref: str, operator: str) -> None:
+    """Give up on the order: it becomes failed (refundable to the buyer), its reason kept."""
+
+    async def body(store: Store) -> Order:
+        return await store.review_refund(ref, operator, utcnow())
+
+    order = run_with_store(body)
+    logger.info(
+        "review.refund",
+        extra={"ref": ref, "order_id": order.id, "operator": operator, "reason": order.reason},
+    )
+    click.echo(f"{ref}: {order.status} (refund the buyer); reason: {order.reason or '-'}")
+
+
+@review.command()
+@click.argument("ref")
+@click.option(
+    "--cards",
+    "cards_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Keys to deliver, one per line: `number,password` or `password`.",
+)
+@operator_option
+def resolve(ref: str, cards_file: Path, operator: str) -> None:
+    """Deliver the order by hand with the keys in --cards (exactly qty of them)."""
+    state = get_state()
+    cipher = state.cipher()
+
+    async def body(store: Store) -> Order:
+        view = await store.get_order(ref)
+        if view is None:
+            raise BadInput(f"no order with ref {ref}")
+        order = view.order
+        if order.status != OrderStatus.REVIEW:
+            raise BadInput(f"{ref} is {order.status}, not in review")
+        product = state.config.products.get(order.sku)
+        try:
+            parsed = read_stock_file(cards_file, product.card_pattern if product else None)
+        except StockFileError as exc:
+            raise BadInput(str(exc)) from exc
+        problems = [f"line {line}: {reason}" for line, reason in parsed.invalid]
+        problems += [f"line {line}: same key as line {first}" for line, first in repeated_lines(parsed)]
+        if not problems and len(parsed.cards) != order.qty:
+            problems.append(f"the order is for {order.qty} key(s), the file has {len(parsed.cards)}")
+        if not problems:
+            prints = [cipher.fingerprint(card) for card in parsed.cards]
+            seen = await store.delivered_fingerprints(prints)
+            problems += [
+                f"line {line}: this key was already delivered to an order"
+                for line, fp in zip(parsed.lines, prints, strict=True)
+                if fp in seen
+            ]
+        if problems:
+            raise BadInput(f"{ref} not resolved, nothing written:\n" + "\n".join(f"  {p}" for p in problems))
+        return await store.review_resolve(ref, parsed.cards, operator, utcnow())
+
+    order = run_with_store(body, state=state, cipher=cipher)
+    logger.info(
+        "review.resolve", extra={"ref": ref, "order_id": order.id, "operator": operator, "qty": order.qty}
+    )
+    click.echo(f"{ref}: {order.status} by hand ({order.qty} key(s))")

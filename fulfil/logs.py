@@ -1,0 +1,141 @@
+"""Structured logging: one event per line, JSON by default, a readable text form for people.
+
+Code logs events with stable names and context in `extra`::
+
+    logger.info("order.delivered", extra={"ref": order.ref, "supplier": "shelf", "qty": 2})
+
+The rule is that card keys and secrets are never passed to a log call. The formatters here add a defensive
+second line: any `extra` field (at any depth) whose name says it is sensitive is printed as `<redacted>`,
+and a `Card` never prints its contents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Literal, TextIO
+
+from suppliers.taxonomy import Card
+
+LogFormat = Literal["json", "text"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+REDACTED = "<redacted>"
+# Field names that must never be printed, whatever their value; also matched as a suffix (`fulu_secret`).
+SENSITIVE_FIELDS = frozenset(
+    {"password", "secret", "app_key", "card", "cards", "sign", "card_key", "token", "authorization"}
+)
+# Our own packages log at the chosen level; third-party loggers stay at WARNING so that, e.g., an HTTP
+# client's debug lines (URLs, bodies with signatures) never reach the journal.
+OWN_LOGGERS = ("fulfil", "suppliers")
+
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def is_sensitive(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in SENSITIVE_FIELDS or any(lowered.endswith("_" + field) for field in SENSITIVE_FIELDS)
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` safe to print: sensitive keys blanked at any depth, cards never shown."""
+    if isinstance(value, Card):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {str(k): REDACTED if is_sensitive(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(item) for item in value]
+    return value
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The `extra` fields of a record, redacted."""
+    fields = {key: value for key, value in vars(record).items() if key not in _RECORD_ATTRS}
+    return redact(fields)  # type: ignore[no-any-return]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal | Enum):
+        return str(value.value if isinstance(value, Enum) else value)
+    return str(value)
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return (
+        datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts": ..., "level": "info", "event": "order.delivered", "logger": ..., <extra fields>}`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "logger": record.name,
+        }
+        for key, value in record_fields(record).items():
+            line.setdefault(key, value)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=_json_default, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-21T10:00:00.000Z INFO  order.delivered ref=R1 qty=2` for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_timestamp(record), f"{record.levelname:<7}", record.getMessage()]
+        for key, value in record_fields(record).items():
+            text = value if isinstance(value, str) else json.dumps(value, default=_json_default)
+            parts.append(f"{key}={text}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def make_handler(fmt: LogFormat = "json", stream: TextIO | None = None) -> logging.Handler:
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler._fulfil = True  # type: ignore[attr-defined]  # so a second setup replaces, not duplicates
+    return handler
+
+
+def setup_logging(fmt: LogFormat = "json", level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Install one handler on the root logger (replacing ours from an earlier call)."""
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {fmt!r} (use {' or '.join(LOG_FORMATS)})")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_fulfil", False)]:
+        root.removeHandler(old)
+    root.addHandler(make_handler(fmt, stream))
+    root.setLevel(logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level.upper())
