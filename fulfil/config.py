@@ -15,14 +15,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
 from fulfil.durations import parse_duration
 
 DEFAULT_PATH = Path("config/fulfil.yaml")
 BUILTIN_SUPPLIER_TYPES = ("stock", "fulu", "acg_faka")
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+_FROM_FILE = "from_file"
+
+
+def _duration(value: object, info: ValidationInfo) -> float:
+    from_file = bool(info.context and info.context.get(_FROM_FILE))
+    return parse_duration(value, bare_numbers=not from_file)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 class ConfigError(Exception):
@@ -200,7 +208,10 @@ def known_supplier_types() -> set[str]:
     return set(BUILTIN_SUPPLIER_TYPES) | {ep.name for ep in entry_points(group="fulfil.suppliers")}
 
 
-_REQUIRED_SETTINGS = {"fulu": ("base_url", "app_key", "secret"), "acg_faka": ("base_url", "app_id", "app_key")}
+_REQUIRED_SETTINGS = {
+    "fulu": ("base_url", "app_key", "secret"),
+    "acg_faka": ("base_url", "app_id", "app_key"),
+}
 
 
 def _check_suppliers(raw: Any, errors: list[str]) -> dict[str, str]:
@@ -218,7 +229,9 @@ def _check_suppliers(raw: Any, errors: list[str]) -> dict[str, str]:
                 errors.append(f"suppliers[{i}].name: duplicate supplier name '{name}'")
             types[name] = str(kind)
         if isinstance(kind, str) and kind not in known:
-            errors.append(f"suppliers[{i}].type: unknown supplier type '{kind}' (known: {', '.join(sorted(known))})")
+            errors.append(
+                f"suppliers[{i}].type: unknown supplier type '{kind}' (known: {', '.join(sorted(known))})"
+            )
         for field in _REQUIRED_SETTINGS.get(str(kind), ()):
             if not entry.get(field):
                 errors.append(f"suppliers[{i}].{field}: required for a {kind} supplier")
@@ -257,7 +270,9 @@ def _check_products(raw: Any, suppliers: dict[str, str], errors: list[str]) -> N
 def _check_database(raw: Any, errors: list[str]) -> None:
     url = raw.get("url") if isinstance(raw, dict) else None
     if isinstance(url, str) and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
-        errors.append(f"database.url: unsupported database '{url.split(':', 1)[0]}' (use sqlite or postgresql)")
+        errors.append(
+            f"database.url: unsupported database '{url.split(':', 1)[0]}' (use sqlite or postgresql)"
+        )
 
 
 def _check_listen(raw: Any, errors: list[str]) -> None:
@@ -283,7 +298,7 @@ def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Con
     _check_listen(data.get("http"), errors)
     config: Config | None = None
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={_FROM_FILE: True})
     except ValidationError as exc:
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")

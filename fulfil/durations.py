@@ -8,11 +8,14 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from a duration string. Bare numbers are refused: `10` could mean seconds or minutes."""
+def parse_duration(value: object, *, bare_numbers: bool = False) -> float:
+    """Seconds from a duration string. In files bare numbers are refused: `10` could mean seconds or minutes;
+    code constructing config objects may pass seconds (`bare_numbers=True`)."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a duration such as '500ms', '30s', '5m', got {value!r}")
     if isinstance(value, int | float):
+        if bare_numbers and value >= 0:
+            return float(value)
         if value == 0:
             return 0.0
         raise ValueError(f"write a unit with the duration: '{value}s' or '{value}ms', not {value!r}")

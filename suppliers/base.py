@@ -28,6 +28,7 @@ class PlaceRequest:
     price: Decimal | None = None  # the most we pay per unit (offer cost), where the protocol takes it
     order_id: int | None = None  # ours, for adapters that deliver inside the store (stock)
     attempt_id: int | None = None
+    owner: str | None = None  # our lease owner, for adapters whose store writes are fenced by it (stock)
     timeout: float | None = None  # seconds; capped by the engine at what is left of the retry budget
 
 
@@ -35,8 +36,6 @@ class PlaceRequest:
 class Balance:
     amount: Decimal
     currency: str = "CNY"
-
-
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,8 @@ class Supplier(abc.ABC):
     idempotent_place: ClassVar[bool] = True
     # Whether `place` only accepts and the outcome must be polled for (fulu), or answers synchronously.
     asynchronous: ClassVar[bool] = False
+    # Whether the goods come from our own store inside one transaction (stock): no network, no cool-down.
+    local: ClassVar[bool] = False
 
     def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
         self.name = name

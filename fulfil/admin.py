@@ -1,0 +1,160 @@
+"""The daemon's HTTP side: order intake and lookup for the storefront, metrics, and supplier callbacks.
+
+Everything but `/healthz` and the callbacks needs `Authorization: Bearer <token>`, the token taken from the
+environment variable named by `http.token_env` (never the YAML); without one those endpoints answer 401.
+Callbacks are authenticated by the supplier's own signature, and are only a hint: the engine confirms them
+with a query before acting.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from fulfil.clock import Clock, SystemClock
+from fulfil.config import Config
+from fulfil.engine import Engine
+from fulfil.intake import order_from_fields, validate_order
+from fulfil.render import order_to_dict
+from fulfil.storage import Store
+
+log = logging.getLogger("fulfil.admin")
+
+MAX_BODY = 64 * 1024
+
+
+class AdminServer:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        config: Callable[[], Config],
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.config = config
+        self.clock = clock or SystemClock()
+        env = os.environ if environ is None else environ
+        self.token = env.get(config().http.token_env, "")
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._auth])
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/orders", self.add_order)
+        app.router.add_get("/orders/{ref}", self.show_order)
+        app.router.add_post("/callbacks/{supplier}", self.callback)
+        return app
+
+    async def start(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, int(port))
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else int(port)
+        if not self.token:
+            log.warning("admin.no_token", extra={"env": self.config().http.token_env})
+        log.info("admin.listening", extra={"host": host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- auth -----------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        public = request.path == "/healthz" or request.path.startswith("/callbacks/")
+        if not public:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not self.token or not hmac.compare_digest(given.encode(), self.token.encode()):
+                return _error(401, "missing or wrong bearer token")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # --- handlers -------------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines = ["# TYPE fulfil_orders gauge"]
+        for status, count in sorted((await self.store.count_by_status()).items()):
+            lines.append(f'fulfil_orders{{status="{status}"}} {count}')
+        lines.append("# TYPE fulfil_stock_available gauge")
+        for sku, counts in sorted((await self.store.stock_counts()).items()):
+            lines.append(f'fulfil_stock_available{{sku="{sku}"}} {counts.available}')
+        lines.append("# TYPE fulfil_claims gauge")
+        by_status: dict[str, int] = {}
+        for claim in await self.store.list_claims():
+            by_status[claim.status.value] = by_status.get(claim.status.value, 0) + 1
+        for status, count in sorted(by_status.items()):
+            lines.append(f'fulfil_claims{{status="{status}"}} {count}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def add_order(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object with ref, sku, qty, account, amount")
+        try:
+            order = order_from_fields(body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        reasons = validate_order(order, self.config())
+        if reasons:
+            return _error(422, "; ".join(reasons))
+        result = await self.store.add_order(order, self.clock.now())
+        if result.status == "conflict":
+            return _error(409, f"ref '{order.ref}' already exists with different content")
+        code = 201 if result.status == "accepted" else 200
+        return web.json_response({"ref": order.ref, "result": result.status}, status=code)
+
+    async def show_order(self, request: web.Request) -> web.Response:
+        view = await self.store.get_order(request.match_info["ref"])
+        if view is None:
+            return _error(404, f"no order '{request.match_info['ref']}'")
+        return web.json_response(order_to_dict(view, reveal=request.query.get("reveal") == "1"))
+
+    async def callback(self, request: web.Request) -> web.Response:
+        name = request.match_info["supplier"]
+        supplier = self.engine.suppliers.get(name)
+        if supplier is None:
+            return _error(404, f"no supplier '{name}'")
+        body = await request.read()
+        try:
+            notice = supplier.parse_callback(body, dict(request.headers))
+        except ValueError as exc:
+            log.warning("callback.refused", extra={"supplier": name, "why": str(exc)})
+            return _error(400, str(exc))
+        if notice is None:
+            return _error(404, f"supplier '{name}' has no callbacks")
+        woke = self.engine.notify(notice.number)
+        if not woke:
+            await self.store.wake_order(notice.number, self.clock.now())
+        log.info(
+            "callback.received", extra={"supplier": name, "number": notice.number, "status": notice.status}
+        )
+        # The protocol wants the plain text `success`, or it sends again.
+        return web.Response(text="success")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

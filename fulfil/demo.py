@@ -1,0 +1,288 @@
+"""`fulfil demo`: the daemon doing its job end to end on an embedded default, with nothing to set up.
+
+A temporary SQLite database, a generated card key and config, some local stock, two simulated Fulu suppliers
+on loopback (the primary loses answers after charging, throws system errors and sells invalid keys; the backup
+is clean), a few hundred paid orders, live progress, and a summary that reconciles every unit the suppliers
+charged for against what was delivered and claimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from fulfil.app import build_engine, build_suppliers
+from fulfil.config import Config, config_from_data
+from fulfil.crypto import CardCipher, generate_key, load_card_key
+from fulfil.domain import AttemptRecord, AttemptState, NewOrder, OrderStatus, OrderView
+from fulfil.render import table
+from fulfil.storage import Store
+from fulfil.worker import Worker
+from suppliers.sim.server import Simulator, running_sim
+from suppliers.taxonomy import Card
+
+SECRET = "0123456789abcdef0123456789abcdef"
+CARD_SKU, DIRECT_SKU = "steam-100", "qq-coins-10"
+PRODUCTS = {
+    "10001": {
+        "name": "Steam 100",
+        "kind": "card",
+        "price": "95.00",
+        "stock": 100000,
+        "card_pattern": "[A-Z0-9]{16}",
+    },
+    "10003": {"name": "QQ coins 10", "kind": "direct", "price": "9.80"},
+}
+PRIMARY_FAULTS: list[dict[str, Any]] = [
+    {"kind": "lost_after_commit", "probability": 0.08},
+    {"kind": "system_error", "code": 5000, "probability": 0.08},
+    {"kind": "invalid_keys", "mode": "not_matching", "probability": 0.04},
+    {"kind": "drop_before_commit", "probability": 0.04},
+    {"kind": "refuse", "from": "1s", "to": "1500ms"},  # a short outage: connections refused, retried
+]
+
+
+def _scenario(faults: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    return {
+        "protocol": "fulu",
+        "app_key": "demo-app",
+        "secret": SECRET,
+        "balance": "1000000.00",
+        "seed": seed,
+        "products": PRODUCTS,
+        "faults": faults,
+    }
+
+
+def demo_config(db_url: str, primary: str, backup: str) -> Config:
+    fulu = {
+        "type": "fulu",
+        "app_key": "demo-app",
+        "secret": SECRET,
+        "timeout": "2s",
+        "poll_interval": "200ms",
+    }
+    data = {
+        "database": {"url": db_url},
+        "daemon": {"poll_interval": "100ms", "batch_size": 50, "concurrency": 32, "lease": "30s"},
+        "http": {"enabled": False},
+        "retry": {"budget": "30s", "initial_backoff": "200ms", "max_backoff": "2s"},
+        "ambiguity": {"query_interval": "300ms", "give_up_after": "10m", "policy": "wait"},
+        "suppliers": [
+            {"name": "shelf", "type": "stock"},
+            {"name": "fulu-primary", "base_url": primary, **fulu},
+            {"name": "fulu-backup", "base_url": backup, **fulu},
+        ],
+        "products": {
+            CARD_SKU: {
+                "kind": "card",
+                "max_qty": 5,
+                "card_pattern": "^[A-Z0-9]{16}$",
+                "offers": [
+                    {"supplier": "shelf", "priority": 0},
+                    {"supplier": "fulu-primary", "product_id": "10001", "cost": "95.00", "priority": 1},
+                    {"supplier": "fulu-backup", "product_id": "10001", "cost": "96.00", "priority": 2},
+                ],
+            },
+            DIRECT_SKU: {
+                "kind": "direct",
+                "max_qty": 1,
+                "offers": [
+                    {"supplier": "fulu-primary", "product_id": "10003", "cost": "9.80", "priority": 0},
+                    {"supplier": "fulu-backup", "product_id": "10003", "cost": "9.90", "priority": 1},
+                ],
+            },
+        },
+    }
+    return config_from_data(data, environ={})
+
+
+def demo_orders(count: int, rng: random.Random) -> list[NewOrder]:
+    orders = []
+    for i in range(count):
+        if rng.random() < 0.15:
+            orders.append(NewOrder(f"demo-{i:05d}", DIRECT_SKU, 1, account=f"{rng.randrange(10**8, 10**9)}"))
+        else:
+            orders.append(
+                NewOrder(f"demo-{i:05d}", CARD_SKU, rng.choice((1, 1, 1, 2, 3)), amount=Decimal("100"))
+            )
+    return orders
+
+
+def demo_stock(count: int, rng: random.Random) -> list[Card]:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return [Card(password="".join(rng.choice(alphabet) for _ in range(16))) for _ in range(count)]
+
+
+@dataclass
+class DemoResult:
+    statuses: Counter[str]
+    elapsed: float
+    charged_units: dict[str, int] = field(default_factory=dict)
+    delivered_units: dict[str, int] = field(default_factory=dict)
+    claimed_units: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def all_delivered(self) -> bool:
+        return set(self.statuses) == {OrderStatus.DELIVERED.value}
+
+    @property
+    def reconciled(self) -> bool:
+        return all(
+            self.charged_units[name] == self.delivered_units.get(name, 0) + self.claimed_units.get(name, 0)
+            for name in self.charged_units
+        )
+
+
+async def run_demo(
+    orders: int = 300, stock: int = 60, seed: int = 2026, out: TextIO = sys.stdout
+) -> DemoResult:
+    rng = random.Random(seed)
+    workdir = Path(tempfile.mkdtemp(prefix="fulfil-demo-"))
+    try:
+        async with (
+            running_sim(_scenario(PRIMARY_FAULTS, seed)) as primary,
+            running_sim(_scenario([], seed + 1)) as backup,
+        ):
+            return await _run(workdir, primary, backup, orders, stock, rng, out)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _run(
+    workdir: Path,
+    primary: Simulator,
+    backup: Simulator,
+    count: int,
+    stock: int,
+    rng: random.Random,
+    out: TextIO,
+) -> DemoResult:
+    url = f"sqlite:///{workdir / 'fulfil.db'}"
+    config = demo_config(url, primary.gateway_url, backup.gateway_url)
+    cipher = CardCipher(load_card_key(None, {"FULFIL_CARD_KEY": generate_key()}))
+    await asyncio.to_thread(Store.upgrade, url)
+    store = await Store.open(url, cipher)
+    suppliers = build_suppliers(config, store)
+    try:
+        now = datetime.now(UTC)
+        await store.import_stock(CARD_SKU, demo_stock(stock, rng), now)
+        await store.add_orders(demo_orders(count, rng), now)
+        print(
+            f"fulfil demo: {count} paid orders, {stock} keys in local stock, two simulated Fulu suppliers",
+            file=out,
+        )
+        print(
+            f"  primary {primary.url}  (loses answers, system errors, invalid keys, refused connections)",
+            file=out,
+        )
+        print(f"  backup  {backup.url}  (clean)", file=out)
+        engine = build_engine(config, store, cipher, suppliers)
+        worker = Worker(store, engine, config)
+        started = asyncio.get_running_loop().time()
+        task = asyncio.create_task(worker.run())
+        statuses = await _progress(store, count, out)
+        worker.stop()
+        await task
+        elapsed = asyncio.get_running_loop().time() - started
+        views = await store.list_orders()
+        result = _reconcile(views, statuses, elapsed, {"fulu-primary": primary, "fulu-backup": backup})
+        _summary(result, views, out)
+        return result
+    finally:
+        for supplier in suppliers.values():
+            await supplier.aclose()
+        await store.close()
+
+
+async def _progress(store: Store, total: int, out: TextIO, limit: float = 300.0) -> Counter[str]:
+    tty = out.isatty()
+    loop = asyncio.get_running_loop()
+    deadline, last_line = loop.time() + limit, 0.0
+    while True:
+        counts = Counter(await store.count_by_status())
+        open_ = counts[OrderStatus.PENDING.value] + counts[OrderStatus.PROCESSING.value]
+        line = "  " + "  ".join(f"{s.value} {counts[s.value]:>4}" for s in OrderStatus)
+        if tty:
+            print("\r" + line, end="", file=out, flush=True)
+        elif loop.time() - last_line >= 2.0 or open_ == 0:
+            print(line, file=out, flush=True)
+            last_line = loop.time()
+        if open_ == 0 or loop.time() > deadline:
+            if tty:
+                print(file=out)
+            return Counter({k: v for k, v in counts.items() if v})
+        await asyncio.sleep(0.25)
+
+
+def _reconcile(
+    views: list[OrderView], statuses: Counter[str], elapsed: float, sims: dict[str, Simulator]
+) -> DemoResult:
+    result = DemoResult(statuses, elapsed)
+    for name, sim in sims.items():
+        result.charged_units[name] = sum(
+            o.qty for o in sim.ledger.orders if o.charged and o.state == "success"
+        )
+    for view in views:
+        for attempt in view.attempts:
+            if attempt.supplier in sims and _outcome(attempt).startswith("delivered"):
+                result.delivered_units[attempt.supplier] = (
+                    result.delivered_units.get(attempt.supplier, 0) + attempt.qty
+                )
+        for claim in view.claims:
+            result.claimed_units[claim.supplier] = result.claimed_units.get(claim.supplier, 0) + claim.qty
+    return result
+
+
+def _outcome(attempt: AttemptRecord) -> str:
+    """What became of an attempt, with the trouble it went through on the way."""
+    if attempt.state is AttemptState.SUCCEEDED:
+        if attempt.error_class in ("invalid_key", "late"):
+            return f"charged, {attempt.error_class} (claimed)"
+        return "delivered" + (f" after {attempt.error_class}" if attempt.error_class else "")
+    return f"{attempt.state.value}: {attempt.error_class}" if attempt.error_class else attempt.state.value
+
+
+def _summary(result: DemoResult, views: list[OrderView], out: TextIO) -> None:
+    print(f"\nDone in {result.elapsed:.1f}s.\n", file=out)
+    print(table(["status", "orders"], sorted(result.statuses.items())), file=out)
+    outcomes: Counter[tuple[str, str]] = Counter()
+    for view in views:
+        for attempt in view.attempts:
+            outcomes[(attempt.supplier, _outcome(attempt))] += 1
+    print("\nAttempts by supplier and outcome:", file=out)
+    print(
+        table(["supplier", "outcome", "attempts"], [(s, o, n) for (s, o), n in sorted(outcomes.items())]),
+        file=out,
+    )
+    claims = Counter((c.supplier, c.reason.value) for v in views for c in v.claims)
+    print("\nClaims written:", file=out)
+    print(
+        table(["supplier", "reason", "claims"], [(s, r, n) for (s, r), n in sorted(claims.items())]), file=out
+    )
+    print("\nReconciliation (units the supplier charged = delivered + claimed):", file=out)
+    rows = [
+        (name, charged, result.delivered_units.get(name, 0), result.claimed_units.get(name, 0))
+        for name, charged in result.charged_units.items()
+    ]
+    print(table(["supplier", "charged", "delivered", "claimed"], rows), file=out)
+    verdict = "every order delivered" if result.all_delivered else "NOT every order was delivered"
+    books = "books balance" if result.reconciled else "BOOKS DO NOT BALANCE"
+    print(f"\n{verdict}; {books}.", file=out)
+
+
+def main(orders: int = 300) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        result = asyncio.run(run_demo(orders))
+        return 0 if result.all_delivered and result.reconciled else 1
+    return 130

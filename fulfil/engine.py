@@ -1,0 +1,555 @@
+"""The fulfilment engine: one order from `processing` to an end state, never buying twice, losing nothing.
+
+For each order the engine first settles every attempt that may still be open at a supplier (write-ahead rows
+left `planned`, `sent` or `ambiguous` by an earlier run or a crash), then walks the product's offers in
+routing order. Each attempt is written before its call; its outcome is classified by the adapter and acted on
+here, by class only. The pure pieces live beside it: routing, placing (retry budget), validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from fulfil.clock import Clock, SystemClock
+from fulfil.config import Config, ProductConfig
+from fulfil.domain import (
+    OPEN_ATTEMPT_STATES,
+    AttemptRecord,
+    AttemptState,
+    ClaimReason,
+    Order,
+    OrderStatus,
+    OrderView,
+)
+from fulfil.health import Health, NullHealth
+from fulfil.placing import place_with_budget
+from fulfil.routing import Offer, Skipped, plan_offers
+from fulfil.storage import DuplicateCard, LeaseLost, Store
+from fulfil.validation import CardVerdict, check_cards
+from suppliers.base import PlaceRequest, Supplier
+from suppliers.taxonomy import Card, ErrorClass, OrderState, Outcome
+
+log = logging.getLogger("fulfil.engine")
+
+MAX_QUERY_INTERVAL = 30.0
+
+
+class LeaseLike(Protocol):
+    owner: str
+
+
+class Step(enum.Enum):
+    NEXT_OFFER = "next_offer"  # this offer is done with for the order: route on
+    DONE = "done"  # the order reached an end state, or was parked to be picked up again
+
+
+@dataclass(frozen=True)
+class Run:
+    """One pass over one order by one worker."""
+
+    order: Order
+    owner: str
+    product: ProductConfig
+    retried_at: datetime | None  # last `review retry`: attempts before it do not block routing
+
+
+class Engine:
+    """Implements the worker's `Processor`: `process`, `recover`, `periodic`."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        suppliers: Mapping[str, Supplier],
+        *,
+        fingerprint: Callable[[Card], str],
+        clock: Clock | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.suppliers = dict(suppliers)
+        self.fingerprint = fingerprint
+        self.clock = clock or SystemClock()
+        self.health: Health = health or NullHealth()
+        self._wakers: dict[str, asyncio.Event] = {}
+
+    # --- the Processor interface --------------------------------------------------------------------
+
+    async def process(self, order: Order, lease: LeaseLike) -> None:
+        try:
+            await self._process(order, lease.owner)
+        except LeaseLost:
+            # Another worker owns the order now; it will settle whatever we left written.
+            log.warning("lease.lost", extra={"order": order.ref, "owner": lease.owner})
+
+    async def recover(self) -> None:
+        from fulfil.resolver import resolve_orphans
+
+        await resolve_orphans(self)
+
+    async def periodic(self, now: datetime) -> None:
+        await self.recover()
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: new products, offers, budgets. Suppliers added or changed need a restart (their clients
+        and credentials are built once); removed ones stop being routed to via `enabled`."""
+        self.config = config
+
+    def notify(self, number: str) -> bool:
+        """A verified callback arrived for `number`: wake the run waiting on it. False if none here."""
+        event = self._wakers.get(number)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    # --- one order ----------------------------------------------------------------------------------
+
+    async def _process(self, order: Order, owner: str) -> None:
+        now = self.clock.now()
+        product = self.config.products.get(order.sku)
+        if product is None:
+            await self._finish(
+                order, owner, OrderStatus.REVIEW, f"unknown_sku: '{order.sku}' is no longer configured"
+            )
+            return
+        retried_at = await self._last_retry(order)
+        run = Run(order, owner, product, retried_at)
+        view = await self._view(order)
+        for attempt in view.attempts:
+            still_open = attempt.state in OPEN_ATTEMPT_STATES and not _set_aside(attempt, view)
+            if still_open and await self._settle(run, attempt, view) is Step.DONE:
+                return
+        while True:
+            view = await self._view(order)
+            attempts = [a for a in view.attempts if retried_at is None or a.started_at >= retried_at]
+            offers, skipped = plan_offers(
+                product,
+                attempts,
+                cooldowns=await self.store.active_cooldowns(now),
+                enabled={s.name: s.enabled and s.name in self.suppliers for s in self.config.suppliers},
+                health=self.health,
+                now=self.clock.now(),
+                strategy=self.config.routing.strategy,
+            )
+            if not offers:
+                await self._finish(order, owner, OrderStatus.REVIEW, _exhausted_reason(skipped))
+                return
+            if await self._try_offer(run, offers[0]) is Step.DONE:
+                return
+
+    async def _view(self, order: Order) -> OrderView:
+        view = await self.store.get_order(order.ref)
+        if view is None:  # pragma: no cover - orders are never deleted
+            raise LeaseLost(f"order {order.ref} vanished")
+        return view
+
+    async def _last_retry(self, order: Order) -> datetime | None:
+        events = await self.store.events(name="review.retry", order_id=order.id, limit=1000)
+        return max((e.at for e in events), default=None)
+
+    async def _try_offer(self, run: Run, offer: Offer) -> Step:
+        supplier = self.suppliers[offer.supplier]
+        attempt = await self.store.open_attempt(
+            run.order.id, run.owner, offer.supplier, offer.index, run.order.qty, offer.cost, self.clock.now()
+        )
+        return await self._drive(run, attempt, supplier, offer)
+
+    def _request(
+        self, run: Run, attempt: AttemptRecord, offer: Offer | None, timeout: float | None
+    ) -> PlaceRequest:
+        return PlaceRequest(
+            number=attempt.number,
+            sku=run.order.sku,
+            product_id=offer.product_id if offer else None,
+            qty=attempt.qty,
+            kind=run.product.kind,
+            account=run.order.account,
+            price=offer.cost if offer else None,
+            order_id=run.order.id,
+            attempt_id=attempt.id,
+            owner=run.owner,
+            timeout=timeout,
+        )
+
+    def _offer_of(self, run: Run, attempt: AttemptRecord) -> Offer | None:
+        offers = run.product.offers
+        if attempt.offer_index < len(offers) and offers[attempt.offer_index].supplier == attempt.supplier:
+            return Offer.of(attempt.offer_index, offers[attempt.offer_index])
+        for index, cfg in enumerate(offers):  # the config moved the offer: find it by supplier
+            if cfg.supplier == attempt.supplier:
+                return Offer.of(index, cfg)
+        return None
+
+    def _timeout(self, supplier: Supplier) -> float:
+        value = supplier.settings.get("timeout", 10.0)
+        return float(value) if isinstance(value, int | float) else 10.0
+
+    # --- placing --------------------------------------------------------------------------------------
+
+    async def _drive(self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None) -> Step:
+        if not supplier.local:
+            attempt = await self._mark(attempt, AttemptState.SENT)
+            log.info("attempt.sent", extra=_ctx(run, attempt))
+
+        async def call(timeout: float) -> Outcome:
+            return await self._call(supplier, "place", self._request(run, attempt, offer, timeout))
+
+        def on_retry(outcome: Outcome, wait: float) -> None:
+            log.info("attempt.retry", extra={**_ctx(run, attempt), "wait": round(wait, 3), **_code(outcome)})
+
+        outcome = await place_with_budget(
+            call,
+            retry=self.config.retry,
+            try_timeout=self._timeout(supplier),
+            clock=self.clock,
+            on_retry=on_retry,
+        )
+        return await self._handle(run, attempt, supplier, offer, outcome)
+
+    async def _call(self, supplier: Supplier, what: str, request: PlaceRequest) -> Outcome:
+        start = self.clock.monotonic()
+        fn = supplier.place if what == "place" else supplier.query
+        outcome = await fn(request)
+        ok = outcome.state is not OrderState.ERROR
+        self.health.record(supplier.name, ok, self.clock.monotonic() - start, self.clock.now())
+        return outcome
+
+    async def _handle(
+        self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None, outcome: Outcome
+    ) -> Step:
+        if outcome.state is OrderState.SUCCEEDED:
+            return await self._succeeded(run, attempt, offer, outcome)
+        if outcome.state in (OrderState.PENDING, OrderState.NOT_FOUND):
+            return await self._await_outcome(run, attempt, supplier, offer, ambiguous=False)
+        if outcome.error is ErrorClass.AMBIGUOUS:
+            attempt = await self._mark(attempt, AttemptState.AMBIGUOUS, outcome)
+            log.warning("attempt.ambiguous", extra={**_ctx(run, attempt), **_code(outcome)})
+            return await self._await_outcome(run, attempt, supplier, offer, ambiguous=True)
+        return await self._failed(run, attempt, supplier, offer, outcome)
+
+    async def _failed(
+        self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None, outcome: Outcome
+    ) -> Step:
+        """A final 'not charged' answer, or a transient error that outlived the budget."""
+        error = outcome.error or ErrorClass.PRODUCT_UNAVAILABLE
+        attempt = await self._mark(attempt, AttemptState.FAILED, outcome)
+        now = self.clock.now()
+        log.info("attempt.failed", extra={**_ctx(run, attempt), "error_class": error.value, **_code(outcome)})
+        if error is ErrorClass.ORDER_REJECTED:
+            await self._finish(run.order, run.owner, OrderStatus.FAILED, f"order_rejected: {_said(outcome)}")
+            return Step.DONE
+        if error is ErrorClass.OUR_BUG:
+            await self._alert("supplier.our_bug", supplier.name, run, outcome)
+            await self._finish(
+                run.order, run.owner, OrderStatus.REVIEW, f"our_bug at {supplier.name}: {_said(outcome)}"
+            )
+            return Step.DONE
+        if error is ErrorClass.SUPPLIER_ACCOUNT:
+            self.health.trip(supplier.name, _said(outcome), now)
+            await self._alert("supplier.account", supplier.name, run, outcome)
+        elif error is ErrorClass.PRODUCT_UNAVAILABLE and offer is not None and not supplier.local:
+            until = now + timedelta(seconds=self.config.cooldown.product_unavailable)
+            await self.store.set_cooldown(supplier.name, offer.product_id or "", until, _said(outcome), now)
+        return Step.NEXT_OFFER
+
+    # --- waiting for an outcome ---------------------------------------------------------------------
+
+    async def _await_outcome(
+        self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None, *, ambiguous: bool
+    ) -> Step:
+        """Query by our number until the outcome is final, for as long as this worker holds the order."""
+        if not supplier.can_query:
+            return await self._unqueryable(run, attempt, supplier)
+        poll = supplier.settings.get("poll_interval", 1.0)
+        interval = min(
+            float(poll) if isinstance(poll, int | float) else 1.0, self.config.ambiguity.query_interval
+        )
+        hold_until = self.clock.monotonic() + self.config.retry.budget
+        exists = not ambiguous
+        waker = self._wakers.setdefault(attempt.number, asyncio.Event())
+        try:
+            while self.clock.monotonic() < hold_until:
+                await self._nap(waker, interval)
+                outcome = await self._call(supplier, "query", self._request(run, attempt, offer, None))
+                if outcome.state is OrderState.NOT_FOUND and not exists and self._may_resend(attempt, supplier):
+                    # Safe: the supplier refuses a repeated number, so this can never buy twice. A refusal of
+                    # the re-send says nothing about the first request, so only acceptance counts.
+                    resent = await self._resend(run, attempt, supplier, offer)
+                    if resent.state in (OrderState.SUCCEEDED, OrderState.PENDING):
+                        outcome = resent
+                if outcome.state is OrderState.SUCCEEDED:
+                    return await self._succeeded(run, attempt, offer, outcome)
+                if outcome.state is OrderState.FAILED:
+                    # The supplier's own record says the order failed: not charged, safe to move on.
+                    return await self._failed(run, attempt, supplier, offer, outcome)
+                # A query error or "not found" leaves the purchase as unknown as it was: ask again.
+                exists = exists or outcome.state is OrderState.PENDING
+                interval = min(interval * 1.5, MAX_QUERY_INTERVAL)
+        finally:
+            self._wakers.pop(attempt.number, None)
+        return await self._still_open(run, attempt, supplier, exists=exists)
+
+    async def _nap(self, waker: asyncio.Event, seconds: float) -> None:
+        if waker.is_set():
+            waker.clear()
+            return
+        try:
+            await asyncio.wait_for(waker.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        waker.clear()
+
+    def _may_resend(self, attempt: AttemptRecord, supplier: Supplier) -> bool:
+        if not supplier.idempotent_place or attempt.sent_at is None:
+            return False
+        return (self.clock.now() - attempt.sent_at).total_seconds() < self.config.retry.budget
+
+    async def _resend(
+        self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None
+    ) -> Outcome:
+        assert attempt.sent_at is not None
+        left = self.config.retry.budget - (self.clock.now() - attempt.sent_at).total_seconds()
+        timeout = max(0.2, min(self._timeout(supplier), left))
+        log.info("attempt.resend", extra=_ctx(run, attempt))
+        return await self._call(supplier, "place", self._request(run, attempt, offer, timeout))
+
+    async def _still_open(
+        self, run: Run, attempt: AttemptRecord, supplier: Supplier, *, exists: bool
+    ) -> Step:
+        now = self.clock.now()
+        age = (now - (attempt.sent_at or attempt.started_at)).total_seconds()
+        if not exists and self.config.ambiguity.policy == "failover":
+            await self._possible_double(
+                run, attempt, "failover policy: moved on while the attempt is unresolved"
+            )
+            return Step.NEXT_OFFER
+        if age >= self.config.ambiguity.give_up_after:
+            what = "still processing" if exists else "unresolved"
+            reason = (
+                f"ambiguous_unresolved: attempt {attempt.number} at {supplier.name} {what} after {int(age)}s"
+            )
+            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
+            return Step.DONE
+        until = now + timedelta(seconds=self.config.ambiguity.query_interval)
+        reason = (
+            f"awaiting {supplier.name}: attempt {attempt.number} {'processing' if exists else 'ambiguous'}"
+        )
+        await self.store.park_order(run.order.id, run.owner, until, reason, now)
+        log.info("order.parked", extra={**_ctx(run, attempt), "until": until.isoformat()})
+        return Step.DONE
+
+    async def _unqueryable(self, run: Run, attempt: AttemptRecord, supplier: Supplier) -> Step:
+        if self.config.ambiguity.policy == "failover":
+            await self._possible_double(run, attempt, f"{supplier.name} cannot be queried by our number")
+            return Step.NEXT_OFFER
+        reason = (
+            f"ambiguous: {supplier.name} cannot be queried by our number {attempt.number}; "
+            "check the supplier's records before retrying"
+        )
+        await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
+        return Step.DONE
+
+    async def _possible_double(self, run: Run, attempt: AttemptRecord, why: str) -> None:
+        claim = await self.store.open_claim(
+            attempt.id,
+            ClaimReason.POSSIBLE_DOUBLE,
+            _amount(attempt, attempt.qty),
+            attempt.qty,
+            {"why": why, "number": attempt.number, "evidence": attempt.evidence},
+            self.clock.now(),
+        )
+        log.warning(
+            "claim.opened", extra={**_ctx(run, attempt), "claim": claim.claim_no, "reason": "possible_double"}
+        )
+
+    # --- settling attempts left open ------------------------------------------------------------------
+
+    async def _settle(self, run: Run, attempt: AttemptRecord, view: OrderView) -> Step:
+        supplier = self.suppliers.get(attempt.supplier)
+        if supplier is None:
+            reason = (
+                f"attempt {attempt.number} at supplier '{attempt.supplier}' is {attempt.state.value} "
+                "and that supplier is no longer configured"
+            )
+            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
+            return Step.DONE
+        offer = self._offer_of(run, attempt)
+        log.info("attempt.settling", extra=_ctx(run, attempt))
+        if attempt.state is AttemptState.PLANNED:
+            # Written but never sent (the state moves to `sent` before any call): safe to drive as is.
+            return await self._drive(run, attempt, supplier, offer)
+        if run.retried_at is not None and attempt.started_at < run.retried_at:
+            # An operator asked to go ahead: one last look, then move on with the attempt under a claim.
+            outcome = await self._call(supplier, "query", self._request(run, attempt, offer, None))
+            if outcome.state is OrderState.SUCCEEDED:
+                return await self._succeeded(run, attempt, offer, outcome)
+            await self._possible_double(run, attempt, "operator retried the order while the attempt was open")
+            return Step.NEXT_OFFER
+        step = await self._await_outcome(run, attempt, supplier, offer, ambiguous=True)
+        return step
+
+    # --- success: validate, deliver or claim ------------------------------------------------------------
+
+    async def _succeeded(
+        self, run: Run, attempt: AttemptRecord, offer: Offer | None, outcome: Outcome
+    ) -> Step:
+        now = self.clock.now()
+        if outcome.delivered_in_store:
+            log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
+            return Step.DONE
+        if run.product.kind == "direct":
+            await self.store.deliver(run.order.id, run.owner, attempt.id, (), now)
+            log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
+            return Step.DONE
+        verdict = await self._verdict(outcome.cards, attempt.qty, run.product)
+        if verdict.ok:
+            try:
+                await self.store.deliver(run.order.id, run.owner, attempt.id, verdict.valid, now)
+            except DuplicateCard as dup:
+                verdict = await self._verdict(outcome.cards, attempt.qty, run.product, set(dup.fingerprints))
+            else:
+                extra = (*verdict.surplus, *(card for card, _ in verdict.invalid))
+                if extra:  # more than ordered: kept for the operator, never dropped
+                    await self.store.hold_cards(attempt.id, extra, "surplus", now)
+                log.info("order.delivered", extra={**_ctx(run, attempt), "qty": len(verdict.valid)})
+                return Step.DONE
+        return await self._invalid_batch(run, attempt, outcome, verdict)
+
+    async def _verdict(
+        self, cards: Sequence[Card], qty: int, product: ProductConfig, known: set[str] | None = None
+    ) -> CardVerdict:
+        fingerprints = {self.fingerprint(card) for card in cards}
+        before = await self.store.delivered_fingerprints(fingerprints) | (known or set())
+        return check_cards(
+            cards,
+            qty=qty,
+            pattern=product.card_pattern,
+            delivered_before=before,
+            fingerprint=self.fingerprint,
+        )
+
+    async def _invalid_batch(
+        self, run: Run, attempt: AttemptRecord, outcome: Outcome, verdict: CardVerdict
+    ) -> Step:
+        now = self.clock.now()
+        attempt = await self._mark(
+            attempt, AttemptState.SUCCEEDED, outcome, error_class=ErrorClass.INVALID_KEY.value
+        )
+        evidence: dict[str, Any] = {
+            "number": attempt.number,
+            "supplier_order_id": outcome.supplier_order_id,
+            "ordered": attempt.qty,
+            "received": len(outcome.cards),
+            "reasons": verdict.reasons(),
+            "supplier_said": outcome.evidence.as_dict(),
+            "checked_at": now.isoformat(),
+        }
+        claim = await self.store.open_claim(
+            attempt.id,
+            ClaimReason.INVALID_KEY,
+            _amount(attempt, verdict.bad_units),
+            verdict.bad_units,
+            evidence,
+            now,
+        )
+        await self.store.hold_cards(attempt.id, [card for card, _ in verdict.invalid], "invalid_key", now)
+        log.warning(
+            "claim.opened",
+            extra={
+                **_ctx(run, attempt),
+                "claim": claim.claim_no,
+                "reason": "invalid_key",
+                "units": verdict.bad_units,
+            },
+        )
+        if verdict.valid or verdict.surplus:
+            # Never silently drop good keys: hold the batch with the claim for a person to decide.
+            await self.store.hold_cards(
+                attempt.id, (*verdict.valid, *verdict.surplus), "partial_invalid_batch", now
+            )
+            reason = (
+                f"invalid_keys: {verdict.bad_units} of {attempt.qty} failed validation ({_reasons(verdict)}); "
+                f"{len(verdict.valid)} valid keys held with claim {claim.claim_no}"
+            )
+            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
+            return Step.DONE
+        return Step.NEXT_OFFER
+
+    # --- small helpers ------------------------------------------------------------------------------------
+
+    async def _mark(
+        self,
+        attempt: AttemptRecord,
+        state: AttemptState,
+        outcome: Outcome | None = None,
+        *,
+        error_class: str | None = None,
+    ) -> AttemptRecord:
+        error = error_class or (outcome.error.value if outcome and outcome.error else None)
+        return await self.store.mark_attempt(
+            attempt.id,
+            state,
+            self.clock.now(),
+            error_class=error,
+            supplier_order_id=outcome.supplier_order_id if outcome else None,
+            evidence=outcome.evidence.as_dict() if outcome else None,
+        )
+
+    async def _finish(self, order: Order, owner: str, status: OrderStatus, reason: str) -> None:
+        now = self.clock.now()
+        await self.store.finish_order(order.id, owner, status, reason, now)
+        await self.store.record_event(
+            f"order.{status.value}", now, order_id=order.id, data={"reason": reason}
+        )
+        level = logging.WARNING if status is OrderStatus.REVIEW else logging.INFO
+        log.log(level, f"order.{status.value}", extra={"order": order.ref, "reason": reason})
+
+    async def _alert(self, name: str, supplier: str, run: Run, outcome: Outcome) -> None:
+        data = {"order": run.order.ref, **outcome.evidence.as_dict()}
+        await self.store.record_event(
+            name, self.clock.now(), order_id=run.order.id, supplier=supplier, data=data
+        )
+        log.error(name, extra={"supplier": supplier, "order": run.order.ref, **_code(outcome)})
+
+
+def _set_aside(attempt: AttemptRecord, view: OrderView) -> bool:
+    """An open attempt already under a possible-double claim no longer blocks its order: the resolver owns it."""
+    return any(c.attempt_id == attempt.id and c.reason is ClaimReason.POSSIBLE_DOUBLE for c in view.claims)
+
+
+def _amount(attempt: AttemptRecord, units: int) -> Decimal | None:
+    return attempt.cost * units if attempt.cost is not None else None
+
+
+def _ctx(run: Run, attempt: AttemptRecord) -> dict[str, Any]:
+    return {"order": run.order.ref, "supplier": attempt.supplier, "number": attempt.number}
+
+
+def _code(outcome: Outcome) -> dict[str, Any]:
+    return {"code": outcome.evidence.code, "supplier_said": outcome.evidence.message}
+
+
+def _said(outcome: Outcome) -> str:
+    ev = outcome.evidence
+    text = " ".join(str(part) for part in (ev.code, ev.message) if part)
+    return text or (outcome.error.value if outcome.error else outcome.state.value)
+
+
+def _reasons(verdict: CardVerdict) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(verdict.reasons().items()))
+
+
+def _exhausted_reason(skipped: Sequence[Skipped]) -> str:
+    if skipped and all(s.why == "tried: product_unavailable" for s in skipped):
+        return "out_of_stock"
+    detail = "; ".join(f"{s.offer.supplier}#{s.offer.index} {s.why}" for s in skipped)
+    return f"exhausted: {detail}" if detail else "exhausted: the product has no offers"

@@ -1,0 +1,125 @@
+"""Which offer of a product to try next: a pure function of config, this order's attempts and supplier health."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from fulfil.config import OfferConfig, ProductConfig
+from fulfil.domain import AttemptRecord, AttemptState
+from fulfil.health import Health
+
+
+@dataclass(frozen=True)
+class Offer:
+    index: int  # position in the product's offers: with the supplier, the offer's identity in attempts
+    supplier: str
+    product_id: str | None
+    cost: Decimal | None
+    priority: int
+
+    @classmethod
+    def of(cls, index: int, cfg: OfferConfig) -> Offer:
+        return cls(index, cfg.supplier, cfg.product_id, cfg.cost, cfg.priority)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    offer: Offer
+    why: str  # "tried: product_unavailable", "cooling down", "breaker open", "disabled"
+
+
+def used_offers(attempts: Iterable[AttemptRecord]) -> dict[tuple[str, int], str]:
+    """Offers this order already spent an attempt on, with how it ended. Open attempts count too."""
+    used: dict[tuple[str, int], str] = {}
+    for attempt in attempts:
+        how = attempt.error_class or attempt.state.value
+        if attempt.state is AttemptState.SUCCEEDED and not attempt.error_class:
+            how = "succeeded"
+        used[(attempt.supplier, attempt.offer_index)] = how
+    return used
+
+
+def plan_offers(
+    product: ProductConfig,
+    attempts: Sequence[AttemptRecord],
+    *,
+    cooldowns: Mapping[tuple[str, str], datetime],
+    enabled: Mapping[str, bool],
+    health: Health,
+    now: datetime,
+    strategy: str = "priority",
+    rng: random.Random | None = None,
+) -> tuple[list[Offer], list[Skipped]]:
+    """Offers to try, best first, and the ones left out with why (for the review reason)."""
+    used = used_offers(attempts)
+    ready: list[Offer] = []
+    skipped: list[Skipped] = []
+    for index, cfg in enumerate(product.offers):
+        offer = Offer.of(index, cfg)
+        why = _skip_reason(offer, used, cooldowns, enabled, health, now)
+        if why is None:
+            ready.append(offer)
+        else:
+            skipped.append(Skipped(offer, why))
+    return order_offers(ready, strategy=strategy, health=health, rng=rng), skipped
+
+
+def _skip_reason(
+    offer: Offer,
+    used: Mapping[tuple[str, int], str],
+    cooldowns: Mapping[tuple[str, str], datetime],
+    enabled: Mapping[str, bool],
+    health: Health,
+    now: datetime,
+) -> str | None:
+    if (offer.supplier, offer.index) in used:
+        return f"tried: {used[(offer.supplier, offer.index)]}"
+    if not enabled.get(offer.supplier, False):
+        return "disabled"
+    until = cooldowns.get((offer.supplier, offer.product_id or ""))
+    if until is not None and until > now:
+        return "cooling down"
+    if not health.allows(offer.supplier, now):
+        return "breaker open"
+    return None
+
+
+def order_offers(
+    offers: Sequence[Offer], *, strategy: str, health: Health, rng: random.Random | None = None
+) -> list[Offer]:
+    """Priority first. Within one priority level: as listed (priority), cheapest (cost), or a score-weighted
+    draw (score) so better suppliers get more traffic and weaker ones still get some."""
+    levels: dict[int, list[Offer]] = {}
+    for offer in offers:
+        levels.setdefault(offer.priority, []).append(offer)
+    out: list[Offer] = []
+    for priority in sorted(levels):
+        level = levels[priority]
+        if strategy == "cost":
+            level = sorted(level, key=lambda o: (o.cost is None, o.cost or Decimal(0), o.index))
+        elif strategy == "score" and len(level) > 1:
+            level = weighted_shuffle(
+                level, [health.weight(o.supplier) for o in level], rng or random.Random()
+            )
+        out.extend(level)
+    return out
+
+
+def weighted_shuffle(items: Sequence[Offer], weights: Sequence[float], rng: random.Random) -> list[Offer]:
+    """Order drawn without replacement, each pick in proportion to weight (a floor keeps a trickle of probes)."""
+    pool = [(item, max(weight, 1.0)) for item, weight in zip(items, weights, strict=True)]
+    out: list[Offer] = []
+    while pool:
+        total = sum(weight for _, weight in pool)
+        pick = rng.uniform(0, total)
+        for i, (item, weight) in enumerate(pool):
+            pick -= weight
+            if pick <= 0 or i == len(pool) - 1:
+                out.append(item)
+                pool.pop(i)
+                break
+    return out
