@@ -85,6 +85,7 @@ class AmbiguityConfig(_Frozen):
 
 class CooldownConfig(_Frozen):
     product_unavailable: Duration = 300.0
+    stock_empty: Duration = 30.0  # an offer whose stock check said empty is skipped this long
 
 
 class RoutingConfig(_Frozen):

@@ -97,6 +97,7 @@ class Engine:
 
     async def periodic(self, now: datetime) -> None:
         await self.recover()
+        await self.health.periodic(now)
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: new products, offers, budgets. Suppliers added or changed need a restart (their clients
@@ -158,6 +159,13 @@ class Engine:
 
     async def _try_offer(self, run: Run, offer: Offer) -> Step:
         supplier = self.suppliers[offer.supplier]
+        now = self.clock.now()
+        if offer.product_id and not supplier.local:
+            if not await self.health.in_stock(supplier, offer.product_id, run.order.qty, now):
+                # Known empty: skip without spending an attempt; the cool-down makes routing pass it by.
+                until = now + timedelta(seconds=self.config.cooldown.stock_empty)
+                await self.store.set_cooldown(supplier.name, offer.product_id, until, "stock check: empty", now)
+                return Step.NEXT_OFFER
         attempt = await self.store.open_attempt(
             run.order.id, run.owner, offer.supplier, offer.index, run.order.qty, offer.cost, self.clock.now()
         )
@@ -309,17 +317,13 @@ class Engine:
         waker.clear()
 
     def _may_resend(self, attempt: AttemptRecord, supplier: Supplier) -> bool:
-        if not supplier.idempotent_place or attempt.sent_at is None:
-            return False
-        return (self.clock.now() - attempt.sent_at).total_seconds() < self.config.retry.budget
+        # Any time, not only within the retry budget: a crash mid-send must not leave the order waiting hours
+        # for a request the supplier never received. The supplier refuses a repeated number, so it is safe.
+        return supplier.idempotent_place and attempt.sent_at is not None
 
-    async def _resend(
-        self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None
-    ) -> Outcome:
-        assert attempt.sent_at is not None
-        left = self.config.retry.budget - (self.clock.now() - attempt.sent_at).total_seconds()
-        timeout = max(0.2, min(self._timeout(supplier), left))
+    async def _resend(self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None) -> Outcome:
         log.info("attempt.resend", extra=_ctx(run, attempt))
+        timeout = min(self._timeout(supplier), self.config.retry.budget)
         return await self._call(supplier, "place", self._request(run, attempt, offer, timeout))
 
     async def _still_open(

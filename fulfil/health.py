@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from suppliers.base import Supplier
 
 
 class Health(Protocol):
@@ -23,6 +26,14 @@ class Health(Protocol):
         """Open the breaker at once (bad credentials, insufficient balance)."""
         ...
 
+    async def in_stock(self, supplier: Supplier, product_id: str, qty: int, now: datetime) -> bool:
+        """Before placing: False when the supplier is known to have none (a briefly cached stock check)."""
+        ...
+
+    async def periodic(self, now: datetime) -> None:
+        """Recompute scores, poll balances, persist what `fulfil suppliers` shows."""
+        ...
+
 
 class NullHealth:
     """Every supplier healthy, equal weights: priority order alone decides."""
@@ -37,4 +48,10 @@ class NullHealth:
         return None
 
     def trip(self, supplier: str, reason: str, now: datetime) -> None:
+        return None
+
+    async def in_stock(self, supplier: Supplier, product_id: str, qty: int, now: datetime) -> bool:
+        return True
+
+    async def periodic(self, now: datetime) -> None:
         return None
