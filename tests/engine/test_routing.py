@@ -56,14 +56,10 @@ def test_priority_order() -> None:
 def test_used_cooling_disabled_and_broken_are_skipped_with_why() -> None:
     tried = [attempt("shelf", 0, AttemptState.FAILED, "product_unavailable")]
     cooling = {("main", "1"): NOW + timedelta(minutes=5)}
-    offers, skipped = plan_offers(
-        P, tried, cooldowns=cooling, enabled=ENABLED, health=Weights({}, {"backup"}), now=NOW
-    )
+    offers, skipped = plan_offers(P, tried, cooldowns=cooling, enabled=ENABLED, health=Weights({}, {"backup"}), now=NOW)
     assert offers == []
     assert [s.why for s in skipped] == ["tried: product_unavailable", "cooling down", "breaker open"]
-    offers, _ = plan_offers(
-        P, [], cooldowns={}, enabled={**ENABLED, "main": False}, health=NullHealth(), now=NOW
-    )
+    offers, _ = plan_offers(P, [], cooldowns={}, enabled={**ENABLED, "main": False}, health=NullHealth(), now=NOW)
     assert names(offers) == ["shelf", "backup"]
 
 
@@ -78,22 +74,18 @@ def test_cost_strategy_within_a_level() -> None:
         OfferConfig(supplier="main", product_id="1", cost=Decimal("9.5")),
         OfferConfig(supplier="backup", product_id="2", cost=Decimal("9.0")),
     )
-    offers, _ = plan_offers(
-        same, [], cooldowns={}, enabled=ENABLED, health=NullHealth(), now=NOW, strategy="cost"
-    )
+    offers, _ = plan_offers(same, [], cooldowns={}, enabled=ENABLED, health=NullHealth(), now=NOW, strategy="cost")
     assert names(offers) == ["backup", "main"]
 
 
 def test_score_strategy_splits_in_proportion() -> None:
-    same = product(
-        OfferConfig(supplier="main", product_id="1"), OfferConfig(supplier="backup", product_id="2")
-    )
+    same = product(OfferConfig(supplier="main", product_id="1"), OfferConfig(supplier="backup", product_id="2"))
     health = Weights({"main": 80.0, "backup": 20.0})
     rng = random.Random(7)
     firsts = Counter(
-        plan_offers(
-            same, [], cooldowns={}, enabled=ENABLED, health=health, now=NOW, strategy="score", rng=rng
-        )[0][0].supplier
+        plan_offers(same, [], cooldowns={}, enabled=ENABLED, health=health, now=NOW, strategy="score", rng=rng)[0][
+            0
+        ].supplier
         for _ in range(2000)
     )
     share = firsts["main"] / 2000

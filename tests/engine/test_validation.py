@@ -55,9 +55,7 @@ def test_missing_units_count_as_bad() -> None:
 
 
 def test_surplus_is_kept_not_dropped() -> None:
-    verdict = check_cards(
-        [good(1), good(2), good(3)], qty=2, pattern=None, delivered_before=set(), fingerprint=fp
-    )
+    verdict = check_cards([good(1), good(2), good(3)], qty=2, pattern=None, delivered_before=set(), fingerprint=fp)
     assert verdict.ok
     assert verdict.surplus == (good(3),)
 

@@ -1,0 +1,140 @@
+"""The process dies at the dangerous moments; a fresh engine takes over. Nothing bought twice, nothing lost.
+
+"Dies" is a cancellation at the exact await the moment names, with no code of ours running after it (the
+store commits each step in one transaction, so a cancellation leaves what a kill -9 would leave). The
+successor is a new Engine on the same database after the leases are taken back, as `fulfil run` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from enginekit import FakeSupplier, Harness, books, make_config, ok
+
+from fulfil.crypto import CardCipher
+from fulfil.domain import AttemptState, OrderStatus
+from fulfil.storage import Store
+from suppliers.base import PlaceRequest
+from suppliers.taxonomy import Outcome
+
+
+async def die_here() -> None:
+    """Cancel the running order task right here, as if the process were killed at this line."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0)
+
+
+def two(store: Store, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier) -> Harness:
+    config = make_config([("main", 1), ("backup", 2)])
+    return Harness(store, cipher, config, {"main": main, "backup": backup})
+
+
+async def crash_then_recover(store: Store, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier) -> Harness:
+    first = two(store, cipher, main, backup)
+    await first.add(qty=2)
+    with pytest.raises(asyncio.CancelledError):
+        await first.run()
+    view = await first.view()
+    assert view.order.status is OrderStatus.PROCESSING, "the dead worker left its order leased"
+    released = await store.release_all_leases(datetime.now(UTC))
+    assert released == 1
+    successor = two(store, cipher, main, backup)
+    successor.owner = "successor"
+    return successor
+
+
+async def test_killed_after_the_supplier_charged_before_the_answer(store: Store, cipher: CardCipher) -> None:
+    async def charge_and_die(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        s.charge(r)
+        await die_here()
+        raise AssertionError("unreachable")
+
+    main = FakeSupplier("main", place_steps=[charge_and_die, ok], query_steps=[books])
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = await crash_then_recover(store, cipher, main, backup)
+    left = (await h.view()).attempts
+    assert [a.state for a in left] == [AttemptState.SENT], "the write-ahead row says a request may have left"
+    main.calls.clear()
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert main.calls[0][0] == "query", "a sent attempt is asked about before anything else"
+    assert main.numbers("place") == [] and backup.calls == []
+    assert main.charged_units == 2 and len(view.cards) == 2
+    assert {c.password for c in view.cards} == {c.password for c in main.ledger[left[0].number].cards}
+
+
+async def test_killed_while_the_request_was_on_its_way(store: Store, cipher: CardCipher) -> None:
+    async def die_before_commit(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        await die_here()
+        raise AssertionError("unreachable")
+
+    main = FakeSupplier("main", place_steps=[die_before_commit, ok], query_steps=[books])
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = await crash_then_recover(store, cipher, main, backup)
+    number = (await h.view()).attempts[0].number
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    # Not found at the supplier: sent again under the same number, never under a new one elsewhere.
+    assert set(main.numbers("place")) == {number} and backup.calls == []
+    assert main.charged_units == 2 and len(view.attempts) == 1
+
+
+async def test_killed_after_the_answer_before_delivery_was_written(store: Store, cipher: CardCipher) -> None:
+    async def answer_then_die(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        outcome = s.charge(r)
+        asyncio.current_task().cancel()  # type: ignore[union-attr]  # dies at the engine's next await
+        return outcome
+
+    main = FakeSupplier("main", place_steps=[answer_then_die], query_steps=[books])
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = await crash_then_recover(store, cipher, main, backup)
+    assert (await h.view()).cards == (), "nothing was delivered before the crash"
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert len(main.numbers("place")) == 1 and backup.calls == []
+    assert main.charged_units == 2 and len(view.cards) == 2
+
+
+async def test_planned_attempt_is_driven_under_its_own_number(store: Store, cipher: CardCipher) -> None:
+    main = FakeSupplier("main", place_steps=[ok], query_steps=[books])
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add()
+    order = await h.claim()
+    assert order is not None
+    # The process wrote its attempt and died before marking it sent: nothing left the building.
+    planned = await store.open_attempt(order.id, h.owner, "main", 0, 1, None, datetime.now(UTC))
+    await store.release_all_leases(datetime.now(UTC))
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert main.numbers("place") == [planned.number]
+    assert [a.id for a in view.attempts] == [planned.id]
+
+
+async def test_a_lost_lease_stops_the_old_worker_from_delivering(store: Store, cipher: CardCipher) -> None:
+    gate = asyncio.Event()
+
+    async def slow_ok(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        await gate.wait()
+        return s.charge(r)
+
+    main = FakeSupplier("main", place_steps=[slow_ok], query_steps=[books])
+    backup = FakeSupplier("backup", place_steps=[ok])
+    old = two(store, cipher, main, backup)
+    await old.add()
+    running = asyncio.create_task(old.run())
+    await asyncio.sleep(0.1)
+    # The old worker stalls past its lease; another takes the order over and settles it.
+    await store.release_all_leases(datetime.now(UTC))
+    new = two(store, cipher, main, backup)
+    new.owner = "new"
+    gate.set()
+    done = await new.run()
+    await running
+    assert done.order.status is OrderStatus.DELIVERED
+    assert main.charged_units == 1 and len(done.cards) == 1
+    assert len(done.attempts) == 1
