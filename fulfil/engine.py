@@ -160,12 +160,12 @@ class Engine:
     async def _try_offer(self, run: Run, offer: Offer) -> Step:
         supplier = self.suppliers[offer.supplier]
         now = self.clock.now()
-        if offer.product_id and not supplier.local:
-            if not await self.health.in_stock(supplier, offer.product_id, run.order.qty, now):
-                # Known empty: skip without spending an attempt; the cool-down makes routing pass it by.
-                until = now + timedelta(seconds=self.config.cooldown.stock_empty)
-                await self.store.set_cooldown(supplier.name, offer.product_id, until, "stock check: empty", now)
-                return Step.NEXT_OFFER
+        checkable = offer.product_id is not None and not supplier.local
+        if checkable and not await self.health.in_stock(supplier, offer.product_id or "", run.order.qty, now):
+            # Known empty: skip without spending an attempt; the cool-down makes routing pass it by.
+            until = now + timedelta(seconds=self.config.cooldown.stock_empty)
+            await self.store.set_cooldown(supplier.name, offer.product_id or "", until, "stock check: empty", now)
+            return Step.NEXT_OFFER
         attempt = await self.store.open_attempt(
             run.order.id, run.owner, offer.supplier, offer.index, run.order.qty, offer.cost, self.clock.now()
         )

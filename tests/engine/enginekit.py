@@ -17,7 +17,7 @@ from fulfil.domain import NewOrder, Order, OrderView
 from fulfil.engine import Engine
 from fulfil.storage import Store
 from suppliers.base import PlaceRequest, Supplier
-from suppliers.taxonomy import Card, ErrorClass, Evidence, Outcome, OrderState
+from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome
 
 Script = Callable[["FakeSupplier", PlaceRequest], Awaitable[Outcome] | Outcome]
 _serial = itertools.count(1)

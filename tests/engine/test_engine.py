@@ -24,7 +24,7 @@ from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState, ClaimReason, OrderStatus, OrderView
 from fulfil.storage import Store
 from suppliers.stock import StockSupplier
-from suppliers.taxonomy import Card, ErrorClass, Outcome, OrderState
+from suppliers.taxonomy import Card, ErrorClass, OrderState, Outcome
 
 TWO = [("main", 1), ("backup", 2)]
 
