@@ -1,0 +1,192 @@
+"""The admin HTTP server over real loopback HTTP: authentication, intake, lookup, metrics, supplier callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from fulfil.admin import AdminServer
+from fulfil.app import build_engine, build_suppliers
+from fulfil.config import Config, config_from_data
+from fulfil.crypto import CardCipher
+from fulfil.domain import OrderStatus
+from fulfil.storage import Store
+from suppliers.fulu_codec import sign
+from suppliers.sim.server import running_sim
+from suppliers.taxonomy import Card
+
+TOKEN = "s3cret-admin-token"
+SECRET = "0123456789abcdef0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def config_for(base_url: str = "http://127.0.0.1:9/api/getway", **fulu: Any) -> Config:
+    return config_from_data(
+        {
+            "retry": {"budget": "30s"},
+            "ambiguity": {"query_interval": "30s"},
+            "suppliers": [
+                {"name": "shelf", "type": "stock"},
+                {"name": "fulu-main", "type": "fulu", "base_url": base_url, "app_key": "app", "secret": SECRET, **fulu},
+            ],
+            "products": {
+                "steam": {
+                    "kind": "card",
+                    "max_qty": 3,
+                    "card_pattern": "^[A-Z0-9]{16}$",
+                    "offers": [{"supplier": "shelf"}, {"supplier": "fulu-main", "product_id": "10001"}],
+                },
+                "qq": {"kind": "direct", "offers": [{"supplier": "fulu-main", "product_id": "10003"}]},
+            },
+        },
+        environ={},
+    )
+
+
+@pytest.fixture
+async def admin(store: Store, cipher: CardCipher) -> AsyncIterator[tuple[AdminServer, httpx.AsyncClient]]:
+    config = config_for()
+    suppliers = build_suppliers(config, store)
+    server = AdminServer(
+        store, build_engine(config, store, cipher, suppliers), lambda: config, environ={"FULFIL_ADMIN_TOKEN": TOKEN}
+    )
+    await server.start("127.0.0.1:0")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            yield server, client
+    finally:
+        await server.stop()
+        for supplier in suppliers.values():
+            await supplier.aclose()
+
+
+async def test_everything_but_health_and_callbacks_needs_the_token(
+    admin: tuple[AdminServer, httpx.AsyncClient],
+) -> None:
+    _, client = admin
+    assert (await client.get("/healthz")).status_code == 200
+    for method, path in (("GET", "/metrics"), ("POST", "/orders"), ("GET", "/orders/x")):
+        assert (await client.request(method, path)).status_code == 401
+        wrong = await client.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+    assert (await client.get("/metrics", headers=AUTH)).status_code == 200
+
+
+async def test_without_a_configured_token_the_admin_api_is_closed(store: Store, cipher: CardCipher) -> None:
+    config = config_for()
+    server = AdminServer(store, build_engine(config, store, cipher, {}), lambda: config, environ={})
+    await server.start("127.0.0.1:0")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert (await client.get("/metrics")).status_code == 401
+            assert (await client.get("/metrics", headers={"Authorization": "Bearer x"})).status_code == 401
+    finally:
+        await server.stop()
+
+
+async def test_intake_over_http(admin: tuple[AdminServer, httpx.AsyncClient], store: Store) -> None:
+    _, client = admin
+    good = {"ref": "web-1", "sku": "steam", "qty": 2, "amount": "200.00"}
+    assert (await client.post("/orders", json=good, headers=AUTH)).status_code == 201
+    again = await client.post("/orders", json=good, headers=AUTH)
+    assert again.status_code == 200 and again.json()["result"] == "duplicate"
+    reused = await client.post("/orders", json={**good, "qty": 3}, headers=AUTH)
+    assert reused.status_code == 409 and "web-1" in reused.json()["error"]
+    refused = {
+        "unknown sku": {"ref": "w2", "sku": "nope", "qty": 1},
+        "max_qty": {"ref": "w3", "sku": "steam", "qty": 9},
+        "account": {"ref": "w4", "sku": "qq", "qty": 1},
+    }
+    for why, body in refused.items():
+        answer = await client.post("/orders", json=body, headers=AUTH)
+        assert answer.status_code == 422, why
+    bad = await client.post("/orders", content=b"{not json", headers=AUTH)
+    assert bad.status_code == 400 and "JSON" in bad.json()["error"]
+    missing = await client.post("/orders", json={"sku": "steam", "qty": 1}, headers=AUTH)
+    assert missing.status_code == 400 and "ref" in missing.json()["error"]
+    assert {k: v for k, v in (await store.count_by_status()).items() if v} == {"pending": 1}
+
+
+async def test_lookup_masks_keys_unless_asked(
+    admin: tuple[AdminServer, httpx.AsyncClient], store: Store, cipher: CardCipher
+) -> None:
+    _, client = admin
+    key = "ABCDEFGH12345678"
+    await store.import_stock("steam", [Card(password=key)], datetime.now(UTC))
+    assert (
+        await client.post("/orders", json={"ref": "web-9", "sku": "steam", "qty": 1}, headers=AUTH)
+    ).status_code == 201
+    order = (await store.claim_orders("t", 1, 60, datetime.now(UTC)))[0]
+    attempt = await store.open_attempt(order.id, "t", "shelf", 0, 1, None, datetime.now(UTC))
+    await store.deliver_from_stock(order.id, "t", attempt.id, "steam", 1, datetime.now(UTC))
+    shown = await client.get("/orders/web-9", headers=AUTH)
+    assert shown.status_code == 200 and shown.json()["status"] == "delivered"
+    assert key not in shown.text
+    revealed = await client.get("/orders/web-9", params={"reveal": "1"}, headers=AUTH)
+    assert revealed.json()["cards"][0]["password"] == key
+    assert (await client.get("/orders/nope", headers=AUTH)).status_code == 404
+    metrics = (await client.get("/metrics", headers=AUTH)).text
+    assert 'fulfil_orders{status="delivered"} 1' in metrics
+
+
+async def test_callbacks_are_checked_by_signature(admin: tuple[AdminServer, httpx.AsyncClient]) -> None:
+    _, client = admin
+    body: dict[str, Any] = {"order_id": "1", "customer_order_no": "F123", "order_status": "success"}
+    forged = await client.post("/callbacks/fulu-main", json={**body, "sign": "0" * 32})
+    assert forged.status_code == 400
+    signed = await client.post("/callbacks/fulu-main", json={**body, "sign": sign(body, SECRET)})
+    assert signed.status_code == 200 and signed.text == "success"
+    assert (await client.post("/callbacks/nobody", json=body)).status_code == 404
+    assert (await client.post("/callbacks/shelf", json=body)).status_code == 404
+
+
+async def test_a_supplier_callback_completes_the_order_before_the_next_poll(store: Store, cipher: CardCipher) -> None:
+    port = free_port()
+    scenario = {
+        "protocol": "fulu",
+        "app_key": "app",
+        "secret": SECRET,
+        "processing_time": "1s",
+        "callback_url": f"http://127.0.0.1:{port}/callbacks/fulu-main",
+        "products": {"10001": {"name": "Steam", "kind": "card", "price": "95.00", "card_pattern": "[A-Z0-9]{16}"}},
+    }
+    async with running_sim(scenario) as sim:
+        config = config_for(sim.gateway_url, poll_interval="30s")  # polling alone would take 30 s
+        suppliers = build_suppliers(config, store)
+        engine = build_engine(config, store, cipher, suppliers)
+        server = AdminServer(store, engine, lambda: config, environ={})
+        await server.start(f"127.0.0.1:{port}")
+        try:
+            from fulfil.domain import NewOrder
+
+            await store.add_order(NewOrder("cb-1", "steam", 1), datetime.now(UTC))
+            order = (await store.claim_orders("w", 1, 60, datetime.now(UTC)))[0]
+
+            class Lease:
+                owner = "w"
+
+            started = time.monotonic()
+            await asyncio.wait_for(engine.process(order, Lease()), timeout=15)
+            took = time.monotonic() - started
+        finally:
+            await server.stop()
+            for supplier in suppliers.values():
+                await supplier.aclose()
+    view = await store.get_order("cb-1")
+    assert view is not None and view.order.status is OrderStatus.DELIVERED
+    assert took < 10, f"the callback should have woken the order (took {took:.1f}s)"
+    assert any(entry["op"] == "callback" for entry in sim.requests.since(0))
