@@ -86,6 +86,7 @@ class AmbiguityConfig(_Frozen):
 class CooldownConfig(_Frozen):
     product_unavailable: Duration = 300.0
     stock_empty: Duration = 30.0  # an offer whose stock check said empty is skipped this long
+    stock_check: Duration = 30.0  # a stock check's answer is reused this long per (supplier, product)
 
 
 class RoutingConfig(_Frozen):
@@ -111,7 +112,10 @@ class ScoringConfig(_Frozen):
     weight_key_validity: float = Field(0.35, ge=0)
     weight_latency: float = Field(0.2, ge=0)
     weight_claims: float = Field(0.1, ge=0)
+    weight_fulfilment: float = Field(0.25, ge=0)  # attempts that delivered, of those that ended
     interval: Duration = 60.0
+    window: Duration = 86400.0  # the rolling window the score is computed over
+    balance_interval: Duration = 120.0  # how often a supplier's balance is polled, at most
 
 
 class SupplierConfig(_Frozen):
@@ -234,8 +238,10 @@ def _check_suppliers(raw: Any, errors: list[str]) -> dict[str, str]:
                 f"suppliers[{i}].type: unknown supplier type '{kind}' (known: {', '.join(sorted(known))})"
             )
         for field in _REQUIRED_SETTINGS.get(str(kind), ()):
-            if not entry.get(field):
-                errors.append(f"suppliers[{i}].{field}: required for a {kind} supplier")
+            path = f"suppliers[{i}].{field}"
+            reported = any(e.startswith(path + ":") for e in errors)  # e.g. its ${VAR} is not set
+            if not entry.get(field) and not reported:
+                errors.append(f"{path}: required for a {kind} supplier")
     return types
 
 

@@ -139,3 +139,6 @@ def setup_logging(fmt: LogFormat = "json", level: str = "INFO", stream: TextIO |
     root.setLevel(logging.WARNING)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())
+    # A periodic job skipped because its previous run is still going is by design (the next tick catches
+    # up); APScheduler says so at WARNING on every tick, which would drown the journal.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
