@@ -210,6 +210,9 @@ class FuluSupplier(Supplier):
             return Outcome(OrderState.PENDING, supplier_order_id=supplier_id, evidence=evidence)
         if state == "failed":
             error = failure_class(_failure_text(order, evidence), direct=request.kind == "direct")
+            # The answer's own message is the query's ("查询成功"); the failure's reason goes in beside it.
+            reason = _order_reason(order)
+            evidence = _note(evidence, f"order failed: {reason}" if reason else "order failed")
             return Outcome(OrderState.FAILED, error=error, supplier_order_id=supplier_id, evidence=evidence)
         if state != "success":
             return Outcome.error_of(ErrorClass.AMBIGUOUS, _note(evidence, f"unknown order_state {state!r}"))
@@ -359,12 +362,16 @@ def failure_class(text: str, *, direct: bool) -> ErrorClass:
     return ErrorClass.PRODUCT_UNAVAILABLE
 
 
-def _failure_text(order: Mapping[str, Any], evidence: Evidence) -> str:
-    # The order object has no documented reason field; the callback's `recharge_description` and the
-    # answer's message are where suppliers put it.
+def _order_reason(order: Mapping[str, Any]) -> str:
+    # The order object has no documented reason field; the callback's `recharge_description` is where
+    # suppliers put it, some in `description` or `remark`.
     parts = [order.get(key) for key in ("recharge_description", "description", "remark")]
-    parts.append(evidence.message)
     return " ".join(str(part) for part in parts if part)
+
+
+def _failure_text(order: Mapping[str, Any], evidence: Evidence) -> str:
+    # ... and some in the answer's message.
+    return " ".join(part for part in (_order_reason(order), evidence.message) if part)
 
 
 def _query_error(error: ErrorClass | None) -> ErrorClass:
