@@ -147,6 +147,8 @@ class ProductConfig(_Frozen):
     kind: Literal["card", "direct"] = "card"
     max_qty: int = Field(10, ge=1)
     card_pattern: str | None = None
+    # Card numbers in their own format (e.g. 12 digits beside an 8-character password); default: card_pattern.
+    number_pattern: str | None = None
     promise: Duration = 120.0
     offers: tuple[OfferConfig, ...] = Field(min_length=1)
 
@@ -251,27 +253,30 @@ def _check_products(raw: Any, suppliers: dict[str, str], errors: list[str]) -> N
     for sku, product in raw.items():
         if not isinstance(product, dict):
             continue
-        pattern = product.get("card_pattern")
-        if isinstance(pattern, str):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                errors.append(f"products.{sku}.card_pattern: not a valid regular expression ({exc})")
+        for key in ("card_pattern", "number_pattern"):
+            pattern = product.get(key)
+            if isinstance(pattern, str):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    errors.append(f"products.{sku}.{key}: not a valid regular expression ({exc})")
         offers = product.get("offers")
-        if not isinstance(offers, list):
-            continue
-        for j, offer in enumerate(offers):
-            if not isinstance(offer, dict):
-                continue
-            name = offer.get("supplier")
-            where = f"products.{sku}.offers[{j}]"
-            if isinstance(name, str) and name not in suppliers:
-                errors.append(f"{where}.supplier: unknown supplier '{name}'")
-            kind = suppliers.get(str(name))
-            if kind not in (None, "stock") and not offer.get("product_id"):
-                errors.append(f"{where}.product_id: required for an offer at a {kind} supplier")
-            if kind == "stock" and product.get("kind") == "direct":
-                errors.append(f"{where}.supplier: local stock cannot serve a direct top-up product")
+        for j, offer in enumerate(offers if isinstance(offers, list) else []):
+            if isinstance(offer, dict):
+                _check_offer(offer, f"products.{sku}.offers[{j}]", product.get("kind"), suppliers, errors)
+
+
+def _check_offer(
+    offer: dict[str, Any], where: str, product_kind: object, suppliers: dict[str, str], errors: list[str]
+) -> None:
+    name = offer.get("supplier")
+    if isinstance(name, str) and name not in suppliers:
+        errors.append(f"{where}.supplier: unknown supplier '{name}'")
+    kind = suppliers.get(str(name))
+    if kind not in (None, "stock") and not offer.get("product_id"):
+        errors.append(f"{where}.product_id: required for an offer at a {kind} supplier")
+    if kind == "stock" and product_kind == "direct":
+        errors.append(f"{where}.supplier: local stock cannot serve a direct top-up product")
 
 
 def _check_database(raw: Any, errors: list[str]) -> None:

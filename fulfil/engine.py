@@ -118,9 +118,7 @@ class Engine:
         now = self.clock.now()
         product = self.config.products.get(order.sku)
         if product is None:
-            await self._finish(
-                order, owner, OrderStatus.REVIEW, f"unknown_sku: '{order.sku}' is no longer configured"
-            )
+            await self._finish(order, owner, OrderStatus.REVIEW, f"unknown_sku: '{order.sku}' is no longer configured")
             return
         retried_at = await self._last_retry(order)
         run = Run(order, owner, product, retried_at)
@@ -171,9 +169,7 @@ class Engine:
         )
         return await self._drive(run, attempt, supplier, offer)
 
-    def _request(
-        self, run: Run, attempt: AttemptRecord, offer: Offer | None, timeout: float | None
-    ) -> PlaceRequest:
+    def _request(self, run: Run, attempt: AttemptRecord, offer: Offer | None, timeout: float | None) -> PlaceRequest:
         return PlaceRequest(
             number=attempt.number,
             sku=run.order.sku,
@@ -278,9 +274,7 @@ class Engine:
         if not supplier.can_query:
             return await self._unqueryable(run, attempt, supplier)
         poll = supplier.settings.get("poll_interval", 1.0)
-        interval = min(
-            float(poll) if isinstance(poll, int | float) else 1.0, self.config.ambiguity.query_interval
-        )
+        interval = min(float(poll) if isinstance(poll, int | float) else 1.0, self.config.ambiguity.query_interval)
         hold_until = self.clock.monotonic() + self.config.retry.budget
         exists = not ambiguous
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
@@ -326,27 +320,19 @@ class Engine:
         timeout = min(self._timeout(supplier), self.config.retry.budget)
         return await self._call(supplier, "place", self._request(run, attempt, offer, timeout))
 
-    async def _still_open(
-        self, run: Run, attempt: AttemptRecord, supplier: Supplier, *, exists: bool
-    ) -> Step:
+    async def _still_open(self, run: Run, attempt: AttemptRecord, supplier: Supplier, *, exists: bool) -> Step:
         now = self.clock.now()
         age = (now - (attempt.sent_at or attempt.started_at)).total_seconds()
         if not exists and self.config.ambiguity.policy == "failover":
-            await self._possible_double(
-                run, attempt, "failover policy: moved on while the attempt is unresolved"
-            )
+            await self._possible_double(run, attempt, "failover policy: moved on while the attempt is unresolved")
             return Step.NEXT_OFFER
         if age >= self.config.ambiguity.give_up_after:
             what = "still processing" if exists else "unresolved"
-            reason = (
-                f"ambiguous_unresolved: attempt {attempt.number} at {supplier.name} {what} after {int(age)}s"
-            )
+            reason = f"ambiguous_unresolved: attempt {attempt.number} at {supplier.name} {what} after {int(age)}s"
             await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
             return Step.DONE
         until = now + timedelta(seconds=self.config.ambiguity.query_interval)
-        reason = (
-            f"awaiting {supplier.name}: attempt {attempt.number} {'processing' if exists else 'ambiguous'}"
-        )
+        reason = f"awaiting {supplier.name}: attempt {attempt.number} {'processing' if exists else 'ambiguous'}"
         await self.store.park_order(run.order.id, run.owner, until, reason, now)
         log.info("order.parked", extra={**_ctx(run, attempt), "until": until.isoformat()})
         return Step.DONE
@@ -371,9 +357,7 @@ class Engine:
             {"why": why, "number": attempt.number, "evidence": attempt.evidence},
             self.clock.now(),
         )
-        log.warning(
-            "claim.opened", extra={**_ctx(run, attempt), "claim": claim.claim_no, "reason": "possible_double"}
-        )
+        log.warning("claim.opened", extra={**_ctx(run, attempt), "claim": claim.claim_no, "reason": "possible_double"})
 
     # --- settling attempts left open ------------------------------------------------------------------
 
@@ -403,9 +387,7 @@ class Engine:
 
     # --- success: validate, deliver or claim ------------------------------------------------------------
 
-    async def _succeeded(
-        self, run: Run, attempt: AttemptRecord, offer: Offer | None, outcome: Outcome
-    ) -> Step:
+    async def _succeeded(self, run: Run, attempt: AttemptRecord, offer: Offer | None, outcome: Outcome) -> Step:
         now = self.clock.now()
         if outcome.delivered_in_store:
             log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
@@ -437,17 +419,14 @@ class Engine:
             cards,
             qty=qty,
             pattern=product.card_pattern,
+            number_pattern=product.number_pattern,
             delivered_before=before,
             fingerprint=self.fingerprint,
         )
 
-    async def _invalid_batch(
-        self, run: Run, attempt: AttemptRecord, outcome: Outcome, verdict: CardVerdict
-    ) -> Step:
+    async def _invalid_batch(self, run: Run, attempt: AttemptRecord, outcome: Outcome, verdict: CardVerdict) -> Step:
         now = self.clock.now()
-        attempt = await self._mark(
-            attempt, AttemptState.SUCCEEDED, outcome, error_class=ErrorClass.INVALID_KEY.value
-        )
+        attempt = await self._mark(attempt, AttemptState.SUCCEEDED, outcome, error_class=ErrorClass.INVALID_KEY.value)
         evidence: dict[str, Any] = {
             "number": attempt.number,
             "supplier_order_id": outcome.supplier_order_id,
@@ -477,9 +456,7 @@ class Engine:
         )
         if verdict.valid or verdict.surplus:
             # Never silently drop good keys: hold the batch with the claim for a person to decide.
-            await self.store.hold_cards(
-                attempt.id, (*verdict.valid, *verdict.surplus), "partial_invalid_batch", now
-            )
+            await self.store.hold_cards(attempt.id, (*verdict.valid, *verdict.surplus), "partial_invalid_batch", now)
             reason = (
                 f"invalid_keys: {verdict.bad_units} of {attempt.qty} failed validation ({_reasons(verdict)}); "
                 f"{len(verdict.valid)} valid keys held with claim {claim.claim_no}"
@@ -511,17 +488,13 @@ class Engine:
     async def _finish(self, order: Order, owner: str, status: OrderStatus, reason: str) -> None:
         now = self.clock.now()
         await self.store.finish_order(order.id, owner, status, reason, now)
-        await self.store.record_event(
-            f"order.{status.value}", now, order_id=order.id, data={"reason": reason}
-        )
+        await self.store.record_event(f"order.{status.value}", now, order_id=order.id, data={"reason": reason})
         level = logging.WARNING if status is OrderStatus.REVIEW else logging.INFO
         log.log(level, f"order.{status.value}", extra={"order": order.ref, "reason": reason})
 
     async def _alert(self, name: str, supplier: str, run: Run, outcome: Outcome) -> None:
         data = {"order": run.order.ref, **outcome.evidence.as_dict()}
-        await self.store.record_event(
-            name, self.clock.now(), order_id=run.order.id, supplier=supplier, data=data
-        )
+        await self.store.record_event(name, self.clock.now(), order_id=run.order.id, supplier=supplier, data=data)
         log.error(name, extra={"supplier": supplier, "order": run.order.ref, **_code(outcome)})
 
 

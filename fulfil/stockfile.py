@@ -30,20 +30,27 @@ class StockFile:
         return self.lines[index]
 
 
-def check_card(card: Card, pattern: re.Pattern[str] | None) -> str | None:
-    """Why the card is not acceptable, or None."""
+def check_card(
+    card: Card, pattern: re.Pattern[str] | None, number_pattern: re.Pattern[str] | None = None
+) -> str | None:
+    """Why the card is not acceptable, or None. Numbers follow `number_pattern` when given, else `pattern`."""
     if not card.password:
         return "empty password"
-    for name, value in (("password", card.password), ("number", card.number)):
+    checks = (
+        ("password", card.password, pattern, "card_pattern"),
+        ("number", card.number, number_pattern or pattern, "number_pattern" if number_pattern else "card_pattern"),
+    )
+    for name, value, rule, rule_name in checks:
         if value and not value.isprintable():
             return f"{name} contains control characters"
-        if value and pattern is not None and pattern.fullmatch(value) is None:
-            return f"{name} does not match the product's card_pattern"
+        if value and rule is not None and rule.fullmatch(value) is None:
+            return f"{name} does not match the product's {rule_name}"
     return None
 
 
-def parse_stock_text(text: str, card_pattern: str | None = None) -> StockFile:
+def parse_stock_text(text: str, card_pattern: str | None = None, number_pattern: str | None = None) -> StockFile:
     pattern = re.compile(card_pattern) if card_pattern else None
+    numbers = re.compile(number_pattern) if number_pattern else None
     cards: list[Card] = []
     lines: list[int] = []
     invalid: list[tuple[int, str]] = []
@@ -64,7 +71,7 @@ def parse_stock_text(text: str, card_pattern: str | None = None) -> StockFile:
             card = Card(password=password, number=card_number)
         else:
             card = Card(password=line)
-        reason = check_card(card, pattern)
+        reason = check_card(card, pattern, numbers)
         if reason is not None:
             invalid.append((number, reason))
             continue
@@ -73,14 +80,14 @@ def parse_stock_text(text: str, card_pattern: str | None = None) -> StockFile:
     return StockFile(tuple(cards), tuple(lines), tuple(invalid))
 
 
-def read_stock_file(path: Path, card_pattern: str | None = None) -> StockFile:
+def read_stock_file(path: Path, card_pattern: str | None = None, number_pattern: str | None = None) -> StockFile:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise StockFileError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
         raise StockFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    return parse_stock_text(text, card_pattern)
+    return parse_stock_text(text, card_pattern, number_pattern)
 
 
 def repeated_lines(stock: StockFile) -> list[tuple[int, int]]:

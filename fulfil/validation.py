@@ -46,13 +46,16 @@ def check_cards(
     pattern: str | None,
     delivered_before: Collection[str],
     fingerprint: Callable[[Card], str],
+    number_pattern: str | None = None,
 ) -> CardVerdict:
+    """`pattern` applies to the password, and to the number too unless `number_pattern` is given."""
     compiled = re.compile(pattern) if pattern else None
+    for_numbers = re.compile(number_pattern) if number_pattern else compiled
     valid: list[Card] = []
     invalid: list[tuple[Card, str]] = []
     seen: set[str] = set()
     for card in cards:
-        reason = _reason(card, compiled, seen, delivered_before, fingerprint)
+        reason = _reason(card, compiled, for_numbers, seen, delivered_before, fingerprint)
         if reason is None:
             valid.append(card)
         else:
@@ -67,17 +70,17 @@ def check_cards(
 def _reason(
     card: Card,
     pattern: re.Pattern[str] | None,
+    number_pattern: re.Pattern[str] | None,
     seen: set[str],
     delivered_before: Collection[str],
     fingerprint: Callable[[Card], str],
 ) -> str | None:
     if not card.password.strip():
         return "empty"
-    if pattern is not None:
-        if not pattern.fullmatch(card.password.strip()):
-            return "pattern"
-        if card.number.strip() and not pattern.fullmatch(card.number.strip()):
-            return "pattern"
+    if pattern is not None and not pattern.fullmatch(card.password.strip()):
+        return "pattern"
+    if number_pattern is not None and card.number.strip() and not number_pattern.fullmatch(card.number.strip()):
+        return "pattern"
     mark = fingerprint(card)
     if mark in seen:
         return "duplicate_in_batch"

@@ -99,7 +99,8 @@ def resolve(ref: str, cards_file: Path, operator: str) -> None:
             raise BadInput(f"{ref} is {order.status}, not in review")
         product = state.config.products.get(order.sku)
         try:
-            parsed = read_stock_file(cards_file, product.card_pattern if product else None)
+            patterns = (product.card_pattern, product.number_pattern) if product else (None, None)
+            parsed = read_stock_file(cards_file, *patterns)
         except StockFileError as exc:
             raise BadInput(str(exc)) from exc
         problems = [f"line {line}: {reason}" for line, reason in parsed.invalid]

@@ -52,7 +52,7 @@ def import_(sku: str, file: Path) -> None:
     if product.kind == "direct":
         raise BadInput(f"'{sku}' is a direct top-up product: it has no card stock")
     try:
-        parsed = read_stock_file(file, product.card_pattern)
+        parsed = read_stock_file(file, product.card_pattern, product.number_pattern)
     except StockFileError as exc:
         raise BadInput(str(exc)) from exc
     if not any(offer.supplier in _stock_suppliers(config) for offer in product.offers):

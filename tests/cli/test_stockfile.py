@@ -68,3 +68,10 @@ def test_unreadable_file(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe\xfa")
     with pytest.raises(StockFileError, match="not UTF-8"):
         read_stock_file(bad)
+
+
+def test_numbers_follow_number_pattern_when_given() -> None:
+    text = "123456789012,ABCD1234\nABCDEFGHIJKL,ABCD1234\n"
+    parsed = parse_stock_text(text, r"[A-Z0-9]{8}", r"[0-9]{12}")
+    assert len(parsed.cards) == 1
+    assert parsed.invalid == ((2, "number does not match the product's number_pattern"),)

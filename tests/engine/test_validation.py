@@ -69,3 +69,13 @@ def test_every_card_is_accounted_for(cards: list[Card], qty: int) -> None:
     assert len(verdict.valid) + len(verdict.invalid) + len(verdict.surplus) == len(cards)
     assert len(verdict.valid) <= qty
     assert verdict.ok == (len(verdict.valid) == qty)
+
+
+def test_numbers_follow_their_own_pattern_when_given() -> None:
+    card = Card(password="ABCD1234", number="123456789012")
+    mixed = check_cards(
+        [card], qty=1, pattern=r"^[A-Z0-9]{8}$", number_pattern=r"^[0-9]{12}$", delivered_before=set(), fingerprint=fp
+    )
+    assert mixed.ok
+    one_rule = check_cards([card], qty=1, pattern=r"^[A-Z0-9]{8}$", delivered_before=set(), fingerprint=fp)
+    assert one_rule.reasons() == {"pattern": 1}
