@@ -243,27 +243,30 @@ class Engine:
     async def _failed(
         self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None, outcome: Outcome
     ) -> Step:
-        """A final 'not charged' answer, or a transient error that outlived the budget."""
+        """A final 'not charged' answer, or a transient error that outlived the budget.
+
+        Whatever ends the order is written before the attempt is marked final: a crash in between leaves the
+        attempt open, and whoever takes over asks again instead of buying the order elsewhere."""
         error = outcome.error or ErrorClass.PRODUCT_UNAVAILABLE
-        attempt = await self._mark(attempt, AttemptState.FAILED, outcome)
         now = self.clock.now()
         log.info("attempt.failed", extra={**_ctx(run, attempt), "error_class": error.value, **_code(outcome)})
+        step = Step.NEXT_OFFER
         if error is ErrorClass.ORDER_REJECTED:
             await self._finish(run.order, run.owner, OrderStatus.FAILED, f"order_rejected: {_said(outcome)}")
-            return Step.DONE
-        if error is ErrorClass.OUR_BUG:
+            step = Step.DONE
+        elif error is ErrorClass.OUR_BUG:
             await self._alert("supplier.our_bug", supplier.name, run, outcome)
-            await self._finish(
-                run.order, run.owner, OrderStatus.REVIEW, f"our_bug at {supplier.name}: {_said(outcome)}"
-            )
-            return Step.DONE
-        if error is ErrorClass.SUPPLIER_ACCOUNT:
+            reason = f"our_bug at {supplier.name}: {_said(outcome)}"
+            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
+            step = Step.DONE
+        elif error is ErrorClass.SUPPLIER_ACCOUNT:
             self.health.trip(supplier.name, _said(outcome), now)
             await self._alert("supplier.account", supplier.name, run, outcome)
         elif error is ErrorClass.PRODUCT_UNAVAILABLE and offer is not None and not supplier.local:
             until = now + timedelta(seconds=self.config.cooldown.product_unavailable)
             await self.store.set_cooldown(supplier.name, offer.product_id or "", until, _said(outcome), now)
-        return Step.NEXT_OFFER
+        await self._mark(attempt, AttemptState.FAILED, outcome)
+        return step
 
     # --- waiting for an outcome ---------------------------------------------------------------------
 
@@ -276,6 +279,8 @@ class Engine:
         poll = supplier.settings.get("poll_interval", 1.0)
         interval = min(float(poll) if isinstance(poll, int | float) else 1.0, self.config.ambiguity.query_interval)
         hold_until = self.clock.monotonic() + self.config.retry.budget
+        if ambiguous and self.config.ambiguity.policy == "failover":
+            hold_until = self.clock.monotonic()  # move on at once; the resolver keeps asking about this one
         exists = not ambiguous
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
         try:
@@ -425,8 +430,9 @@ class Engine:
         )
 
     async def _invalid_batch(self, run: Run, attempt: AttemptRecord, outcome: Outcome, verdict: CardVerdict) -> Step:
+        """Claim, keep every key, then mark the attempt final. The claim and the held keys are idempotent and
+        come first: a crash before the final mark leaves the attempt open, and recovery redoes them."""
         now = self.clock.now()
-        attempt = await self._mark(attempt, AttemptState.SUCCEEDED, outcome, error_class=ErrorClass.INVALID_KEY.value)
         evidence: dict[str, Any] = {
             "number": attempt.number,
             "supplier_order_id": outcome.supplier_order_id,
@@ -437,23 +443,14 @@ class Engine:
             "checked_at": now.isoformat(),
         }
         claim = await self.store.open_claim(
-            attempt.id,
-            ClaimReason.INVALID_KEY,
-            _amount(attempt, verdict.bad_units),
-            verdict.bad_units,
-            evidence,
-            now,
+            attempt.id, ClaimReason.INVALID_KEY, _amount(attempt, verdict.bad_units), verdict.bad_units, evidence, now
         )
         await self.store.hold_cards(attempt.id, [card for card, _ in verdict.invalid], "invalid_key", now)
         log.warning(
             "claim.opened",
-            extra={
-                **_ctx(run, attempt),
-                "claim": claim.claim_no,
-                "reason": "invalid_key",
-                "units": verdict.bad_units,
-            },
+            extra={**_ctx(run, attempt), "claim": claim.claim_no, "reason": "invalid_key", "units": verdict.bad_units},
         )
+        step = Step.NEXT_OFFER
         if verdict.valid or verdict.surplus:
             # Never silently drop good keys: hold the batch with the claim for a person to decide.
             await self.store.hold_cards(attempt.id, (*verdict.valid, *verdict.surplus), "partial_invalid_batch", now)
@@ -462,8 +459,9 @@ class Engine:
                 f"{len(verdict.valid)} valid keys held with claim {claim.claim_no}"
             )
             await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
-            return Step.DONE
-        return Step.NEXT_OFFER
+            step = Step.DONE
+        await self._mark(attempt, AttemptState.SUCCEEDED, outcome, error_class=ErrorClass.INVALID_KEY.value)
+        return step
 
     # --- small helpers ------------------------------------------------------------------------------------
 

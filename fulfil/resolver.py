@@ -58,15 +58,12 @@ async def _settle(engine: Engine, attempt: AttemptRecord, order: Order, outcome:
             await store.reopen_order(order.id, f"attempt {attempt.number} turned out charged", now)
             log.info("resolver.reopened", extra={"order": order.ref, "number": attempt.number})
             return True
+        # Goods and claim first (both idempotent), the final mark last: a crash in between is redone next tick.
         disposition = await _keep_goods(engine, attempt, order, outcome)
-        await store.mark_attempt(
-            attempt.id,
-            AttemptState.SUCCEEDED,
-            now,
-            error_class="late",
-            supplier_order_id=outcome.supplier_order_id,
-        )
         await _note(engine, attempt, {"resolution": "charged", "units": attempt.qty, "goods": disposition})
+        await store.mark_attempt(
+            attempt.id, AttemptState.SUCCEEDED, now, error_class="late", supplier_order_id=outcome.supplier_order_id
+        )
         log.warning(
             "resolver.late_success",
             extra={"order": order.ref, "number": attempt.number, "goods": disposition},
@@ -74,12 +71,8 @@ async def _settle(engine: Engine, attempt: AttemptRecord, order: Order, outcome:
         return True
     gone = outcome.state is OrderState.NOT_FOUND and age >= engine.config.ambiguity.give_up_after
     if outcome.state is OrderState.FAILED or gone:
-        await store.mark_attempt(
-            attempt.id, AttemptState.FAILED, now, error_class=(outcome.error or "not_found")
-        )
-        await _note(
-            engine, attempt, {"resolution": "not_charged", "supplier_said": outcome.evidence.as_dict()}
-        )
+        await _note(engine, attempt, {"resolution": "not_charged", "supplier_said": outcome.evidence.as_dict()})
+        await store.mark_attempt(attempt.id, AttemptState.FAILED, now, error_class=(outcome.error or "not_found"))
         log.info("resolver.not_charged", extra={"order": order.ref, "number": attempt.number})
         return True
     return False

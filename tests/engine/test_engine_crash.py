@@ -138,3 +138,49 @@ async def test_a_lost_lease_stops_the_old_worker_from_delivering(store: Store, c
     assert done.order.status is OrderStatus.DELIVERED
     assert main.charged_units == 1 and len(done.cards) == 1
     assert len(done.attempts) == 1
+
+
+class DiesAfterHolding(Store):
+    """The real store; the process dies right after the first `hold_cards` commits."""
+
+    died = False
+
+    async def hold_cards(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        await super().hold_cards(*args, **kwargs)  # type: ignore[arg-type]
+        if not DiesAfterHolding.died:
+            DiesAfterHolding.died = True
+            await die_here()
+
+
+async def test_killed_between_the_invalid_key_claim_and_the_final_mark(db_url: str, cipher: CardCipher) -> None:
+    from enginekit import cards_step
+
+    from fulfil.domain import ClaimReason
+    from suppliers.taxonomy import Card
+
+    DiesAfterHolding.died = False
+    await asyncio.to_thread(Store.upgrade, db_url)
+    dying = await DiesAfterHolding.open(db_url, cipher)
+    store = await Store.open(db_url, cipher)
+    try:
+        main = FakeSupplier("main", place_steps=[cards_step(lambda n: [Card(password="junk") for _ in range(n)])])
+        main.query_steps = [books]
+        backup = FakeSupplier("backup", place_steps=[ok])
+        first = two(dying, cipher, main, backup)
+        await first.add(qty=2)
+        with pytest.raises(asyncio.CancelledError):
+            await first.run()
+        left = await first.view()
+        assert [c.reason for c in left.claims] == [ClaimReason.INVALID_KEY]
+        assert left.attempts[0].state is AttemptState.SENT, "the attempt is not final until its claim is written"
+        await store.release_all_leases(datetime.now(UTC))
+        successor = two(store, cipher, main, backup)
+        successor.owner = "successor"
+        view = await successor.run()
+        assert view.order.status is OrderStatus.DELIVERED
+        assert [(c.reason, c.qty) for c in view.claims] == [(ClaimReason.INVALID_KEY, 2)], "one claim, not two"
+        assert main.charged_units == 2 and backup.charged_units == 2 and len(view.cards) == 2
+        assert main.numbers("place") == [left.attempts[0].number], "the invalid batch is not bought again"
+    finally:
+        await dying.close()
+        await store.close()
