@@ -19,13 +19,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Final
 from urllib.parse import urlencode
 
 import aiohttp
 import httpx
 
+from suppliers import values
 from suppliers.acg_faka_codec import sign
 from suppliers.base import Balance, PlaceRequest, StockCheck, Supplier
 from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client
@@ -172,9 +172,7 @@ class AcgFakaSupplier(Supplier):
     idempotent_place: ClassVar[bool] = True  # a repeated request_no is refused, not charged
     asynchronous: ClassVar[bool] = False
 
-    def __init__(
-        self, name: str, settings: Mapping[str, Any], *, client: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, name: str, settings: Mapping[str, Any], *, client: httpx.AsyncClient | None = None) -> None:
         super().__init__(name, settings)
         missing = [key for key in ("base_url", "app_id", "app_key") if not settings.get(key)]
         if missing:
@@ -236,7 +234,7 @@ class AcgFakaSupplier(Supplier):
             OrderState.SUCCEEDED,
             cards=cards,
             supplier_order_id=str(trade_no),
-            cost=_decimal(data.get("amount")),
+            cost=values.amount(data.get("amount")),
             evidence=evidence,
         )
 
@@ -253,7 +251,7 @@ class AcgFakaSupplier(Supplier):
         if reply.code != CODE_OK:
             raise SupplierError(f"acg_faka {self.name}: balance refused ({self._scrub(reply.message)})")
         data = reply.data if isinstance(reply.data, Mapping) else {}
-        amount = _decimal(data.get("balance"))
+        amount = values.amount(data.get("balance"))
         if amount is None:
             raise SupplierError(f"acg_faka {self.name}: no balance in the connect answer")
         return Balance(amount)
@@ -271,7 +269,7 @@ class AcgFakaSupplier(Supplier):
                 return StockCheck(available=False, level="empty")  # missing, off sale
             return None
         data = reply.data if isinstance(reply.data, Mapping) else {}
-        count = _decimal(data.get("count"))
+        count = values.amount(data.get("count"))
         if count is None or str(data.get("delivery_way", "0")) != "0":
             # Manual delivery (delivery_way 1) reports no count, yet sells.
             return StockCheck(available=True, level="unknown")
@@ -299,9 +297,7 @@ class AcgFakaSupplier(Supplier):
         if status_error is not None:
             excerpt = self._excerpt(response.text)
             message = f"HTTP {response.status_code}"
-            evidence = self._evidence(
-                path, params, message=message, status=response.status_code, response=excerpt
-            )
+            evidence = self._evidence(path, params, message=message, status=response.status_code, response=excerpt)
             return Outcome.error_of(status_error, evidence)
         try:
             body = response.json()
@@ -310,14 +306,10 @@ class AcgFakaSupplier(Supplier):
         if not isinstance(body, Mapping) or "code" not in body:
             excerpt = self._excerpt(response.text)
             message = "unreadable answer (not a JSON object with a code)"
-            evidence = self._evidence(
-                path, params, message=message, status=response.status_code, response=excerpt
-            )
+            evidence = self._evidence(path, params, message=message, status=response.status_code, response=excerpt)
             return Outcome.error_of(ErrorClass.AMBIGUOUS, evidence)
         msg = body.get("msg")
-        return _Reply(
-            str(body["code"]), "" if msg is None else str(msg), body.get("data"), response.status_code
-        )
+        return _Reply(str(body["code"]), "" if msg is None else str(msg), body.get("data"), response.status_code)
 
     # --- evidence -----------------------------------------------------------------------------------
 
@@ -375,13 +367,3 @@ def _with_message(evidence: Evidence, message: str) -> Evidence:
         request=evidence.request,
         response=evidence.response,
     )
-
-
-def _decimal(value: object) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() else None

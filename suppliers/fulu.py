@@ -26,13 +26,13 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Final
 
 import aiohttp
 import httpx
 
 from suppliers import fulu_codec as codec
+from suppliers import values
 from suppliers.base import Balance, CallbackNotice, PlaceRequest, StockCheck, Supplier
 from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client
 from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome, SupplierError
@@ -224,7 +224,7 @@ class FuluSupplier(Supplier):
             OrderState.SUCCEEDED,
             cards=cards,
             supplier_order_id=supplier_id,
-            cost=_decimal(order.get("order_price")),
+            cost=values.amount(order.get("order_price")),
             evidence=evidence,
         )
 
@@ -260,7 +260,7 @@ class FuluSupplier(Supplier):
     async def balance(self) -> Balance | None:
         reply = await self._checked(codec.METHOD_USER_INFO, {}, "balance")
         info = reply.result if isinstance(reply.result, Mapping) else {}
-        amount = _decimal(info.get("balance"))
+        amount = values.amount(info.get("balance"))
         if amount is None:
             raise SupplierError(f"fulu {self.name}: no balance in the user info answer")
         return Balance(amount)
@@ -417,13 +417,3 @@ def _is_int(value: object) -> bool:
 
 def _text(value: object) -> str | None:
     return None if value is None or value == "" else str(value)
-
-
-def _decimal(value: object) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() else None
