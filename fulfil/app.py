@@ -14,6 +14,7 @@ from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config
 from fulfil.crypto import CardCipher
 from fulfil.engine import Engine
+from fulfil.quality import SupplierQuality
 from fulfil.storage import Store
 from fulfil.worker import Worker
 from suppliers.base import Supplier
@@ -40,7 +41,12 @@ def build_engine(
     suppliers: Mapping[str, Supplier],
     clock: Clock | None = None,
 ) -> Engine:
-    return Engine(store, config, suppliers, fingerprint=cipher.fingerprint, clock=clock or SystemClock())
+    # The quality object follows the engine's config, so a reload (SIGHUP) reaches breakers and scoring too.
+    quality = SupplierQuality(store, lambda: engine.config, suppliers)
+    engine = Engine(
+        store, config, suppliers, fingerprint=cipher.fingerprint, clock=clock or SystemClock(), health=quality
+    )
+    return engine
 
 
 @contextlib.asynccontextmanager
@@ -65,5 +71,7 @@ async def daemon(
     finally:
         if admin is not None:
             await admin.stop()
+        if isinstance(engine.health, SupplierQuality):
+            await engine.health.aclose()  # flush the last call counts
         for supplier in suppliers.values():
             await supplier.aclose()

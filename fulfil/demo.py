@@ -78,6 +78,8 @@ def demo_config(db_url: str, primary: str, backup: str) -> Config:
         "http": {"enabled": False},
         "retry": {"budget": "30s", "initial_backoff": "200ms", "max_backoff": "2s"},
         "ambiguity": {"query_interval": "300ms", "give_up_after": "10m", "policy": "wait"},
+        # The primary's short outage opens its breaker; cool-downs scaled to a demo of seconds, not minutes.
+        "breaker": {"base_ejection": "2s", "max_ejection": "10s"},
         "suppliers": [
             {"name": "shelf", "type": "stock"},
             {"name": "fulu-primary", "base_url": primary, **fulu},

@@ -15,7 +15,7 @@ class Health(Protocol):
         ...
 
     def weight(self, supplier: str) -> float:
-        """Routing weight within one priority level (the quality score; 50 when unknown)."""
+        """Routing weight within one priority level: the quality score (a new supplier starts at the prior)."""
         ...
 
     def record(self, supplier: str, ok: bool, latency: float | None, now: datetime) -> None:

@@ -1,4 +1,9 @@
-"""Which offer of a product to try next: a pure function of config, this order's attempts and supplier health."""
+"""Which offer of a product to try next: a pure function of config, this order's attempts and supplier health.
+
+A health object that also demotes weak suppliers (`Demoting`: below `routing.min_score`, or short of balance)
+has them passed by, except for a share of probe orders so their score can recover, and except when nothing
+else is left: a demoted supplier is a last resort, never a reason to send an order to review.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 from fulfil.config import OfferConfig, ProductConfig
 from fulfil.domain import AttemptRecord, AttemptState
 from fulfil.health import Health
+
+
+@runtime_checkable
+class Demoting(Protocol):
+    """What a `Health` may add: suppliers routing should pass by, and the share of orders that probe them."""
+
+    def demoted(self, supplier: str) -> bool: ...
+
+    @property
+    def probe_share(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -55,17 +71,30 @@ def plan_offers(
     rng: random.Random | None = None,
 ) -> tuple[list[Offer], list[Skipped]]:
     """Offers to try, best first, and the ones left out with why (for the review reason)."""
+    rng = rng or random.Random()
     used = used_offers(attempts)
     ready: list[Offer] = []
+    probes: set[Offer] = set()
+    demoted: list[Offer] = []
     skipped: list[Skipped] = []
     for index, cfg in enumerate(product.offers):
         offer = Offer.of(index, cfg)
         why = _skip_reason(offer, used, cooldowns, enabled, health, now)
-        if why is None:
+        if why is not None:
+            skipped.append(Skipped(offer, why))
+        elif not isinstance(health, Demoting) or not health.demoted(offer.supplier):
+            ready.append(offer)
+        elif rng.random() < health.probe_share:
+            probes.add(offer)  # this order probes the demoted supplier
             ready.append(offer)
         else:
-            skipped.append(Skipped(offer, why))
-    return order_offers(ready, strategy=strategy, health=health, rng=rng), skipped
+            demoted.append(offer)
+    ordered = order_offers(ready, strategy=strategy, health=health, rng=rng)
+    # A probe goes first within its priority level: its low weight would otherwise hide it again.
+    ordered.sort(key=lambda o: (o.priority, o not in probes))
+    # Demoted offers come last, in their own routing order: tried only when everything better failed.
+    ordered += order_offers(demoted, strategy=strategy, health=health, rng=rng)
+    return ordered, skipped
 
 
 def _skip_reason(

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -176,5 +178,41 @@ cooldowns = Table(
     Column("product_id", String(128), primary_key=True),
     Column("until", UTCDateTime, nullable=False),
     Column("reason", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# --- supplier quality (migration 0002) ---------------------------------------------------------------------
+
+# Quality windows read the attempts and claims of every supplier over a time range.
+Index("ix_attempts_started", attempts.c.started_at)
+Index("ix_claims_created", claims.c.created_at)
+
+# Supplier calls counted per minute: an additive upsert per flush, whatever the call rate, and a 7-day
+# window is at most 10,080 rows per supplier.
+supplier_calls = Table(
+    "supplier_calls",
+    metadata,
+    Column("supplier", String(128), primary_key=True),
+    Column("minute", UTCDateTime, primary_key=True),  # start of the minute
+    Column("calls", Integer, nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("latency_sum", Float, nullable=False),  # seconds, over calls that reported one
+    Column("latency_max", Float, nullable=False),
+)
+
+# What the daemon last knew of each supplier, for `fulfil suppliers` (another process).
+supplier_health = Table(
+    "supplier_health",
+    metadata,
+    Column("supplier", String(128), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("components", JSONText, nullable=False),
+    Column("breaker", String(16), nullable=False),
+    Column("opened_until", UTCDateTime),
+    Column("ejections", Integer, nullable=False),
+    Column("demoted", Boolean, nullable=False),
+    Column("balance", Money),
+    Column("balance_at", UTCDateTime),
+    Column("detail", JSONText, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

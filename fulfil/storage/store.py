@@ -18,13 +18,15 @@ from fulfil.storage.store_attempts import AttemptOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
+from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_review import ReviewOps
 from fulfil.storage.store_stock import StockOps
 from fulfil.storage.types import SchemaStatus
 
 
-class Store(OrderOps, AttemptOps, StockOps, ClaimOps, ReviewOps, ParkingOps):
-    """Orders, attempts, deliveries, stock, claims, events and cool-downs, on SQLite or PostgreSQL."""
+class Store(OrderOps, AttemptOps, StockOps, ClaimOps, ReviewOps, ParkingOps, QualityOps):
+    """Orders, attempts, deliveries, stock, claims, events, cool-downs and supplier quality, on SQLite or
+    PostgreSQL."""
 
     @classmethod
     async def open(cls, url: str, cipher: CardCipher, *, check_schema: bool = True) -> Store:
