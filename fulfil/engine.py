@@ -39,6 +39,8 @@ from suppliers.taxonomy import Card, ErrorClass, OrderState, Outcome
 log = logging.getLogger("fulfil.engine")
 
 MAX_QUERY_INTERVAL = 30.0
+ACKNOWLEDGED = "acknowledged"  # evidence flag: the supplier said it has the order (accepted / processing)
+MAX_CRASHES = 3  # an order whose processing raised this many times goes to a person
 
 
 class LeaseLike(Protocol):
@@ -57,7 +59,7 @@ class Run:
     order: Order
     owner: str
     product: ProductConfig
-    retried_at: datetime | None  # last `review retry`: attempts before it do not block routing
+    retried_after: int | None  # last `review retry`: attempts up to this id came before it
 
 
 class Engine:
@@ -89,6 +91,25 @@ class Engine:
         except LeaseLost:
             # Another worker owns the order now; it will settle whatever we left written.
             log.warning("lease.lost", extra={"order": order.ref, "owner": lease.owner})
+        except Exception as exc:  # a bug or a failing dependency: never a silent retry loop
+            await self._crashed(order, lease.owner, exc)
+
+    async def _crashed(self, order: Order, owner: str, exc: Exception) -> None:
+        """Count the crash on the order; retry it a little later, and hand it to a person after a few."""
+        log.exception("order.crashed", extra={"order": order.ref})
+        now = self.clock.now()
+        try:
+            await self.store.record_event("order.crashed", now, order_id=order.id, data={"error": repr(exc)[:500]})
+            crashes = len(await self.store.events(name="order.crashed", order_id=order.id, limit=MAX_CRASHES))
+            if crashes >= MAX_CRASHES:
+                reason = f"crashed {crashes} times while being fulfilled; last error: {exc!r}"[:1000]
+                await self._finish(order, owner, OrderStatus.REVIEW, reason)
+            else:
+                # Open attempts are settled first on the next pass, so trying again is safe.
+                until = now + timedelta(seconds=self.config.daemon.lease)
+                await self.store.park_order(order.id, owner, until, f"retrying after a crash: {exc!r}"[:500], now)
+        except Exception:  # the database itself is failing: the lease expires and the order comes back
+            log.exception("order.crash_not_recorded", extra={"order": order.ref})
 
     async def recover(self) -> None:
         from fulfil.resolver import resolve_orphans
@@ -120,8 +141,8 @@ class Engine:
         if product is None:
             await self._finish(order, owner, OrderStatus.REVIEW, f"unknown_sku: '{order.sku}' is no longer configured")
             return
-        retried_at = await self._last_retry(order)
-        run = Run(order, owner, product, retried_at)
+        retried_after = await self._last_retry(order)
+        run = Run(order, owner, product, retried_after)
         view = await self._view(order)
         for attempt in view.attempts:
             still_open = attempt.state in OPEN_ATTEMPT_STATES and not _set_aside(attempt, view)
@@ -129,7 +150,7 @@ class Engine:
                 return
         while True:
             view = await self._view(order)
-            attempts = [a for a in view.attempts if retried_at is None or a.started_at >= retried_at]
+            attempts = [a for a in view.attempts if retried_after is None or a.id > retried_after]
             offers, skipped = plan_offers(
                 product,
                 attempts,
@@ -151,9 +172,9 @@ class Engine:
             raise LeaseLost(f"order {order.ref} vanished")
         return view
 
-    async def _last_retry(self, order: Order) -> datetime | None:
+    async def _last_retry(self, order: Order) -> int | None:
         events = await self.store.events(name="review.retry", order_id=order.id, limit=1000)
-        return max((e.at for e in events), default=None)
+        return max((int(e.data.get("after_attempt", 0)) for e in events), default=None)
 
     async def _try_offer(self, run: Run, offer: Offer) -> Step:
         supplier = self.suppliers[offer.supplier]
@@ -201,7 +222,11 @@ class Engine:
 
     async def _drive(self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None) -> Step:
         if not supplier.local:
-            attempt = await self._mark(attempt, AttemptState.SENT)
+            sent = await self.store.mark_sent(attempt.id, run.order.id, run.owner, self.clock.now())
+            if sent is None:
+                # Someone else moved it past `planned` (a worker whose lease we took over): it may be out there.
+                return await self._await_outcome(run, attempt, supplier, offer, ambiguous=True)
+            attempt = sent
             log.info("attempt.sent", extra=_ctx(run, attempt))
 
         async def call(timeout: float) -> Outcome:
@@ -282,6 +307,8 @@ class Engine:
         if ambiguous and self.config.ambiguity.policy == "failover":
             hold_until = self.clock.monotonic()  # move on at once; the resolver keeps asking about this one
         exists = not ambiguous
+        if exists:
+            attempt = await self._acknowledge(attempt)
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
         try:
             while self.clock.monotonic() < hold_until:
@@ -299,7 +326,9 @@ class Engine:
                     # The supplier's own record says the order failed: not charged, safe to move on.
                     return await self._failed(run, attempt, supplier, offer, outcome)
                 # A query error or "not found" leaves the purchase as unknown as it was: ask again.
-                exists = exists or outcome.state is OrderState.PENDING
+                if outcome.state is OrderState.PENDING and not exists:
+                    exists = True
+                    attempt = await self._acknowledge(attempt)
                 interval = min(interval * 1.5, MAX_QUERY_INTERVAL)
         finally:
             self._wakers.pop(attempt.number, None)
@@ -314,6 +343,14 @@ class Engine:
         except TimeoutError:
             return
         waker.clear()
+
+    async def _acknowledge(self, attempt: AttemptRecord) -> AttemptRecord:
+        """Remember that the supplier has this order, so a later run keeps waiting on it and never fails over
+        (or claims a possible double) for a purchase known to exist."""
+        if attempt.evidence.get(ACKNOWLEDGED):
+            return attempt
+        evidence = {**attempt.evidence, ACKNOWLEDGED: True}
+        return await self.store.mark_attempt(attempt.id, attempt.state, self.clock.now(), evidence=evidence)
 
     def _may_resend(self, attempt: AttemptRecord, supplier: Supplier) -> bool:
         # Any time, not only within the retry budget: a crash mid-send must not leave the order waiting hours
@@ -380,15 +417,16 @@ class Engine:
         if attempt.state is AttemptState.PLANNED:
             # Written but never sent (the state moves to `sent` before any call): safe to drive as is.
             return await self._drive(run, attempt, supplier, offer)
-        if run.retried_at is not None and attempt.started_at < run.retried_at:
+        if run.retried_after is not None and attempt.id <= run.retried_after:
             # An operator asked to go ahead: one last look, then move on with the attempt under a claim.
             outcome = await self._call(supplier, "query", self._request(run, attempt, offer, None))
             if outcome.state is OrderState.SUCCEEDED:
                 return await self._succeeded(run, attempt, offer, outcome)
             await self._possible_double(run, attempt, "operator retried the order while the attempt was open")
             return Step.NEXT_OFFER
-        step = await self._await_outcome(run, attempt, supplier, offer, ambiguous=True)
-        return step
+        # Left `sent` by a crash, or ambiguous: unknown, unless the supplier had already acknowledged it.
+        acknowledged = bool(attempt.evidence.get(ACKNOWLEDGED))
+        return await self._await_outcome(run, attempt, supplier, offer, ambiguous=not acknowledged)
 
     # --- success: validate, deliver or claim ------------------------------------------------------------
 

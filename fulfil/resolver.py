@@ -25,10 +25,9 @@ log = logging.getLogger("fulfil.resolver")
 async def resolve_orphans(engine: Engine, limit: int = 200) -> int:
     """One pass; returns how many attempts reached a final answer."""
     settled = 0
-    for attempt, order in await engine.store.orphan_attempts(limit):
-        supplier = engine.suppliers.get(attempt.supplier)
-        if supplier is None or not supplier.can_query or supplier.local:
-            continue
+    askable = [name for name, s in engine.suppliers.items() if s.can_query and not s.local]
+    for attempt, order in await engine.store.orphan_attempts(limit, suppliers=askable):
+        supplier = engine.suppliers[attempt.supplier]
         product = engine.config.products.get(order.sku)
         offer_product = None
         if product is not None and attempt.offer_index < len(product.offers):
@@ -43,9 +42,12 @@ async def resolve_orphans(engine: Engine, limit: int = 200) -> int:
             order_id=order.id,
             attempt_id=attempt.id,
         )
-        outcome = await supplier.query(request)
-        if await _settle(engine, attempt, order, outcome):
-            settled += 1
+        try:
+            outcome = await supplier.query(request)
+            if await _settle(engine, attempt, order, outcome):
+                settled += 1
+        except Exception:  # one attempt's trouble must not stop the others being asked about
+            log.exception("resolver.failed", extra={"order": order.ref, "number": attempt.number})
     return settled
 
 
@@ -53,13 +55,25 @@ async def _settle(engine: Engine, attempt: AttemptRecord, order: Order, outcome:
     store, now = engine.store, engine.clock.now()
     age = (now - (attempt.sent_at or attempt.started_at)).total_seconds()
     if outcome.state is OrderState.SUCCEEDED:
-        if order.status is OrderStatus.REVIEW:
+        claims = await store.claims_for_attempt(attempt.id)
+        set_aside = any(c.reason is ClaimReason.POSSIBLE_DOUBLE for c in claims)
+        if order.status is OrderStatus.REVIEW and not set_aside:
             # The buyer is still waiting: hand the order back to the engine, which settles this attempt first.
             await store.reopen_order(order.id, f"attempt {attempt.number} turned out charged", now)
             log.info("resolver.reopened", extra={"order": order.ref, "number": attempt.number})
             return True
         # Goods and claim first (both idempotent), the final mark last: a crash in between is redone next tick.
         disposition = await _keep_goods(engine, attempt, order, outcome)
+        if not claims and not outcome.cards:
+            # Charged, nothing to keep, and no claim yet (e.g. a top-up that went through after the order was
+            # refunded): the loss must be on record, not only in a log line.
+            evidence = {
+                "number": attempt.number,
+                "found_at": now.isoformat(),
+                "supplier_said": outcome.evidence.as_dict(),
+            }
+            amount = attempt.cost * attempt.qty if attempt.cost is not None else None
+            await store.open_claim(attempt.id, ClaimReason.CHARGED_NOT_DELIVERED, amount, attempt.qty, evidence, now)
         await _note(engine, attempt, {"resolution": "charged", "units": attempt.qty, "goods": disposition})
         await store.mark_attempt(
             attempt.id, AttemptState.SUCCEEDED, now, error_class="late", supplier_order_id=outcome.supplier_order_id

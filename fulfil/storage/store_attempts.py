@@ -99,6 +99,21 @@ class AttemptOps(StoreBase):
                 raise InvalidTransition(f"attempt {attempt_id} changed meanwhile; not marked {state.value}")
         return attempt_from_row(row)
 
+    async def mark_sent(self, attempt_id: int, order_id: int, owner: str, now: datetime) -> AttemptRecord | None:
+        """planned -> sent, only for the lease holder (LeaseLost otherwise) and only once: None when the attempt
+        had already left `planned`, i.e. someone else may have sent it, so it must be asked about, not sent."""
+        async with self._write() as conn:
+            await self._fence(conn, order_id, owner, now)
+            row = (
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.id == attempt_id, attempts.c.state == AttemptState.PLANNED.value)
+                    .values(state=AttemptState.SENT.value, sent_at=now)
+                    .returning(*attempts.c)
+                )
+            ).first()
+        return attempt_from_row(row) if row is not None else None
+
     async def attempts_for_order(self, order_id: int) -> list[AttemptRecord]:
         async with self._read() as conn:
             rows = await conn.execute(select(attempts).where(attempts.c.order_id == order_id).order_by(attempts.c.id))

@@ -3,6 +3,7 @@ whose order no longer waits on them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -88,14 +89,20 @@ class ParkingOps(StoreBase):
             await self._event(conn, "order.reopened", now, order_id=order_id, data={"reason": reason})
             return order_from_row(row)
 
-    async def orphan_attempts(self, limit: int = 200) -> list[tuple[AttemptRecord, Order]]:
+    async def orphan_attempts(
+        self, limit: int = 200, suppliers: Sequence[str] | None = None
+    ) -> list[tuple[AttemptRecord, Order]]:
         """Attempts still open at a supplier whose order is not waiting on them (not pending or processing):
-        moved on under a possible-double claim, or handed to a person. Oldest first."""
+        moved on under a possible-double claim, or handed to a person. Oldest first; with `suppliers`, only
+        those (the ones that can be asked), so attempts nobody can settle never crowd out the others."""
         waiting = orders.c.status.in_([_PENDING, _PROCESSING])
+        where = [attempts.c.state.in_(_ASKABLE), ~waiting]
+        if suppliers is not None:
+            where.append(attempts.c.supplier.in_(list(suppliers)))
         query = (
             select(attempts)
             .join(orders, orders.c.id == attempts.c.order_id)
-            .where(attempts.c.state.in_(_ASKABLE), ~waiting)
+            .where(*where)
             .order_by(attempts.c.id)
             .limit(limit)
         )

@@ -272,9 +272,9 @@ class QualityOps(StoreBase):
         # Nearest rank: ceil(p·n / 100) in integer arithmetic, the same on both databases.
         ranks = {p: (durations.c.n * p + 99) // 100 for p in _PERCENTILES}
         flags = [(durations.c.rn == cast(rank, Integer)).label(f"is{p}") for p, rank in ranks.items()]
-        return select(
-            *(durations.c[name] for name in names), durations.c.duration, *flags
-        ).where(or_(*(durations.c.rn == cast(rank, Integer) for rank in ranks.values())))
+        return select(*(durations.c[name] for name in names), durations.c.duration, *flags).where(
+            or_(*(durations.c.rn == cast(rank, Integer) for rank in ranks.values()))
+        )
 
     def _claims_query(self, group: Sequence[ColumnElement[Any]], since: datetime, until: datetime) -> Any:
         # Claims are grouped by their attempt's supplier and offer (the supplier column is the same).

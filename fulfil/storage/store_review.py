@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptState, Order, OrderStatus
 from fulfil.storage.base import StoreBase, delivered_in, duplicates_within, order_from_row
 from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound
-from fulfil.storage.schema import orders
+from fulfil.storage.schema import attempts, orders
 from suppliers.taxonomy import Card
 
 MANUAL_SUPPLIER = "manual"
@@ -23,9 +23,17 @@ class ReviewOps(StoreBase):
         """review -> pending: the worker takes the order again from the top."""
         async with self._write() as conn:
             row = await self._in_review(conn, ref)
+            # Attempts up to this id came before the retry: a watermark in the database, not a wall-clock
+            # time that the CLI's machine and the daemon's may disagree on.
+            last = await conn.scalar(select(func.max(attempts.c.id)).where(attempts.c.order_id == row.id))
             updated = await self._set_status(conn, row.id, OrderStatus.PENDING, None, now)
             await self._event(
-                conn, "review.retry", now, order_id=row.id, operator=operator, data={"reason": row.reason}
+                conn,
+                "review.retry",
+                now,
+                order_id=row.id,
+                operator=operator,
+                data={"reason": row.reason, "after_attempt": last or 0},
             )
         return updated
 
