@@ -26,7 +26,8 @@ async def test_retry_puts_the_order_back_in_the_queue(store: Store, now: datetim
     order = await store.review_retry("r1", "alice", now)
     assert (order.status, order.reason, order.lease_owner) == (OrderStatus.PENDING, None, None)
     [event] = await store.events(name="review.retry")
-    assert (event.order_id, event.operator, event.data) == (order_id, "alice", {"reason": "supplier said our_bug"})
+    expected = {"reason": "supplier said our_bug", "after_attempt": 0}  # no attempt before the retry
+    assert (event.order_id, event.operator, event.data) == (order_id, "alice", expected)
     assert [o.id for o in await store.claim_orders("w2", 10, 60, now + timedelta(seconds=1))] == [order_id]
 
 
