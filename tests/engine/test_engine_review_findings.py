@@ -11,7 +11,7 @@ from fulfil.crypto import CardCipher
 from fulfil.domain import ClaimReason, OrderStatus
 from fulfil.storage import LeaseLost, Store
 from suppliers.base import PlaceRequest
-from suppliers.taxonomy import ErrorClass, Outcome, OrderState
+from suppliers.taxonomy import ErrorClass, OrderState, Outcome
 
 
 def pair(store: Store, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier, **config: object) -> Harness:
