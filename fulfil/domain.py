@@ -102,6 +102,10 @@ class AttemptRecord:
     finished_at: datetime | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    def cost_of(self, units: int) -> Decimal | None:
+        """What `units` of this attempt cost us (the claim amount); None when the offer has no cost."""
+        return self.cost * units if self.cost is not None else None
+
 
 @dataclass(frozen=True)
 class ClaimRecord:

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, Protocol
 
 from fulfil.clock import Clock, SystemClock
@@ -30,7 +29,7 @@ from fulfil.domain import (
 )
 from fulfil.health import Health, NullHealth
 from fulfil.placing import place_with_budget
-from fulfil.routing import Offer, Skipped, plan_offers
+from fulfil.routing import Offer, Skipped, offer_of, plan_offers
 from fulfil.storage import DuplicateCard, LeaseLost, Store
 from fulfil.validation import CardVerdict, check_cards
 from suppliers.base import PlaceRequest, Supplier
@@ -191,28 +190,7 @@ class Engine:
         return await self._drive(run, attempt, supplier, offer)
 
     def _request(self, run: Run, attempt: AttemptRecord, offer: Offer | None, timeout: float | None) -> PlaceRequest:
-        return PlaceRequest(
-            number=attempt.number,
-            sku=run.order.sku,
-            product_id=offer.product_id if offer else None,
-            qty=attempt.qty,
-            kind=run.product.kind,
-            account=run.order.account,
-            price=offer.cost if offer else None,
-            order_id=run.order.id,
-            attempt_id=attempt.id,
-            owner=run.owner,
-            timeout=timeout,
-        )
-
-    def _offer_of(self, run: Run, attempt: AttemptRecord) -> Offer | None:
-        offers = run.product.offers
-        if attempt.offer_index < len(offers) and offers[attempt.offer_index].supplier == attempt.supplier:
-            return Offer.of(attempt.offer_index, offers[attempt.offer_index])
-        for index, cfg in enumerate(offers):  # the config moved the offer: find it by supplier
-            if cfg.supplier == attempt.supplier:
-                return Offer.of(index, cfg)
-        return None
+        return place_request(run.order, run.product.kind, attempt, offer, owner=run.owner, timeout=timeout)
 
     def _timeout(self, supplier: Supplier) -> float:
         value = supplier.settings.get("timeout", 10.0)
@@ -394,7 +372,7 @@ class Engine:
         claim = await self.store.open_claim(
             attempt.id,
             ClaimReason.POSSIBLE_DOUBLE,
-            _amount(attempt, attempt.qty),
+            attempt.cost_of(attempt.qty),
             attempt.qty,
             {"why": why, "number": attempt.number, "evidence": attempt.evidence},
             self.clock.now(),
@@ -412,7 +390,7 @@ class Engine:
             )
             await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
             return Step.DONE
-        offer = self._offer_of(run, attempt)
+        offer = offer_of(run.product, attempt)
         log.info("attempt.settling", extra=_ctx(run, attempt))
         if attempt.state is AttemptState.PLANNED:
             # Written but never sent (the state moves to `sent` before any call): safe to drive as is.
@@ -481,7 +459,7 @@ class Engine:
             "checked_at": now.isoformat(),
         }
         claim = await self.store.open_claim(
-            attempt.id, ClaimReason.INVALID_KEY, _amount(attempt, verdict.bad_units), verdict.bad_units, evidence, now
+            attempt.id, ClaimReason.INVALID_KEY, attempt.cost_of(verdict.bad_units), verdict.bad_units, evidence, now
         )
         await self.store.hold_cards(attempt.id, [card for card, _ in verdict.invalid], "invalid_key", now)
         log.warning(
@@ -534,13 +512,34 @@ class Engine:
         log.error(name, extra={"supplier": supplier, "order": run.order.ref, **_code(outcome)})
 
 
+def place_request(
+    order: Order,
+    kind: str,
+    attempt: AttemptRecord,
+    offer: Offer | None,
+    *,
+    owner: str | None = None,
+    timeout: float | None = None,
+) -> PlaceRequest:
+    """What an adapter is asked to place, or to query, for one attempt of one order."""
+    return PlaceRequest(
+        number=attempt.number,
+        sku=order.sku,
+        product_id=offer.product_id if offer else None,
+        qty=attempt.qty,
+        kind=kind,
+        account=order.account,
+        price=offer.cost if offer else None,
+        order_id=order.id,
+        attempt_id=attempt.id,
+        owner=owner,
+        timeout=timeout,
+    )
+
+
 def _set_aside(attempt: AttemptRecord, view: OrderView) -> bool:
     """An open attempt already under a possible-double claim no longer blocks its order: the resolver owns it."""
     return any(c.attempt_id == attempt.id and c.reason is ClaimReason.POSSIBLE_DOUBLE for c in view.claims)
-
-
-def _amount(attempt: AttemptRecord, units: int) -> Decimal | None:
-    return attempt.cost * units if attempt.cost is not None else None
 
 
 def _ctx(run: Run, attempt: AttemptRecord) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fulfil.domain import AttemptRecord, AttemptState, ClaimReason, Order, OrderStatus
-from suppliers.base import PlaceRequest
+from fulfil.engine import place_request
+from fulfil.routing import offer_of
 from suppliers.taxonomy import OrderState, Outcome
 
 if TYPE_CHECKING:
@@ -29,19 +30,8 @@ async def resolve_orphans(engine: Engine, limit: int = 200) -> int:
     for attempt, order in await engine.store.orphan_attempts(limit, suppliers=askable):
         supplier = engine.suppliers[attempt.supplier]
         product = engine.config.products.get(order.sku)
-        offer_product = None
-        if product is not None and attempt.offer_index < len(product.offers):
-            offer_product = product.offers[attempt.offer_index].product_id
-        request = PlaceRequest(
-            number=attempt.number,
-            sku=order.sku,
-            product_id=offer_product,
-            qty=attempt.qty,
-            kind=product.kind if product else "card",
-            account=order.account,
-            order_id=order.id,
-            attempt_id=attempt.id,
-        )
+        offer = offer_of(product, attempt) if product is not None else None
+        request = place_request(order, product.kind if product else "card", attempt, offer)
         try:
             outcome = await supplier.query(request)
             if await _settle(engine, attempt, order, outcome):
@@ -72,7 +62,7 @@ async def _settle(engine: Engine, attempt: AttemptRecord, order: Order, outcome:
                 "found_at": now.isoformat(),
                 "supplier_said": outcome.evidence.as_dict(),
             }
-            amount = attempt.cost * attempt.qty if attempt.cost is not None else None
+            amount = attempt.cost_of(attempt.qty)
             await store.open_claim(attempt.id, ClaimReason.CHARGED_NOT_DELIVERED, amount, attempt.qty, evidence, now)
         await _note(engine, attempt, {"resolution": "charged", "units": attempt.qty, "goods": disposition})
         await store.mark_attempt(

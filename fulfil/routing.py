@@ -42,6 +42,17 @@ class Offer:
         return cls(index, cfg.supplier, cfg.product_id, cfg.cost, cfg.priority)
 
 
+def offer_of(product: ProductConfig, attempt: AttemptRecord) -> Offer | None:
+    """The offer an attempt was made at: by its index, or by supplier when the config has moved it since."""
+    offers = product.offers
+    if attempt.offer_index < len(offers) and offers[attempt.offer_index].supplier == attempt.supplier:
+        return Offer.of(attempt.offer_index, offers[attempt.offer_index])
+    for index, cfg in enumerate(offers):
+        if cfg.supplier == attempt.supplier:
+            return Offer.of(index, cfg)
+    return None
+
+
 @dataclass(frozen=True)
 class Skipped:
     offer: Offer
@@ -131,9 +142,7 @@ def order_offers(
         if strategy == "cost":
             level = sorted(level, key=lambda o: (o.cost is None, o.cost or Decimal(0), o.index))
         elif strategy == "score" and len(level) > 1:
-            level = weighted_shuffle(
-                level, [health.weight(o.supplier) for o in level], rng or random.Random()
-            )
+            level = weighted_shuffle(level, [health.weight(o.supplier) for o in level], rng or random.Random())
         out.extend(level)
     return out
 

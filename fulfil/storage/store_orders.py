@@ -118,41 +118,26 @@ class OrderOps(StoreBase):
 
     async def renew_leases(self, owner: str, order_ids: Sequence[int], lease: float, now: datetime) -> set[int]:
         """Extend the leases `owner` still holds; the ids returned are the ones it still has."""
+        return await self._update_held(owner, order_ids, lease_expires=now + timedelta(seconds=lease), updated_at=now)
+
+    async def release_leases(self, owner: str, order_ids: Sequence[int], now: datetime) -> int:
+        """Give orders back (processing -> pending), e.g. at shutdown. Returns how many were released."""
+        values = {"status": _PENDING, "lease_owner": None, "lease_expires": None, "updated_at": now}
+        return len(await self._update_held(owner, order_ids, **values))
+
+    async def _update_held(self, owner: str, order_ids: Sequence[int], **values: Any) -> set[int]:
+        """Update the orders among `order_ids` whose lease `owner` still holds; their ids."""
         held: set[int] = set()
-        ids = sorted(set(order_ids))
         async with self._write() as conn:
-            for part in chunks(ids):
+            for part in chunks(sorted(set(order_ids))):
                 result = await conn.execute(
                     update(orders)
-                    .where(
-                        orders.c.id.in_(part),
-                        orders.c.lease_owner == owner,
-                        orders.c.status == _PROCESSING,
-                    )
-                    .values(lease_expires=now + timedelta(seconds=lease), updated_at=now)
+                    .where(orders.c.id.in_(part), orders.c.lease_owner == owner, orders.c.status == _PROCESSING)
+                    .values(**values)
                     .returning(orders.c.id)
                 )
                 held.update(result.scalars())
         return held
-
-    async def release_leases(self, owner: str, order_ids: Sequence[int], now: datetime) -> int:
-        """Give orders back (processing -> pending), e.g. at shutdown. Returns how many were released."""
-        released = 0
-        ids = sorted(set(order_ids))
-        async with self._write() as conn:
-            for part in chunks(ids):
-                result = await conn.execute(
-                    update(orders)
-                    .where(
-                        orders.c.id.in_(part),
-                        orders.c.lease_owner == owner,
-                        orders.c.status == _PROCESSING,
-                    )
-                    .values(status=_PENDING, lease_owner=None, lease_expires=None, updated_at=now)
-                    .returning(orders.c.id)
-                )
-                released += len(result.all())
-        return released
 
     async def sweep_expired_leases(self, now: datetime) -> int:
         """Orders whose worker vanished go back to pending; returns how many."""
