@@ -101,6 +101,10 @@ class AttemptRecord:
     sent_at: datetime | None = None
     finished_at: datetime | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    supplier_cost: Decimal | None = None  # what the supplier's answer said it charged
+    last_sent_at: datetime | None = None  # the latest send or re-send
+    next_check_at: datetime | None = None  # when the resolver asks next
+    checks: int = 0  # how often the resolver asked
 
     def cost_of(self, units: int) -> Decimal | None:
         """What `units` of this attempt cost us (the claim amount); None when the offer has no cost."""

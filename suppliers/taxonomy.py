@@ -30,6 +30,10 @@ class OrderState(enum.StrEnum):
     PENDING = "pending"  # accepted or processing: ask again later
     FAILED = "failed"  # final, not charged (see `error` for why)
     NOT_FOUND = "not_found"  # the supplier has no order under our number (yet)
+    # The supplier refused our number as already used: a purchase under it was recorded (and charged) before,
+    # and this answer does not say what became of it. Fulu can be asked; acg-faka cannot, so it is a charge
+    # without goods.
+    EXISTS = "exists"
     ERROR = "error"  # the call itself failed; `error` says whether it may have executed
 
 
@@ -77,6 +81,9 @@ class Outcome:
     evidence: Evidence = field(default_factory=Evidence)
     # True when the adapter already delivered inside the store's transaction (local stock).
     delivered_in_store: bool = False
+    # A FAILED answer that the supplier also gives *after* charging (acg-faka reselling goods it checks at its own
+    # upstream after our payment committed): the engine re-sends under the same number before believing it.
+    maybe_charged: bool = False
 
     def __post_init__(self) -> None:
         needs_error = self.state in (OrderState.FAILED, OrderState.ERROR)
@@ -84,6 +91,8 @@ class Outcome:
             raise ValueError(f"an outcome in state {self.state} must carry an error class")
         if not needs_error and self.error is not None:
             raise ValueError(f"an outcome in state {self.state} carries no error class")
+        if self.maybe_charged and self.state is not OrderState.FAILED:
+            raise ValueError("only a FAILED outcome can be maybe_charged")
 
     @property
     def final(self) -> bool:

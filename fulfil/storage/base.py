@@ -21,6 +21,8 @@ from suppliers.taxonomy import Card
 
 # Keep IN (...) lists well under SQLite's bound-parameter limit.
 CHUNK = 500
+# Supplier-facing numbers: F + 8-character install id + 10 digits. acg-faka stores request_no as char(19).
+MAX_NUMBER_LENGTH = 19
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -80,6 +82,10 @@ def attempt_from_row(row: Row[Any]) -> AttemptRecord:
         sent_at=m["sent_at"],
         finished_at=m["finished_at"],
         evidence=m["evidence"],
+        supplier_cost=m["supplier_cost"],
+        last_sent_at=m["last_sent_at"],
+        next_check_at=m["next_check_at"],
+        checks=m["checks"],
     )
 
 
@@ -165,7 +171,11 @@ class StoreBase:
     def _number(self, attempt_id: int) -> str:
         if not self.install_id:
             raise StoreError("this database has no install id: run `fulfil db upgrade`")
-        return f"F{self.install_id}{attempt_id:010d}"
+        number = f"F{self.install_id}{attempt_id:010d}"
+        if len(number) > MAX_NUMBER_LENGTH:
+            # acg-faka keeps request_no in a char(19) column and refuses a longer one: never send one.
+            raise StoreError(f"attempt number {number!r} is longer than {MAX_NUMBER_LENGTH} characters")
+        return number
 
     async def _insert_attempt(self, conn: AsyncConnection, values: dict[str, Any]) -> AttemptRecord:
         attempt_id = await conn.scalar(insert(attempts).values(**values).returning(attempts.c.id))

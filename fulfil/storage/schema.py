@@ -82,7 +82,15 @@ attempts = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    # What the supplier said it charged (the receipt's cost); `cost` is what the offer said it would.
+    Column("supplier_cost", Money),
+    # The latest (re-)send: "no such order" only counts as gone measured from here.
+    Column("last_sent_at", UTCDateTime),
+    # When the resolver next asks about this open attempt (backoff per attempt, so none can starve the rest).
+    Column("next_check_at", UTCDateTime),
+    Column("checks", Integer, nullable=False, server_default="0"),
     Index("ix_attempts_state", "state"),
+    Index("ix_attempts_next_check", "state", "next_check_at"),
 )
 
 deliveries = Table(
@@ -133,7 +141,11 @@ held_cards = Table(
     Column("fingerprint", String(64), nullable=False, index=True),
     Column("reason", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Set when an operator released the key (to stock, or to an order in review): held no more.
+    Column("released_at", UTCDateTime),
+    Column("released_to", String(160)),
     UniqueConstraint("attempt_id", "fingerprint", name="uq_held_cards_attempt_fingerprint"),
+    Index("ix_held_cards_released", "released_at", "id"),
 )
 
 claims = Table(
@@ -215,4 +227,38 @@ supplier_health = Table(
     Column("balance_at", UTCDateTime),
     Column("detail", JSONText, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# --- receipts (migration 0003) -----------------------------------------------------------------------------
+
+# The supplier's answer about one attempt, committed before anything is done with it and independent of the
+# lease: delivery, claims and stock returns work from here, so a crash or a lost lease after the answer never
+# loses what the supplier charged for. One per attempt; an acknowledged receipt is upgraded when goods arrive.
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("attempt_id", Id, ForeignKey("attempts.id"), nullable=False, unique=True),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # goods | acknowledged | charged_no_goods
+    Column("supplier_order_id", String(128)),
+    Column("cost", Money),
+    Column("cards", Integer, nullable=False),
+    Column("evidence", JSONText, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("applied_at", UTCDateTime),  # delivered, claimed or returned from: done with
+    Index("ix_receipts_open", "applied_at", "id"),
+)
+
+receipt_cards = Table(
+    "receipt_cards",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("receipt_id", Id, ForeignKey("receipts.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("number_enc", LargeBinary, nullable=False),
+    Column("password_enc", LargeBinary, nullable=False),
+    Column("expires", String(64)),
+    UniqueConstraint("receipt_id", "position", name="uq_receipt_cards_receipt_id"),
 )

@@ -108,7 +108,7 @@ class AttemptOps(StoreBase):
                 await conn.execute(
                     update(attempts)
                     .where(attempts.c.id == attempt_id, attempts.c.state == AttemptState.PLANNED.value)
-                    .values(state=AttemptState.SENT.value, sent_at=now)
+                    .values(state=AttemptState.SENT.value, sent_at=now, last_sent_at=now)
                     .returning(*attempts.c)
                 )
             ).first()

@@ -34,7 +34,7 @@ def _migrate(url: str, target: str, *, down: bool = False) -> list[str]:
 
 
 async def test_upgrade_from_0001_keeps_and_counts_the_record(db_url: str, cipher: CardCipher, now: datetime) -> None:
-    assert head_revision() == "0002"
+    assert head_revision() >= "0002"  # later migrations build on it
     tables = _migrate(db_url, "0001")
     assert "supplier_calls" not in tables
     old = await Store.open(db_url, cipher, check_schema=False)
