@@ -131,6 +131,37 @@ class ClaimRecord:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+class ReceiptKind(enum.StrEnum):
+    """What a supplier's answer about one attempt carried, as written ahead of acting on it."""
+
+    GOODS = "goods"  # a success: keys (or a direct top-up done)
+    ACKNOWLEDGED = "acknowledged"  # the supplier has the order (accepted / processing), maybe with its id
+    CHARGED_NO_GOODS = "charged_no_goods"  # charged, and the answer carries nothing to deliver
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The supplier's answer about one attempt, committed before anything is done with it.
+
+    Delivery, claims and stock returns work from here; a later pass finishes from it without asking again."""
+
+    id: int
+    attempt_id: int
+    order_id: int
+    kind: ReceiptKind
+    cards: tuple[Card, ...]
+    supplier_order_id: str | None
+    cost: Decimal | None
+    evidence: dict[str, Any]
+    created_at: datetime
+    applied_at: datetime | None = None
+
+    @property
+    def settles(self) -> bool:
+        """Whether the answer is final: goods, or a charge with nothing to deliver."""
+        return self.kind is not ReceiptKind.ACKNOWLEDGED
+
+
 @dataclass(frozen=True)
 class OrderView:
     """An order with everything an operator or the CLI shows about it."""

@@ -26,11 +26,13 @@ from fulfil.domain import (
     Order,
     OrderStatus,
     OrderView,
+    Receipt,
+    ReceiptKind,
 )
 from fulfil.health import Health, NullHealth
 from fulfil.placing import place_with_budget
 from fulfil.routing import Offer, Skipped, offer_of, plan_offers
-from fulfil.storage import DuplicateCard, LeaseLost, Store
+from fulfil.storage import DuplicateCard, LeaseLost, Store, StoreError
 from fulfil.validation import CardVerdict, check_cards
 from suppliers.base import PlaceRequest, Supplier
 from suppliers.taxonomy import Card, ErrorClass, OrderState, Outcome
@@ -40,6 +42,9 @@ log = logging.getLogger("fulfil.engine")
 MAX_QUERY_INTERVAL = 30.0
 ACKNOWLEDGED = "acknowledged"  # evidence flag: the supplier said it has the order (accepted / processing)
 MAX_CRASHES = 3  # an order whose processing raised this many times goes to a person
+RESEND_PROBES = 3  # sends under one number to settle an answer an unqueryable supplier left unclear
+NON_KEY_STREAK = 2  # answers in a row from one offer that were not keys: cool the offer down at once
+RECEIPT_TRIES = (0.0, 0.2, 1.0)  # waits before each try of writing a receipt ("database is locked" passes)
 
 
 class LeaseLike(Protocol):
@@ -81,6 +86,9 @@ class Engine:
         self.clock = clock or SystemClock()
         self.health: Health = health or NullHealth()
         self._wakers: dict[str, asyncio.Event] = {}
+        # Consecutive answers per (supplier, product id) that were not keys; in memory, as a fast trip wire
+        # in front of the cool-down that every daemon shares.
+        self._non_keys: dict[tuple[str, str], int] = {}
 
     # --- the Processor interface --------------------------------------------------------------------
 
@@ -99,7 +107,10 @@ class Engine:
         now = self.clock.now()
         try:
             await self.store.record_event("order.crashed", now, order_id=order.id, data={"error": repr(exc)[:500]})
-            crashes = len(await self.store.events(name="order.crashed", order_id=order.id, limit=MAX_CRASHES))
+            retries = await self.store.events(name="review.retry", order_id=order.id, limit=1000)
+            since = max((e.id for e in retries), default=0)  # an operator's retry starts the count again
+            crashed = await self.store.events(name="order.crashed", order_id=order.id, limit=1000)
+            crashes = sum(1 for e in crashed if e.id > since)
             if crashes >= MAX_CRASHES:
                 reason = f"crashed {crashes} times while being fulfilled; last error: {exc!r}"[:1000]
                 await self._finish(order, owner, OrderStatus.REVIEW, reason)
@@ -235,8 +246,17 @@ class Engine:
     ) -> Step:
         if outcome.state is OrderState.SUCCEEDED:
             return await self._succeeded(run, attempt, offer, outcome)
+        if outcome.state is OrderState.EXISTS:
+            return await self._exists(run, attempt, supplier, offer, outcome)
         if outcome.state in (OrderState.PENDING, OrderState.NOT_FOUND):
-            return await self._await_outcome(run, attempt, supplier, offer, ambiguous=False)
+            return await self._await_outcome(run, attempt, supplier, offer, ambiguous=False, outcome=outcome)
+        if outcome.maybe_charged and supplier.idempotent_place:
+            # "Failed" is also what this supplier says after charging: the same number again tells which.
+            settled = await self._settle_by_resend(run, attempt, supplier, offer, first=outcome)
+            if settled is not None:
+                return settled
+            attempt = await self._mark(attempt, AttemptState.AMBIGUOUS, outcome)
+            return await self._unsettled(run, attempt, supplier)
         if outcome.error is ErrorClass.AMBIGUOUS:
             attempt = await self._mark(attempt, AttemptState.AMBIGUOUS, outcome)
             log.warning("attempt.ambiguous", extra={**_ctx(run, attempt), **_code(outcome)})
@@ -274,11 +294,18 @@ class Engine:
     # --- waiting for an outcome ---------------------------------------------------------------------
 
     async def _await_outcome(
-        self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None, *, ambiguous: bool
+        self,
+        run: Run,
+        attempt: AttemptRecord,
+        supplier: Supplier,
+        offer: Offer | None,
+        *,
+        ambiguous: bool,
+        outcome: Outcome | None = None,
     ) -> Step:
         """Query by our number until the outcome is final, for as long as this worker holds the order."""
         if not supplier.can_query:
-            return await self._unqueryable(run, attempt, supplier)
+            return await self._unqueryable(run, attempt, supplier, offer)
         poll = supplier.settings.get("poll_interval", 1.0)
         interval = min(float(poll) if isinstance(poll, int | float) else 1.0, self.config.ambiguity.query_interval)
         hold_until = self.clock.monotonic() + self.config.retry.budget
@@ -286,7 +313,7 @@ class Engine:
             hold_until = self.clock.monotonic()  # move on at once; the resolver keeps asking about this one
         exists = not ambiguous
         if exists:
-            attempt = await self._acknowledge(attempt)
+            attempt = await self._acknowledge(attempt, outcome)
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
         try:
             while self.clock.monotonic() < hold_until:
@@ -295,6 +322,7 @@ class Engine:
                 if outcome.state is OrderState.NOT_FOUND and not exists and self._may_resend(attempt, supplier):
                     # Safe: the supplier refuses a repeated number, so this can never buy twice. A refusal of
                     # the re-send says nothing about the first request, so only acceptance counts.
+                    attempt = await self.store.mark_resent(attempt.id, self.clock.now())
                     resent = await self._resend(run, attempt, supplier, offer)
                     if resent.state in (OrderState.SUCCEEDED, OrderState.PENDING):
                         outcome = resent
@@ -306,7 +334,7 @@ class Engine:
                 # A query error or "not found" leaves the purchase as unknown as it was: ask again.
                 if outcome.state is OrderState.PENDING and not exists:
                     exists = True
-                    attempt = await self._acknowledge(attempt)
+                    attempt = await self._acknowledge(attempt, outcome)
                 interval = min(interval * 1.5, MAX_QUERY_INTERVAL)
         finally:
             self._wakers.pop(attempt.number, None)
@@ -322,13 +350,21 @@ class Engine:
             return
         waker.clear()
 
-    async def _acknowledge(self, attempt: AttemptRecord) -> AttemptRecord:
+    async def _acknowledge(self, attempt: AttemptRecord, outcome: Outcome | None) -> AttemptRecord:
         """Remember that the supplier has this order, so a later run keeps waiting on it and never fails over
-        (or claims a possible double) for a purchase known to exist."""
+        (or claims a possible double) for a purchase known to exist; its order id goes on the receipt."""
         if attempt.evidence.get(ACKNOWLEDGED):
             return attempt
+        if outcome is not None and outcome.supplier_order_id:
+            await self._write_receipt(attempt, ReceiptKind.ACKNOWLEDGED, outcome)
         evidence = {**attempt.evidence, ACKNOWLEDGED: True}
-        return await self.store.mark_attempt(attempt.id, attempt.state, self.clock.now(), evidence=evidence)
+        return await self.store.mark_attempt(
+            attempt.id,
+            attempt.state,
+            self.clock.now(),
+            evidence=evidence,
+            supplier_order_id=outcome.supplier_order_id if outcome else None,
+        )
 
     def _may_resend(self, attempt: AttemptRecord, supplier: Supplier) -> bool:
         # Any time, not only within the retry budget: a crash mid-send must not leave the order waiting hours
@@ -342,7 +378,7 @@ class Engine:
 
     async def _still_open(self, run: Run, attempt: AttemptRecord, supplier: Supplier, *, exists: bool) -> Step:
         now = self.clock.now()
-        age = (now - (attempt.sent_at or attempt.started_at)).total_seconds()
+        age = (now - (attempt.last_sent_at or attempt.sent_at or attempt.started_at)).total_seconds()
         if not exists and self.config.ambiguity.policy == "failover":
             await self._possible_double(run, attempt, "failover policy: moved on while the attempt is unresolved")
             return Step.NEXT_OFFER
@@ -357,16 +393,67 @@ class Engine:
         log.info("order.parked", extra={**_ctx(run, attempt), "until": until.isoformat()})
         return Step.DONE
 
-    async def _unqueryable(self, run: Run, attempt: AttemptRecord, supplier: Supplier) -> Step:
+    async def _unqueryable(self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None) -> Step:
+        """A supplier that cannot be asked by our number: an idempotent one is asked by sending the same number
+        again (a repeat is refused, never charged twice); only a genuinely unclear answer reaches a person."""
+        if supplier.idempotent_place and attempt.sent_at is not None:
+            settled = await self._settle_by_resend(run, attempt, supplier, offer)
+            if settled is not None:
+                return settled
+        return await self._unsettled(run, attempt, supplier)
+
+    async def _unsettled(self, run: Run, attempt: AttemptRecord, supplier: Supplier) -> Step:
+        """Nothing the supplier said settles the attempt: a claim draft names the number either way."""
+        why = f"{supplier.name} cannot be queried by our number {attempt.number}, and sending it again settled nothing"
+        await self._possible_double(run, attempt, why)
         if self.config.ambiguity.policy == "failover":
-            await self._possible_double(run, attempt, f"{supplier.name} cannot be queried by our number")
             return Step.NEXT_OFFER
-        reason = (
-            f"ambiguous: {supplier.name} cannot be queried by our number {attempt.number}; "
-            "check the supplier's records before retrying"
-        )
+        reason = f"ambiguous: {why}; check the supplier's records (the claim names the number) before retrying"
         await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
         return Step.DONE
+
+    async def _settle_by_resend(
+        self,
+        run: Run,
+        attempt: AttemptRecord,
+        supplier: Supplier,
+        offer: Offer | None,
+        *,
+        first: Outcome | None = None,
+    ) -> Step | None:
+        """Send the attempt's own number again to learn what became of it; None when nothing was learned.
+
+        The number is unique at the supplier, so at most one send under it is ever charged: a success means no
+        earlier send was recorded (deliver it); "already exists" means one was (charged, answer lost). A failure
+        the supplier also gives after charging is asked again; if it stays the same for every probe, the earlier
+        sends were refused before being recorded (a recorded one would make the next probe "already exists")."""
+        last = first
+        for _ in range(RESEND_PROBES - (1 if first is not None else 0)):
+            attempt = await self.store.mark_resent(attempt.id, self.clock.now())
+            outcome = await self._resend(run, attempt, supplier, offer)
+            if outcome.state is OrderState.SUCCEEDED:
+                return await self._succeeded(run, attempt, offer, outcome)
+            if outcome.state is OrderState.EXISTS:
+                return await self._exists(run, attempt, supplier, offer, outcome)
+            if outcome.state is OrderState.PENDING and supplier.can_query:
+                return await self._await_outcome(run, attempt, supplier, offer, ambiguous=False, outcome=outcome)
+            transient = outcome.state is OrderState.ERROR and outcome.error is ErrorClass.TRANSIENT
+            if not (outcome.maybe_charged or transient):
+                return None  # refused for another reason (checked before the repeat is): nothing learned
+            last = outcome
+        if last is not None and last.maybe_charged:
+            return await self._failed(run, attempt, supplier, offer, last)
+        return None
+
+    async def _exists(
+        self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None, outcome: Outcome
+    ) -> Step:
+        """The supplier holds a purchase under this number. Asked about when it can be; otherwise it is a charge
+        whose answer is lost: claimed, and the order is bought from the next offer."""
+        if supplier.can_query:
+            return await self._await_outcome(run, attempt, supplier, offer, ambiguous=False, outcome=outcome)
+        receipt = await self._write_receipt(attempt, ReceiptKind.CHARGED_NO_GOODS, outcome)
+        return await self._apply(run, attempt, offer, receipt)
 
     async def _possible_double(self, run: Run, attempt: AttemptRecord, why: str) -> None:
         claim = await self.store.open_claim(
@@ -392,6 +479,11 @@ class Engine:
             return Step.DONE
         offer = offer_of(run.product, attempt)
         log.info("attempt.settling", extra=_ctx(run, attempt))
+        receipt = await self.store.receipt_for(attempt.id)
+        if receipt is not None and receipt.settles:
+            # The supplier answered and it was written down: finish from that, never ask or buy again.
+            log.info("attempt.from_receipt", extra={**_ctx(run, attempt), "kind": receipt.kind.value})
+            return await self._apply(run, attempt, offer, receipt)
         if attempt.state is AttemptState.PLANNED:
             # Written but never sent (the state moves to `sent` before any call): safe to drive as is.
             return await self._drive(run, attempt, supplier, offer)
@@ -403,33 +495,118 @@ class Engine:
             await self._possible_double(run, attempt, "operator retried the order while the attempt was open")
             return Step.NEXT_OFFER
         # Left `sent` by a crash, or ambiguous: unknown, unless the supplier had already acknowledged it.
-        acknowledged = bool(attempt.evidence.get(ACKNOWLEDGED))
+        acknowledged = bool(attempt.evidence.get(ACKNOWLEDGED)) or receipt is not None
         return await self._await_outcome(run, attempt, supplier, offer, ambiguous=not acknowledged)
 
-    # --- success: validate, deliver or claim ------------------------------------------------------------
+    # --- success: write the answer ahead, then validate, deliver or claim from it --------------------------
 
     async def _succeeded(self, run: Run, attempt: AttemptRecord, offer: Offer | None, outcome: Outcome) -> Step:
-        now = self.clock.now()
-        if outcome.delivered_in_store:
+        if outcome.delivered_in_store:  # local stock: the goods moved inside the store's own transaction
             log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
             return Step.DONE
+        goods = bool(outcome.cards) or run.product.kind == "direct"
+        kind = ReceiptKind.GOODS if goods else ReceiptKind.CHARGED_NO_GOODS
+        receipt = await self._write_receipt(attempt, kind, outcome)
+        return await self._apply(run, attempt, offer, receipt)
+
+    async def _write_receipt(self, attempt: AttemptRecord, kind: ReceiptKind, outcome: Outcome) -> Receipt:
+        """Commit the answer before anything is done with it: not fenced by the lease, retried through a busy
+        database, and finished even if this order's task is cancelled meanwhile."""
+
+        async def write() -> Receipt:
+            for wait in RECEIPT_TRIES:
+                await asyncio.sleep(wait)
+                try:
+                    return await self.store.record_receipt(
+                        attempt.id,
+                        kind,
+                        self.clock.now(),
+                        cards=outcome.cards,
+                        supplier_order_id=outcome.supplier_order_id,
+                        cost=outcome.cost,
+                        evidence=outcome.evidence.as_dict(),
+                    )
+                except StoreError:
+                    if wait == RECEIPT_TRIES[-1]:
+                        raise
+                    log.warning("receipt.retry", extra={"number": attempt.number}, exc_info=True)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        task = asyncio.ensure_future(write())
+        try:
+            receipt = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task  # the answer is money: write it down, then stop
+            raise
+        log.info("receipt.written", extra={"number": attempt.number, "kind": kind.value, "cards": len(receipt.cards)})
+        return receipt
+
+    async def _apply(self, run: Run, attempt: AttemptRecord, offer: Offer | None, receipt: Receipt) -> Step:
+        """Act on a written answer: deliver, or claim and hold. Safe to run again after a crash at any point."""
+        now = self.clock.now()
+        if receipt.kind is ReceiptKind.CHARGED_NO_GOODS:
+            return await self._charged_no_goods(run, attempt, offer, receipt)
         if run.product.kind == "direct":
             await self.store.deliver(run.order.id, run.owner, attempt.id, (), now)
             log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
             return Step.DONE
-        verdict = await self._verdict(outcome.cards, attempt.qty, run.product)
+        verdict = await self._verdict(receipt.cards, attempt.qty, run.product)
         if verdict.ok:
+            extra = (*verdict.surplus, *(card for card, _ in verdict.invalid))
             try:
-                await self.store.deliver(run.order.id, run.owner, attempt.id, verdict.valid, now)
+                # More than ordered is kept for the operator in the same transaction, never dropped.
+                await self.store.deliver(run.order.id, run.owner, attempt.id, verdict.valid, now, hold=extra)
             except DuplicateCard as dup:
-                verdict = await self._verdict(outcome.cards, attempt.qty, run.product, set(dup.fingerprints))
+                verdict = await self._verdict(receipt.cards, attempt.qty, run.product, set(dup.fingerprints))
             else:
-                extra = (*verdict.surplus, *(card for card, _ in verdict.invalid))
-                if extra:  # more than ordered: kept for the operator, never dropped
-                    await self.store.hold_cards(attempt.id, extra, "surplus", now)
+                self._keys_seen(attempt, offer, valid=True)
                 log.info("order.delivered", extra={**_ctx(run, attempt), "qty": len(verdict.valid)})
                 return Step.DONE
-        return await self._invalid_batch(run, attempt, outcome, verdict)
+        return await self._invalid_batch(run, attempt, offer, receipt, verdict)
+
+    async def _charged_no_goods(self, run: Run, attempt: AttemptRecord, offer: Offer | None, receipt: Receipt) -> Step:
+        """Charged, and nothing to deliver (a shop's delivery text, "someone took it first", an answer lost
+        under a number the supplier already holds): claimed, and the order is bought from the next offer."""
+        now = self.clock.now()
+        evidence = {
+            "number": attempt.number,
+            "supplier_order_id": receipt.supplier_order_id,
+            "supplier_said": receipt.evidence,
+            "checked_at": now.isoformat(),
+        }
+        claim = await self.store.open_claim(
+            attempt.id, ClaimReason.CHARGED_NOT_DELIVERED, attempt.cost_of(attempt.qty), attempt.qty, evidence, now
+        )
+        log.warning("claim.opened", extra={**_ctx(run, attempt), "claim": claim.claim_no, "reason": claim.reason})
+        await self._keys_seen_or_cool(run, attempt, offer, valid=False)
+        reason = ClaimReason.CHARGED_NOT_DELIVERED.value
+        await self._mark(attempt, AttemptState.SUCCEEDED, receipt=receipt, error_class=reason)
+        return Step.NEXT_OFFER
+
+    def _keys_seen(self, attempt: AttemptRecord, offer: Offer | None, *, valid: bool) -> int:
+        """Count answers in a row that were not keys, per offer; returns the streak."""
+        if offer is None or offer.product_id is None:
+            return 0
+        key = (attempt.supplier, offer.product_id)
+        streak = 0 if valid else self._non_keys.get(key, 0) + 1
+        self._non_keys[key] = streak
+        return streak
+
+    async def _keys_seen_or_cool(self, run: Run, attempt: AttemptRecord, offer: Offer | None, *, valid: bool) -> None:
+        """An offer that sells something other than keys (a manual-delivery item, text, the wrong pattern) is
+        cooled down for this product after a short streak, with an alert, before a burst is bought from it."""
+        streak = self._keys_seen(attempt, offer, valid=valid)
+        if streak < NON_KEY_STREAK or offer is None or offer.product_id is None:
+            return
+        now = self.clock.now()
+        until = now + timedelta(seconds=self.config.cooldown.product_unavailable)
+        why = f"{streak} answers in a row were not valid keys"
+        await self.store.set_cooldown(attempt.supplier, offer.product_id, until, why, now)
+        data = {"order": run.order.ref, "product_id": offer.product_id, "streak": streak}
+        await self.store.record_event(
+            "supplier.non_keys", now, order_id=run.order.id, supplier=attempt.supplier, data=data
+        )
+        log.error("supplier.non_keys", extra={"supplier": attempt.supplier, **data})
 
     async def _verdict(
         self, cards: Sequence[Card], qty: int, product: ProductConfig, known: set[str] | None = None
@@ -445,17 +622,19 @@ class Engine:
             fingerprint=self.fingerprint,
         )
 
-    async def _invalid_batch(self, run: Run, attempt: AttemptRecord, outcome: Outcome, verdict: CardVerdict) -> Step:
+    async def _invalid_batch(
+        self, run: Run, attempt: AttemptRecord, offer: Offer | None, receipt: Receipt, verdict: CardVerdict
+    ) -> Step:
         """Claim, keep every key, then mark the attempt final. The claim and the held keys are idempotent and
         come first: a crash before the final mark leaves the attempt open, and recovery redoes them."""
         now = self.clock.now()
         evidence: dict[str, Any] = {
             "number": attempt.number,
-            "supplier_order_id": outcome.supplier_order_id,
+            "supplier_order_id": receipt.supplier_order_id,
             "ordered": attempt.qty,
-            "received": len(outcome.cards),
+            "received": len(receipt.cards),
             "reasons": verdict.reasons(),
-            "supplier_said": outcome.evidence.as_dict(),
+            "supplier_said": receipt.evidence,
             "checked_at": now.isoformat(),
         }
         claim = await self.store.open_claim(
@@ -476,7 +655,9 @@ class Engine:
             )
             await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
             step = Step.DONE
-        await self._mark(attempt, AttemptState.SUCCEEDED, outcome, error_class=ErrorClass.INVALID_KEY.value)
+        not_keys = set(verdict.reasons()) - {"duplicate"}
+        await self._keys_seen_or_cool(run, attempt, offer, valid=not not_keys)
+        await self._mark(attempt, AttemptState.SUCCEEDED, receipt=receipt, error_class=ErrorClass.INVALID_KEY.value)
         return step
 
     # --- small helpers ------------------------------------------------------------------------------------
@@ -488,15 +669,18 @@ class Engine:
         outcome: Outcome | None = None,
         *,
         error_class: str | None = None,
+        receipt: Receipt | None = None,
     ) -> AttemptRecord:
         error = error_class or (outcome.error.value if outcome and outcome.error else None)
+        if receipt is not None:  # the facts were written with the receipt; the evidence keeps the answer
+            return await self.store.mark_attempt(attempt.id, state, self.clock.now(), error_class=error)
         return await self.store.mark_attempt(
             attempt.id,
             state,
             self.clock.now(),
             error_class=error,
             supplier_order_id=outcome.supplier_order_id if outcome else None,
-            evidence=outcome.evidence.as_dict() if outcome else None,
+            evidence={**attempt.evidence, **outcome.evidence.as_dict()} if outcome else None,
         )
 
     async def _finish(self, order: Order, owner: str, status: OrderStatus, reason: str) -> None:

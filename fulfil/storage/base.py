@@ -16,7 +16,7 @@ from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage.database import WRITE
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
-from fulfil.storage.schema import attempts, deliveries, events, orders
+from fulfil.storage.schema import attempts, deliveries, events, held_cards, orders, receipts
 from suppliers.taxonomy import Card
 
 # Keep IN (...) lists well under SQLite's bound-parameter limit.
@@ -86,6 +86,15 @@ def attempt_from_row(row: Row[Any]) -> AttemptRecord:
         last_sent_at=m["last_sent_at"],
         next_check_at=m["next_check_at"],
         checks=m["checks"],
+    )
+
+
+async def mark_receipt_applied(conn: AsyncConnection, attempt_id: int, now: datetime) -> None:
+    """Part of the transaction that makes an attempt final: its receipt has been acted on."""
+    await conn.execute(
+        update(receipts)
+        .where(receipts.c.attempt_id == attempt_id, receipts.c.applied_at.is_(None))
+        .values(applied_at=now)
     )
 
 
@@ -233,6 +242,7 @@ class StoreBase:
         )
         if found is None:
             raise NotFound(f"no attempt {attempt_id} for order {order_id}")
+        await mark_receipt_applied(conn, attempt_id, now)
         stmt = update(orders).where(orders.c.id == order_id)
         if owner is not None:
             stmt = stmt.where(orders.c.lease_owner == owner, orders.c.status == OrderStatus.PROCESSING.value)
@@ -248,6 +258,20 @@ class StoreBase:
         )
         if delivered is None:
             raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
+
+    async def _hold(
+        self, conn: AsyncConnection, attempt_id: int, cards: Sequence[Card], reason: str, now: datetime
+    ) -> int:
+        """Keep keys charged for but not delivered; the same key held twice for one attempt is a no-op."""
+        if not cards:
+            return 0
+        rows = [
+            {**self._encrypted(card), "attempt_id": attempt_id, "reason": reason, "created_at": now} for card in cards
+        ]
+        stmt = self._insert_ignore(held_cards, ["attempt_id", "fingerprint"]).returning(held_cards.c.id)
+        held = len((await conn.execute(stmt, rows)).all())
+        await self._event(conn, "cards.held", now, data={"attempt_id": attempt_id, "held": held, "reason": reason})
+        return held
 
     async def _event(
         self,

@@ -19,12 +19,13 @@ from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
+from fulfil.storage.store_receipts import ReceiptOps
 from fulfil.storage.store_review import ReviewOps
 from fulfil.storage.store_stock import StockOps
 from fulfil.storage.types import SchemaStatus
 
 
-class Store(OrderOps, AttemptOps, StockOps, ClaimOps, ReviewOps, ParkingOps, QualityOps):
+class Store(OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, ReviewOps, ParkingOps, QualityOps):
     """Orders, attempts, deliveries, stock, claims, events, cool-downs and supplier quality, on SQLite or
     PostgreSQL."""
 

@@ -11,7 +11,7 @@ from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptRecord, AttemptState
-from fulfil.storage.base import StoreBase, attempt_from_row, delivered_in, duplicates_within
+from fulfil.storage.base import StoreBase, attempt_from_row, delivered_in, duplicates_within, mark_receipt_applied
 from fulfil.storage.coltypes import UTCDateTime
 from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound, StoreError
 from fulfil.storage.schema import attempts, deliveries, stock
@@ -92,6 +92,8 @@ class AttemptOps(StoreBase):
             values["evidence"] = evidence
         async with self._write() as conn:
             row = (await conn.execute(update(attempts).where(*where).values(**values).returning(*attempts.c))).first()
+            if row is not None and state in _FINAL:
+                await mark_receipt_applied(conn, attempt_id, now)
             if row is None:
                 current = await self._attempt_row(conn, attempt_id)
                 check_attempt_move(AttemptState(current.state), state)
@@ -114,6 +116,21 @@ class AttemptOps(StoreBase):
             ).first()
         return attempt_from_row(row) if row is not None else None
 
+    async def mark_resent(self, attempt_id: int, now: datetime) -> AttemptRecord:
+        """Written before a re-send under the attempt's own number: "no such order" counts from here."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.id == attempt_id)
+                    .values(last_sent_at=now)
+                    .returning(*attempts.c)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no attempt {attempt_id}")
+        return attempt_from_row(row)
+
     async def attempts_for_order(self, order_id: int) -> list[AttemptRecord]:
         async with self._read() as conn:
             rows = await conn.execute(select(attempts).where(attempts.c.order_id == order_id).order_by(attempts.c.id))
@@ -133,8 +150,19 @@ class AttemptOps(StoreBase):
 
     # -- delivery ---------------------------------------------------------------------------------------
 
-    async def deliver(self, order_id: int, owner: str, attempt_id: int, cards: Sequence[Card], now: datetime) -> None:
-        """In one transaction: deliveries, attempt succeeded, order delivered. A known key: DuplicateCard."""
+    async def deliver(
+        self,
+        order_id: int,
+        owner: str,
+        attempt_id: int,
+        cards: Sequence[Card],
+        now: datetime,
+        *,
+        hold: Sequence[Card] = (),
+        hold_reason: str = "surplus",
+    ) -> None:
+        """In one transaction: deliveries, attempt succeeded, order delivered, and `hold` kept (keys beyond the
+        order, never dropped). A known key: DuplicateCard."""
         rows = [self._encrypted(card) for card in cards]
         fingerprints = [row["fingerprint"] for row in rows]
         twice = duplicates_within(fingerprints)
@@ -147,6 +175,7 @@ class AttemptOps(StoreBase):
                 if known:
                     raise DuplicateCard(known)
                 await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
+                await self._hold(conn, attempt_id, hold, hold_reason, now)
         except Conflict:
             # The unique constraint is the last guard (a concurrent delivery of the same key).
             known = await self.delivered_fingerprints(fingerprints)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.storage.base import StoreBase, chunks
 from fulfil.storage.errors import StoreError
-from fulfil.storage.schema import deliveries, held_cards, stock
+from fulfil.storage.schema import deliveries, stock
 from fulfil.storage.types import StockCount, StockImport
 from suppliers.taxonomy import Card
 
@@ -90,11 +90,5 @@ class StockOps(StoreBase):
         """Keep keys the supplier charged for but we will not deliver (on a claim, or for review)."""
         if not cards:
             return
-        rows = [
-            {**self._encrypted(card), "attempt_id": attempt_id, "reason": reason, "created_at": now} for card in cards
-        ]
         async with self._write() as conn:
-            # Holding the same key for the same attempt twice (recovery re-running) is a no-op.
-            stmt = self._insert_ignore(held_cards, ["attempt_id", "fingerprint"]).returning(held_cards.c.id)
-            held = len((await conn.execute(stmt, rows)).all())
-            await self._event(conn, "cards.held", now, data={"attempt_id": attempt_id, "held": held, "reason": reason})
+            await self._hold(conn, attempt_id, cards, reason, now)

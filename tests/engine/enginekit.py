@@ -46,6 +46,7 @@ class FakeSupplier(Supplier):
     queryable: bool = True
     calls: list[tuple[str, str]] = field(default_factory=list)
     ledger: dict[str, Charge] = field(default_factory=dict)
+    units_without_goods: int = 0  # charged units whose answer carried no keys
 
     def __post_init__(self) -> None:
         Supplier.__init__(self, self.fake_name, {"timeout": 1.0, "poll_interval": 0.01})
@@ -85,7 +86,7 @@ class FakeSupplier(Supplier):
 
     @property
     def charged_units(self) -> int:
-        return sum(len(c.cards) for c in self.ledger.values())
+        return sum(len(c.cards) for c in self.ledger.values()) + self.units_without_goods
 
     def numbers(self, kind: str) -> list[str]:
         return [number for k, number in self.calls if k == kind]
@@ -195,3 +196,25 @@ class Harness:
         view = await self.store.get_order(ref)
         assert view is not None
         return view
+
+
+def refuse_repeats(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+    """acg-faka's books: a number it recorded before is refused ("already exists"), never charged twice."""
+    if r.number in s.ledger:
+        return Outcome(OrderState.EXISTS, evidence=Evidence(code="0", message="The request ID already exists"))
+    return s.charge(r)
+
+
+def charge_without_keys(text: str = "正在发货中，请耐心等待…") -> Script:
+    """A charge answered with a shop's text instead of keys (a manual-delivery item, a grabbed last key)."""
+
+    def step(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        if r.number in s.ledger:
+            return Outcome(OrderState.EXISTS, evidence=Evidence(code="0", message="The request ID already exists"))
+        s.ledger[r.number] = Charge(r.number, [])
+        s.units_without_goods += r.qty
+        return Outcome(
+            OrderState.SUCCEEDED, supplier_order_id=f"S-{r.number}", evidence=Evidence(code="200", message=text)
+        )
+
+    return step

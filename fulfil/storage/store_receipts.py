@@ -1,0 +1,141 @@
+"""Receipts: the supplier's answer about an attempt, written ahead of anything done with it.
+
+A receipt is committed in its own short transaction that does not depend on the lease, so a lost lease, a
+database error or a cancellation between the answer and the delivery never loses what the supplier charged
+for. Its keys are encrypted like deliveries. The attempt row gets the facts too (supplier order id, cost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Receipt, ReceiptKind
+from fulfil.storage.base import StoreBase, attempt_from_row, chunks
+from fulfil.storage.errors import NotFound
+from fulfil.storage.schema import attempts, receipt_cards, receipts
+from suppliers.taxonomy import Card
+
+_OPEN = [s.value for s in OPEN_ATTEMPT_STATES]
+
+
+class ReceiptOps(StoreBase):
+    async def record_receipt(
+        self,
+        attempt_id: int,
+        kind: ReceiptKind,
+        now: datetime,
+        *,
+        cards: Sequence[Card] = (),
+        supplier_order_id: str | None = None,
+        cost: Decimal | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> Receipt:
+        """Write what the supplier answered. Not fenced by the lease: the answer is a fact whoever holds the order.
+
+        Idempotent: the first settling answer wins (a repeat or a later query cannot add keys twice); an
+        acknowledged receipt is upgraded when the goods arrive."""
+        kind = ReceiptKind(kind)
+        async with self._write() as conn:
+            attempt = (await conn.execute(select(attempts).where(attempts.c.id == attempt_id))).first()
+            if attempt is None:
+                raise NotFound(f"no attempt {attempt_id}")
+            current = (await conn.execute(select(receipts).where(receipts.c.attempt_id == attempt_id))).first()
+            values = {
+                "kind": kind.value,
+                "supplier_order_id": supplier_order_id,
+                "cost": cost,
+                "cards": len(cards),
+                "evidence": evidence or {},
+                "updated_at": now,
+            }
+            if current is None:
+                receipt_id = await conn.scalar(
+                    insert(receipts)
+                    .values(attempt_id=attempt_id, order_id=attempt.order_id, created_at=now, **values)
+                    .returning(receipts.c.id)
+                )
+                assert receipt_id is not None
+                await self._insert_cards(conn, receipt_id, cards)
+            elif current.kind == ReceiptKind.ACKNOWLEDGED.value and kind is not ReceiptKind.ACKNOWLEDGED:
+                receipt_id = current.id
+                values["supplier_order_id"] = supplier_order_id or current.supplier_order_id
+                await conn.execute(update(receipts).where(receipts.c.id == receipt_id).values(**values))
+                await self._insert_cards(conn, receipt_id, cards)
+            else:
+                receipt_id = current.id  # already as final as this answer, or more: keep the first
+            facts: dict[str, Any] = {}
+            if supplier_order_id and not attempt.supplier_order_id:
+                facts["supplier_order_id"] = supplier_order_id
+            if cost is not None and attempt.supplier_cost is None:
+                facts["supplier_cost"] = cost
+            if current is None or current.kind == ReceiptKind.ACKNOWLEDGED.value:
+                # A delivered attempt keeps what the supplier said, for after-sales and reconciliation.
+                facts["evidence"] = {**attempt.evidence, "answer": evidence or {}}
+            if facts:
+                await conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(**facts))
+            return await self._receipt(conn, receipt_id)
+
+    async def receipt_for(self, attempt_id: int) -> Receipt | None:
+        async with self._read() as conn:
+            receipt_id = await conn.scalar(select(receipts.c.id).where(receipts.c.attempt_id == attempt_id))
+            return None if receipt_id is None else await self._receipt(conn, receipt_id)
+
+    async def unapplied_receipts(self, limit: int = 200) -> list[tuple[Receipt, AttemptRecord]]:
+        """Settling receipts whose attempt is still open: an answer nobody finished acting on. Oldest first."""
+        stmt = (
+            select(receipts.c.id, attempts)
+            .join(attempts, attempts.c.id == receipts.c.attempt_id)
+            .where(
+                receipts.c.applied_at.is_(None),
+                receipts.c.kind != ReceiptKind.ACKNOWLEDGED.value,
+                attempts.c.state.in_(_OPEN),
+            )
+            .order_by(receipts.c.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            return [(await self._receipt(conn, row.id), attempt_from_row(row)) for row in rows]
+
+    async def _insert_cards(self, conn: AsyncConnection, receipt_id: int, cards: Sequence[Card]) -> None:
+        rows = [
+            {
+                "receipt_id": receipt_id,
+                "position": position,
+                "number_enc": self._cipher.encrypt(card.number),
+                "password_enc": self._cipher.encrypt(card.password),
+                "expires": card.expires,
+            }
+            for position, card in enumerate(cards)
+        ]
+        for part in chunks(rows):
+            await conn.execute(insert(receipt_cards), list(part))
+
+    async def _receipt(self, conn: AsyncConnection, receipt_id: int) -> Receipt:
+        row = (await conn.execute(select(receipts).where(receipts.c.id == receipt_id))).one()
+        found = await conn.execute(
+            select(receipt_cards).where(receipt_cards.c.receipt_id == receipt_id).order_by(receipt_cards.c.position)
+        )
+        return _receipt_from_row(row, tuple(self._card(card._mapping) for card in found))
+
+
+def _receipt_from_row(row: Row[Any], cards: tuple[Card, ...]) -> Receipt:
+    m = row._mapping
+    return Receipt(
+        id=m["id"],
+        attempt_id=m["attempt_id"],
+        order_id=m["order_id"],
+        kind=ReceiptKind(m["kind"]),
+        cards=cards,
+        supplier_order_id=m["supplier_order_id"],
+        cost=m["cost"],
+        evidence=m["evidence"],
+        created_at=m["created_at"],
+        applied_at=m["applied_at"],
+    )

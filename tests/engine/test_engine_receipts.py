@@ -1,0 +1,289 @@
+"""Receipts: the supplier's answer is written before anything is done with it, and every later pass finishes from
+it. Each test breaks the path between the answer and the delivery the way an operator's worst day would: a lost
+lease, a database error, a kill right after the receipt, a kill inside the delivery transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from enginekit import FakeSupplier, charge_then_lose, charge_without_keys, ok, refuse_repeats
+from sqlalchemy import update
+from test_engine_crash import die_here, two
+
+from fulfil.crypto import CardCipher
+from fulfil.domain import AttemptState, ClaimReason, OrderStatus, ReceiptKind
+from fulfil.storage import Store, StoreError
+from fulfil.storage.schema import orders
+from suppliers.base import PlaceRequest
+from suppliers.taxonomy import ErrorClass, Evidence, OrderState, Outcome
+
+
+def unqueryable(name: str, *steps: object) -> FakeSupplier:
+    """An acg-faka-like supplier: synchronous, cannot be asked by our number, refuses a repeated number."""
+    return FakeSupplier(name, place_steps=list(steps) or [refuse_repeats], queryable=False)  # type: ignore[arg-type]
+
+
+async def steal_lease(store: Store, ref: str) -> None:
+    """Another daemon took the order over (our lease expired while we waited on the supplier)."""
+    async with store._write() as conn:  # noqa: SLF001 - the test plays a second daemon
+        await conn.execute(update(orders).where(orders.c.ref == ref).values(lease_owner="thief"))
+
+
+async def give_back(store: Store) -> None:
+    await store.release_all_leases(datetime.now(UTC))
+
+
+async def test_a_lost_lease_after_a_synchronous_success_ends_delivered_from_the_receipt(
+    store: Store, cipher: CardCipher
+) -> None:
+    async def charge_and_lose_the_lease(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        outcome = refuse_repeats(s, r)
+        await steal_lease(store, "o-1")
+        return outcome
+
+    main = unqueryable("main", charge_and_lose_the_lease, refuse_repeats)
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add(qty=2)
+    view = await h.run()
+    assert view.order.status is OrderStatus.PROCESSING and view.cards == (), "the delivery was refused: lease lost"
+    (attempt,) = view.attempts
+    receipt = await store.receipt_for(attempt.id)
+    assert receipt is not None and receipt.kind is ReceiptKind.GOODS and len(receipt.cards) == 2
+    assert receipt.applied_at is None
+
+    await give_back(store)
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert main.numbers("place") == [attempt.number], "finished from the receipt: never sent again"
+    assert backup.calls == [] and view.claims == ()
+    assert {c.password for c in view.cards} == {c.password for c in main.ledger[attempt.number].cards}
+    (done,) = view.attempts
+    assert done.state is AttemptState.SUCCEEDED
+    assert done.supplier_order_id == f"S-{attempt.number}", "a delivered attempt keeps the supplier's order id"
+    assert "answer" in done.evidence
+    applied = await store.receipt_for(attempt.id)
+    assert applied is not None and applied.applied_at is not None
+
+
+class FailingDelivery(Store):
+    """The real store whose delivery transaction fails the first `fail` times ("database is locked")."""
+
+    fail = 1
+
+    async def deliver(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        if FailingDelivery.fail > 0:
+            FailingDelivery.fail -= 1
+            raise StoreError("database error: database is locked")
+        await super().deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_database_error_at_delivery_is_finished_from_the_receipt(db_url: str, cipher: CardCipher) -> None:
+    FailingDelivery.fail = 1
+    await asyncio.to_thread(Store.upgrade, db_url)
+    store = await FailingDelivery.open(db_url, cipher)
+    try:
+        main = unqueryable("main")
+        backup = FakeSupplier("backup", place_steps=[ok])
+        h = two(store, cipher, main, backup)
+        await h.add(qty=3)
+        first = await h.run()
+        # The engine counted a crash and parked the order to try again; the answer is on record.
+        assert first.order.status is OrderStatus.PENDING and first.cards == ()
+        await asyncio.sleep(0)
+        async with store._write() as conn:  # noqa: SLF001 - skip the crash back-off, not the logic
+            await conn.execute(update(orders).values(not_before=None))
+        view = await h.run()
+        assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 3
+        assert len(main.numbers("place")) == 1 and backup.calls == []
+        assert main.charged_units == 3 and view.claims == ()
+    finally:
+        await store.close()
+
+
+class DiesAt(Store):
+    """The real store; the process dies at one named moment, once."""
+
+    moment = ""
+
+    async def record_receipt(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        receipt = await super().record_receipt(*args, **kwargs)  # type: ignore[arg-type]
+        if DiesAt.moment == "after_receipt":
+            DiesAt.moment = ""
+            await die_here()
+        return receipt
+
+    async def _complete_delivery(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        await super()._complete_delivery(*args, **kwargs)  # type: ignore[arg-type]
+        if DiesAt.moment == "in_delivery":
+            DiesAt.moment = ""
+            await die_here()  # inside the delivery transaction: it rolls back, as under kill -9
+
+
+@pytest.mark.parametrize("moment", ["after_receipt", "in_delivery"])
+async def test_killed_between_the_receipt_and_the_delivery(db_url: str, cipher: CardCipher, moment: str) -> None:
+    DiesAt.moment = moment
+    await asyncio.to_thread(Store.upgrade, db_url)
+    dying = await DiesAt.open(db_url, cipher)
+    store = await Store.open(db_url, cipher)
+    try:
+        main = unqueryable("main")
+        backup = FakeSupplier("backup", place_steps=[ok])
+        first = two(dying, cipher, main, backup)
+        await first.add(qty=2)
+        with pytest.raises(asyncio.CancelledError):
+            await first.run()
+        left = await first.view()
+        assert left.cards == () and [a.state for a in left.attempts] == [AttemptState.SENT]
+        receipt = await store.receipt_for(left.attempts[0].id)
+        assert receipt is not None and len(receipt.cards) == 2, "the answer was written before the crash"
+
+        await give_back(store)
+        successor = two(store, cipher, main, backup)
+        successor.owner = "successor"
+        view = await successor.run()
+        assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 2
+        assert main.numbers("place") == [left.attempts[0].number] and backup.calls == []
+        assert main.charged_units == 2 and view.claims == ()
+    finally:
+        await dying.close()
+        await store.close()
+
+
+async def test_a_sent_attempt_at_an_unqueryable_supplier_is_settled_by_sending_its_number_again(
+    store: Store, cipher: CardCipher
+) -> None:
+    """The answer was lost after the charge: the same number again says "already exists" — charged. The loss is
+    claimed under our number and the order is bought from the next offer."""
+    main = unqueryable("main", charge_then_lose, refuse_repeats)
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add(qty=2)
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert backup.charged_units == 2 and len(view.cards) == 2
+    (claim,) = view.claims
+    assert (claim.reason, claim.qty, claim.supplier) == (ClaimReason.CHARGED_NOT_DELIVERED, 2, "main")
+    assert claim.supplier_order_no == view.attempts[0].number, "the claim names our number (the shop stores it)"
+    assert main.charged_units == claim.qty, "every unit main charged is claimed"
+
+
+async def test_a_send_that_never_arrived_is_bought_by_the_resend(store: Store, cipher: CardCipher) -> None:
+    def timed_out_before_arriving(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        return Outcome.error_of(ErrorClass.AMBIGUOUS, Evidence(message="read timeout"))
+
+    main = unqueryable("main", timed_out_before_arriving, refuse_repeats)
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add()
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED and view.claims == ()
+    assert len(set(main.numbers("place"))) == 1 and main.charged_units == 1 and backup.calls == []
+
+
+async def test_genuinely_unknown_goes_to_review_with_a_claim_draft_naming_the_number(
+    store: Store, cipher: CardCipher
+) -> None:
+    main = unqueryable("main", charge_then_lose)  # every send, the answer is lost
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add()
+    view = await h.run()
+    assert view.order.status is OrderStatus.REVIEW and backup.calls == []
+    (claim,) = view.claims
+    assert claim.reason is ClaimReason.POSSIBLE_DOUBLE and claim.supplier_order_no == view.attempts[0].number
+
+
+async def test_a_killed_process_leaves_no_charge_without_a_delivery_or_a_claim(
+    store: Store, cipher: CardCipher
+) -> None:
+    """kill -9 while the purchase was in flight at an unqueryable supplier: the successor settles it."""
+
+    async def charge_and_die(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        refuse_repeats(s, r)
+        await die_here()
+        raise AssertionError("unreachable")
+
+    main = unqueryable("main", charge_and_die, refuse_repeats)
+    backup = FakeSupplier("backup", place_steps=[ok])
+    first = two(store, cipher, main, backup)
+    await first.add(qty=2)
+    with pytest.raises(asyncio.CancelledError):
+        await first.run()
+    await give_back(store)
+    successor = two(store, cipher, main, backup)
+    successor.owner = "successor"
+    view = await successor.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    claimed = sum(c.qty for c in view.claims if c.supplier == "main")
+    assert main.charged_units == 2 == claimed
+    assert backup.charged_units == 2 == len(view.cards)
+
+
+async def test_charged_without_keys_is_claimed_and_bought_elsewhere(store: Store, cipher: CardCipher) -> None:
+    main = unqueryable("main", charge_without_keys())
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add(qty=2)
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 2
+    (claim,) = view.claims
+    assert (claim.reason, claim.qty, claim.supplier) == (ClaimReason.CHARGED_NOT_DELIVERED, 2, "main")
+    assert claim.supplier_order_id == f"S-{view.attempts[0].number}"
+    assert "正在发货中" in str(claim.evidence["supplier_said"]), "the shop's text is the evidence, never a key"
+    assert main.charged_units == 2 == claim.qty
+
+
+async def test_an_offer_selling_non_keys_is_cooled_down_after_two_in_a_row(store: Store, cipher: CardCipher) -> None:
+    main = unqueryable("main", charge_without_keys())
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    for ref in ("o-1", "o-2", "o-3", "o-4"):
+        await h.add(ref)
+        view = await h.run(ref)
+        assert view.order.status is OrderStatus.DELIVERED
+    assert len(main.numbers("place")) == 2, "two charges without keys, then the offer is passed by"
+    assert ("main", "p-main") in await store.active_cooldowns(datetime.now(UTC))
+    alerts = await store.events(name="supplier.non_keys")
+    assert [e.supplier for e in alerts] == ["main"]
+
+
+def charged_then_says_gone(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+    """acg-faka reselling: our payment commits, then its own upstream check throws 商品不存在."""
+    if r.number in s.ledger:
+        return Outcome(OrderState.EXISTS, evidence=Evidence(code="0", message="The request ID already exists"))
+    s.charge(r)
+    gone = Evidence(code="0", message="商品不存在")
+    return Outcome(OrderState.FAILED, error=ErrorClass.PRODUCT_UNAVAILABLE, evidence=gone, maybe_charged=True)
+
+
+def really_gone(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+    gone = Evidence(code="0", message="商品不存在")
+    return Outcome(OrderState.FAILED, error=ErrorClass.PRODUCT_UNAVAILABLE, evidence=gone, maybe_charged=True)
+
+
+async def test_a_failure_given_after_the_charge_is_told_apart_by_the_same_number(
+    store: Store, cipher: CardCipher
+) -> None:
+    main = unqueryable("main", charged_then_says_gone)
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add()
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED and backup.charged_units == 1
+    (claim,) = view.claims
+    assert (claim.reason, claim.supplier, claim.qty) == (ClaimReason.CHARGED_NOT_DELIVERED, "main", 1)
+    assert main.charged_units == 1
+
+
+async def test_a_failure_that_stays_the_same_was_not_charged(store: Store, cipher: CardCipher) -> None:
+    main = unqueryable("main", really_gone)
+    backup = FakeSupplier("backup", place_steps=[ok])
+    h = two(store, cipher, main, backup)
+    await h.add()
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED and view.claims == ()
+    assert len(main.numbers("place")) == 3 and len(set(main.numbers("place"))) == 1, "probes under one number"
+    assert ("main", "p-main") in await store.active_cooldowns(datetime.now(UTC))
