@@ -44,6 +44,7 @@ ACKNOWLEDGED = "acknowledged"  # evidence flag: the supplier said it has the ord
 MAX_CRASHES = 3  # an order whose processing raised this many times goes to a person
 RESEND_PROBES = 3  # sends under one number to settle an answer an unqueryable supplier left unclear
 NON_KEY_STREAK = 2  # answers in a row from one offer that were not keys: cool the offer down at once
+NOT_KEYS = frozenset({"empty", "pattern"})  # validation reasons that mean the answer was not keys at all
 RECEIPT_TRIES = (0.0, 0.2, 1.0)  # waits before each try of writing a receipt ("database is locked" passes)
 
 
@@ -655,7 +656,8 @@ class Engine:
             )
             await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
             step = Step.DONE
-        not_keys = set(verdict.reasons()) - {"duplicate"}
+        # Keys sold before are bad keys, but keys: only text, empty answers or the wrong pattern trip the wire.
+        not_keys = set(verdict.reasons()) & NOT_KEYS
         await self._keys_seen_or_cool(run, attempt, offer, valid=not not_keys)
         await self._mark(attempt, AttemptState.SUCCEEDED, receipt=receipt, error_class=ErrorClass.INVALID_KEY.value)
         return step

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Order, OrderStatus
 from fulfil.storage.base import StoreBase, attempt_from_row, order_from_row
@@ -70,7 +71,7 @@ class ParkingOps(StoreBase):
             )
             return result.first() is not None
 
-    async def reopen_order(self, order_id: int, reason: str, now: datetime) -> Order:
+    async def reopen_order(self, order_id: int, reason: str, now: datetime, *, attempt_id: int | None = None) -> Order:
         """review -> pending without a person: the resolver found the purchase went through after all."""
         async with self._write() as conn:
             row = (
@@ -86,24 +87,37 @@ class ParkingOps(StoreBase):
                 if exists is None:
                     raise NotFound(f"no order with id {order_id}")
                 raise InvalidTransition(f"order {order_id} is {exists}, not review: nothing to reopen")
-            await self._event(conn, "order.reopened", now, order_id=order_id, data={"reason": reason})
+            data = {"reason": reason, "attempt_id": attempt_id}
+            await self._event(conn, "order.reopened", now, order_id=order_id, data=data)
             return order_from_row(row)
 
     async def orphan_attempts(
-        self, limit: int = 200, suppliers: Sequence[str] | None = None
+        self,
+        limit: int = 200,
+        suppliers: Sequence[str] | None = None,
+        *,
+        due: datetime | None = None,
+        attempt_ids: Sequence[int] | None = None,
     ) -> list[tuple[AttemptRecord, Order]]:
         """Attempts still open at a supplier whose order is not waiting on them (not pending or processing):
-        moved on under a possible-double claim, or handed to a person. Oldest first; with `suppliers`, only
-        those (the ones that can be asked), so attempts nobody can settle never crowd out the others."""
+        moved on under a possible-double claim, or handed to a person. With `due`, only those whose next check
+        has come, soonest first (never asked first): a few that never settle cannot starve the rest. With
+        `suppliers`, only those (the ones that can be asked); with `attempt_ids`, only those."""
         waiting = orders.c.status.in_([_PENDING, _PROCESSING])
-        where = [attempts.c.state.in_(_ASKABLE), ~waiting]
+        where: list[ColumnElement[bool]] = [attempts.c.state.in_(_ASKABLE), ~waiting]
         if suppliers is not None:
             where.append(attempts.c.supplier.in_(list(suppliers)))
+        if attempt_ids is not None:
+            where.append(attempts.c.id.in_(list(attempt_ids)))
+        order_by: list[ColumnElement[Any]] = [attempts.c.id]
+        if due is not None:
+            where.append(or_(attempts.c.next_check_at.is_(None), attempts.c.next_check_at <= due))
+            order_by = [attempts.c.next_check_at.asc().nulls_first(), attempts.c.id]
         query = (
             select(attempts)
             .join(orders, orders.c.id == attempts.c.order_id)
             .where(*where)
-            .order_by(attempts.c.id)
+            .order_by(*order_by)
             .limit(limit)
         )
         async with self._read() as conn:
@@ -112,3 +126,12 @@ class ParkingOps(StoreBase):
             rows = (await conn.execute(select(orders).where(orders.c.id.in_(ids)))).all() if ids else []
         by_id = {row.id: order_from_row(row) for row in rows}
         return [(attempt, by_id[attempt.order_id]) for attempt in found]
+
+    async def schedule_check(self, attempt_id: int, at: datetime) -> None:
+        """The resolver asked and learned nothing final: ask again at `at`."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.id == attempt_id)
+                .values(next_check_at=at, checks=attempts.c.checks + 1)
+            )

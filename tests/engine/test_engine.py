@@ -326,7 +326,10 @@ async def test_callback_wakes_the_waiting_order(store: Store, cipher: CardCipher
     )
     await h.add()
     run = asyncio.create_task(h.run())
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # until the run waits on its number (a loaded machine may take a while)
+        await asyncio.sleep(0.01)
+        if main.numbers("place") and main.numbers("place")[0] in h.engine._wakers:  # noqa: SLF001
+            break
     outcome_ready.set()
     number = main.numbers("place")[0]
     assert h.engine.notify(number)

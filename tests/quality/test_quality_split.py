@@ -44,7 +44,8 @@ class WeightLog(SupplierQuality):
 
 async def test_traffic_follows_score(tmp_path: Path, cipher: CardCipher) -> None:
     db_url = f"sqlite:///{tmp_path / 'fulfil.db'}"
-    bad_keys = [{"kind": "invalid_keys", "mode": "not_matching", "probability": 0.5}]
+    # Resold keys: bad, but keys. Answers that are not keys at all would cool the offer down after two in a row.
+    bad_keys = [{"kind": "invalid_keys", "mode": "resold", "probability": 0.5}]
     async with running_sim(fulu_scenario(1)) as good, running_sim(fulu_scenario(2, bad_keys)) as poor:
         config = two_fulu_config(
             db_url,
