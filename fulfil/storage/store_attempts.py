@@ -11,7 +11,15 @@ from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptRecord, AttemptState
-from fulfil.storage.base import StoreBase, attempt_from_row, delivered_in, duplicates_within, mark_receipt_applied
+from fulfil.storage.base import (
+    SUPPLIER_ORDER_ID_WIDTH,
+    StoreBase,
+    attempt_from_row,
+    bounded,
+    delivered_in,
+    duplicates_within,
+    mark_receipt_applied,
+)
 from fulfil.storage.coltypes import UTCDateTime
 from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound, StoreError
 from fulfil.storage.schema import attempts, deliveries, stock
@@ -87,7 +95,7 @@ class AttemptOps(StoreBase):
         if error_class is not None:
             values["error_class"] = str(error_class)
         if supplier_order_id is not None:
-            values["supplier_order_id"] = supplier_order_id
+            values["supplier_order_id"] = bounded(supplier_order_id, SUPPLIER_ORDER_ID_WIDTH)
         if evidence is not None:
             values["evidence"] = evidence
         async with self._write() as conn:

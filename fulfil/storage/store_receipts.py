@@ -16,7 +16,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Receipt, ReceiptKind
-from fulfil.storage.base import StoreBase, attempt_from_row, chunks
+from fulfil.storage.base import EXPIRES_WIDTH, SUPPLIER_ORDER_ID_WIDTH, StoreBase, attempt_from_row, bounded, chunks
 from fulfil.storage.errors import NotFound
 from fulfil.storage.schema import attempts, receipt_cards, receipts
 from suppliers.taxonomy import Card
@@ -41,6 +41,7 @@ class ReceiptOps(StoreBase):
         Idempotent: the first settling answer wins (a repeat or a later query cannot add keys twice); an
         acknowledged receipt is upgraded when the goods arrive."""
         kind = ReceiptKind(kind)
+        supplier_order_id = bounded(supplier_order_id, SUPPLIER_ORDER_ID_WIDTH)
         async with self._write() as conn:
             attempt = (await conn.execute(select(attempts).where(attempts.c.id == attempt_id))).first()
             if attempt is None:
@@ -110,7 +111,7 @@ class ReceiptOps(StoreBase):
                 "position": position,
                 "number_enc": self._cipher.encrypt(card.number),
                 "password_enc": self._cipher.encrypt(card.password),
-                "expires": card.expires,
+                "expires": bounded(card.expires, EXPIRES_WIDTH),
             }
             for position, card in enumerate(cards)
         ]

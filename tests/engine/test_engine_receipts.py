@@ -17,7 +17,7 @@ from fulfil.domain import AttemptState, ClaimReason, OrderStatus, ReceiptKind
 from fulfil.storage import Store, StoreError
 from fulfil.storage.schema import orders
 from suppliers.base import PlaceRequest
-from suppliers.taxonomy import ErrorClass, Evidence, OrderState, Outcome
+from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome
 
 
 def unqueryable(name: str, *steps: object) -> FakeSupplier:
@@ -287,3 +287,23 @@ async def test_a_failure_that_stays_the_same_was_not_charged(store: Store, ciphe
     assert view.order.status is OrderStatus.DELIVERED and view.claims == ()
     assert len(main.numbers("place")) == 3 and len(set(main.numbers("place"))) == 1, "probes under one number"
     assert ("main", "p-main") in await store.active_cooldowns(datetime.now(UTC))
+
+
+async def test_over_long_supplier_values_never_make_delivery_fail(store: Store, cipher: CardCipher) -> None:
+    """PostgreSQL refuses a value wider than its column; the store bounds what suppliers supply, so an answer
+    with a huge order id or expiry text is delivered instead of failing every pass."""
+
+    def long_values(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        made = s.charge(r)
+        cards = tuple(Card(password=c.password, number=c.number, expires="2030-01-01 " + "x" * 500) for c in made.cards)
+        return Outcome(OrderState.SUCCEEDED, cards=cards, supplier_order_id="S" * 5000, evidence=Evidence(message="ok"))
+
+    main = FakeSupplier("main", place_steps=[long_values])
+    h = two(store, cipher, main, FakeSupplier("backup", place_steps=[ok]))
+    await h.add(qty=2)
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 2
+    (attempt,) = view.attempts
+    assert attempt.supplier_order_id is not None and len(attempt.supplier_order_id) == 128
+    assert attempt.supplier_order_id.startswith("S" * 100)
+    assert all(c.expires is not None and len(c.expires) == 64 for c in view.cards)
