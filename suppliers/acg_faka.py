@@ -1,14 +1,25 @@
 """acg-faka "shared shop" upstream (异次元发卡 店铺共享) as a supplier.
 
-The protocol is in /work/shared/protocols/acg-faka-shared.md. What shapes this adapter:
+The protocol is in /work/shared/protocols/acg-faka-shared.md ("What a real acg-faka 3.6.0 server does" is
+the spec). What shapes this adapter:
 
-- A purchase (`trade`) is synchronous: success carries the cards as free text in `data.secret`.
-- Failures are `{"code": 0, "msg": "<Chinese text>"}`: only the message text tells them apart, so
-  `classify_message` maps known texts and treats every unknown one as AMBIGUOUS (never fail lightly).
-- A repeated `request_no` is refused without a second charge, so re-sending one attempt is safe; but the
-  query endpoint takes the upstream `tradeNo`, which a lost answer never told us. An attempt whose answer was
-  lost therefore stays AMBIGUOUS (`can_query = False`): the engine sends it to a person or, by policy, fails
-  over with a possible-double claim.
+- A purchase (`trade`) is synchronous: success carries the cards as free text in `data.secret`, or, charged
+  all the same, the shop's own words (manual delivery, a lost race for the last key). Which is which, and
+  what each failure text means, is decided in `suppliers.acg_faka_texts` (rules in its docstring):
+  shop text is `SUCCEEDED` with no cards and an evidence message saying "charged without goods".
+- Every reply is HTTP 200, errors and HTML pages included. An HTML page from `trade` is AMBIGUOUS: a
+  too-long `request_no` yields one with nothing charged, but so may an internal error after the charge, and
+  the adapter cannot tell why a page came. Our numbers are at most 19 characters (`MAX_NUMBER_LENGTH`, the
+  shop's `char(19)` column; the store refuses to make a longer one), so that cause never applies to us.
+- A repeated `request_no` is refused without a second charge: `OrderState.EXISTS` (recorded and charged
+  before, outcome unknown). The query endpoint takes the upstream `tradeNo`, which a lost answer never told
+  us, so `can_query = False`: an attempt whose answer was lost stays AMBIGUOUS. Given a `tradeNo`
+  (`PlaceRequest.supplier_order_id`), `query` asks for it: `status` is the payment status (1 paid, 0 unpaid).
+- Texts are sent for untranslated: `Accept-Language: zh-CN` on every call and no cookies kept (`acg_lang`
+  would switch the shop's language; `suppliers.http.make_client` keeps no cookie jar).
+
+Options (`options:` in the supplier's YAML): `contact`, `password`, `race`, `sku` (sent with `trade`), and
+`key_pattern`, a regex every line of a delivered secret must fully match to count as keys.
 
 Evidence keeps the raw code and message; it never holds the app_key, the signature, the order password or
 any card text.
@@ -27,131 +38,29 @@ import httpx
 
 from suppliers import values
 from suppliers.acg_faka_codec import sign
+from suppliers.acg_faka_texts import Secret, classify_message, read_secret, trade_failure
 from suppliers.base import Balance, PlaceRequest, StockCheck, Supplier
 from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client
-from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome, SupplierError
+from suppliers.taxonomy import ErrorClass, Evidence, OrderState, Outcome, SupplierError
 
 PATH_CONNECT: Final = "/shared/authentication/connect"
 PATH_TRADE: Final = "/shared/commodity/trade"
 PATH_INVENTORY: Final = "/shared/commodity/inventory"
+PATH_QUERY: Final = "/shared/commodity/query"
 
 CODE_OK: Final = "200"
 DEFAULT_CONTACT: Final = "fulfil"
 QUERY_UNSUPPORTED: Final = "acg_faka cannot query by request_no"
-NO_CARD_CONTENT: Final = "succeeded without card content"
+CHARGED_WITHOUT_GOODS: Final = "charged without goods"
+UNPAID: Final = "the upstream order is unpaid (status 0): nothing was charged"
+# The language the shop's messages are read in: its source texts, untranslated.
+HEADERS: Final = {"Accept-Language": "zh-CN"}
 _EXCERPT: Final = 300  # characters of an unreadable body kept as evidence
 _REDACTED: Final = "<redacted>"
 
 # What an HTTP call can raise at the edge: httpx-aiohttp passes aiohttp errors it has no mapping for, and
 # socket errors (TimeoutError included), through untranslated. All are judged by `classify_exception`.
 _CALL_ERRORS: Final = (httpx.HTTPError, aiohttp.ClientError, OSError)
-
-# --- what a failure message means ---------------------------------------------------------------------
-
-# The upstream refuses a request_no it has seen: the first call under this number may have been charged and
-# its answer is lost to us, so this is the ambiguous case, not a failure.
-_ALREADY_PLACED = re.compile(r"request\s*(?:id|no)\s*already\s*exists", re.IGNORECASE)
-
-# Checked in order, first match wins. Substrings of the upstream's own texts (OrderService::trade,
-# SharedValidation, Bill::create in acg-faka v3); ASCII fragments are matched case-insensitively.
-_MESSAGE_RULES: Final[tuple[tuple[ErrorClass, tuple[str, ...]], ...]] = (
-    (ErrorClass.OUR_BUG, ("代码不能为空", "CODE不能为空")),  # we sent no product code
-    (
-        ErrorClass.SUPPLIER_ACCOUNT,
-        (
-            "密钥错误",  # bad signature / key
-            "签名",
-            "商户ID不存在",  # unknown app_id
-            "app_id",
-            "appid",
-            "app_key",
-            "sign",
-            "余额不足",  # insufficient balance
-            "balance",
-            "banned",  # our account at the upstream is banned
-            "用户不存在",
-            "登录",  # the upstream treats us as logged out
-            "支付方式",  # balance payment disabled or broken at the upstream
-        ),
-    ),
-    (
-        ErrorClass.PRODUCT_UNAVAILABLE,
-        (
-            "商品不存在",  # product missing
-            "已停售",  # off sale
-            "库存不足",  # out of stock
-            "暂未上架",
-            "商品种类",  # the configured race (variant) is not sold there (不存在 / 请选择商品种类)
-            "抢购",  # flash sale not started / over
-            "被他人抢走",
-            "out of stock",
-        ),
-    ),
-    (
-        ErrorClass.ORDER_REJECTED,
-        (
-            "联系方式",  # contact invalid
-            "格式不正确",
-            "至少购买",  # quantity limits
-            "最少购买",
-            "最多购买",
-            "只能购买",
-            "数量",
-            "quantity",
-        ),
-    ),
-)
-
-
-def classify_message(message: str) -> ErrorClass:
-    """The error class of an upstream failure message; unknown texts are AMBIGUOUS."""
-    if _ALREADY_PLACED.search(message):
-        return ErrorClass.AMBIGUOUS
-    folded = message.casefold()
-    for error, fragments in _MESSAGE_RULES:
-        if any(fragment.casefold() in folded for fragment in fragments):
-            return error
-    return ErrorClass.AMBIGUOUS
-
-
-# --- what a success carries ---------------------------------------------------------------------------
-
-# Texts acg-faka puts in `secret` when it charged but has no key to give (manual delivery, stock taken by a
-# concurrent buyer, an upstream of the upstream still delivering). Delivered as a "card" they would reach a
-# customer as if they were a key; dropped here, the engine sees units missing and claims them.
-_NOTICES: Final = ("请联系客服", "正在发货中", "没有发货信息", "有人在你付款之前抢走")
-
-# One card per line, split once into number and password at the first separator found in this order: "----"
-# (the common 卡号----卡密 export), a tab, a comma (ASCII or full-width), "|". A line of exactly two
-# space-separated words is "number password"; three or more words are one grouped key ("ABCD EFGH IJKL"),
-# kept whole. A line without a separator, or with an empty side, is a password-only card. Blank lines go.
-_SEPARATORS: Final = (re.compile(r"-{4,}"), re.compile(r"\t"), re.compile(r"[,，]"), re.compile(r"\|"))
-_TWO_WORDS: Final = re.compile(r"(\S+)\s+(\S+)")
-
-
-def parse_secret(secret: str) -> tuple[Card, ...]:
-    """Cards from the free text of `data.secret` (CRLF, LF or CR line ends; blank lines ignored)."""
-    cards: list[Card] = []
-    for raw in secret.splitlines():
-        line = raw.strip()
-        if not line or any(notice in line for notice in _NOTICES):
-            continue
-        cards.append(_card_from_line(line))
-    return tuple(cards)
-
-
-def _card_from_line(line: str) -> Card:
-    for separator in _SEPARATORS:
-        parts = separator.split(line, maxsplit=1)
-        if len(parts) == 2:
-            number, password = parts[0].strip(), parts[1].strip()
-            if number and password:
-                return Card(password=password, number=number)
-    two = _TWO_WORDS.fullmatch(line)
-    if two is not None:
-        return Card(password=two.group(2), number=two.group(1))
-    return Card(password=line)
-
 
 # --- the adapter --------------------------------------------------------------------------------------
 
@@ -184,6 +93,7 @@ class AcgFakaSupplier(Supplier):
         self._contact = str(options.get("contact") or DEFAULT_CONTACT)
         # Optional trade fields, sent only when configured: the upstream's order password and variant.
         self._extra = {key: str(options[key]) for key in ("password", "race", "sku") if options.get(key)}
+        self._key_pattern = _key_pattern(name, options.get("key_pattern"))
         # The client reference waits 30 s for an answer; an explicit `timeout` setting wins.
         self._http = HttpSettings.from_settings({"timeout": 30.0, **settings})
         self._client = client if client is not None else make_client(self._http)
@@ -214,33 +124,53 @@ class AcgFakaSupplier(Supplier):
             return reply
         evidence = self._evidence(PATH_TRADE, params, reply)
         if reply.code != CODE_OK:
-            error = classify_message(reply.message)
-            if error is ErrorClass.AMBIGUOUS:
-                return Outcome.error_of(error, evidence)
-            return Outcome.failed(error, evidence)
-        return self._success(reply, evidence)
-
-    def _success(self, reply: _Reply, evidence: Evidence) -> Outcome:
+            return trade_failure(reply.message, evidence)
         data = reply.data if isinstance(reply.data, Mapping) else {}
-        trade_no = data.get("tradeNo")
-        if not isinstance(trade_no, str | int) or isinstance(trade_no, bool) or not str(trade_no):
+        trade_no = _trade_no(data.get("tradeNo"))
+        if trade_no is None:
             # "Success" without the upstream's order number is not an answer we can account for.
             return Outcome.error_of(ErrorClass.AMBIGUOUS, _with_message(evidence, "success without tradeNo"))
-        secret = data.get("secret")
-        cards = parse_secret(secret) if isinstance(secret, str) else ()
-        if not cards:
-            evidence = _with_message(evidence, NO_CARD_CONTENT)
+        secret = read_secret(data.get("secret"), request.qty, self._key_pattern)
         return Outcome(
             OrderState.SUCCEEDED,
-            cards=cards,
-            supplier_order_id=str(trade_no),
+            cards=secret.cards,
+            supplier_order_id=trade_no,
             cost=values.amount(data.get("amount")),
-            evidence=evidence,
+            evidence=self._goods_evidence(evidence, secret),
         )
 
+    def _goods_evidence(self, evidence: Evidence, secret: Secret) -> Evidence:
+        if not secret.is_text:
+            return evidence
+        quote = f": {self._scrub(secret.quote)}" if secret.quote else ""
+        return _with_message(evidence, f"{CHARGED_WITHOUT_GOODS} ({secret.reason}){quote}")
+
     async def query(self, request: PlaceRequest) -> Outcome:
-        # The upstream looks orders up by its own tradeNo only; a lost answer never told us that number.
-        return Outcome.error_of(ErrorClass.AMBIGUOUS, Evidence(message=QUERY_UNSUPPORTED))
+        """By the upstream `tradeNo` when the request carries one; by our number the upstream cannot look up."""
+        if not request.supplier_order_id:
+            return Outcome.error_of(ErrorClass.AMBIGUOUS, Evidence(message=QUERY_UNSUPPORTED))
+        params = {"tradeNo": request.supplier_order_id}
+        reply = await self._call(PATH_QUERY, params, request.timeout)
+        if isinstance(reply, Outcome):
+            return reply
+        evidence = self._evidence(PATH_QUERY, params, reply)
+        data = reply.data if isinstance(reply.data, Mapping) else {}
+        status = str(data.get("status", ""))
+        if reply.code != CODE_OK or status not in ("0", "1"):
+            # "订单不存在" for a tradeNo a trade gave us, or an answer without a payment status: a query that
+            # fails says nothing about the purchase (an upstream may delete orders it was paid for).
+            return Outcome.error_of(ErrorClass.AMBIGUOUS, evidence)
+        if status == "0":
+            # Unpaid: an API trade pays from the balance in the purchase transaction, so nothing was charged.
+            return Outcome(OrderState.NOT_FOUND, supplier_order_id=request.supplier_order_id,
+                           evidence=_with_message(evidence, UNPAID))  # fmt: skip
+        secret = read_secret(data.get("secret"), request.qty, self._key_pattern)
+        return Outcome(
+            OrderState.SUCCEEDED,
+            cards=secret.cards,
+            supplier_order_id=request.supplier_order_id,
+            evidence=self._goods_evidence(evidence, secret),
+        )
 
     # --- account and stock --------------------------------------------------------------------------
 
@@ -288,7 +218,10 @@ class AcgFakaSupplier(Supplier):
         """POST a signed form; a readable JSON answer, or the ERROR outcome for anything else."""
         try:
             response = await self._client.post(
-                self._base_url + path, data=self._signed(params), timeout=self._http.timeout_for(cap)
+                self._base_url + path,
+                data=self._signed(params),
+                headers=HEADERS,
+                timeout=self._http.timeout_for(cap),
             )
         except _CALL_ERRORS as exc:
             evidence = self._evidence(path, params, message=self._scrub(describe_exception(exc)))
@@ -306,6 +239,8 @@ class AcgFakaSupplier(Supplier):
         if not isinstance(body, Mapping) or "code" not in body:
             excerpt = self._excerpt(response.text)
             message = "unreadable answer (not a JSON object with a code)"
+            if excerpt.lstrip()[:1] == "<":  # the shop's error or "page not found" page: a fault, cause unknown
+                message = f"an HTML page (HTTP {response.status_code}), not an answer"
             evidence = self._evidence(path, params, message=message, status=response.status_code, response=excerpt)
             return Outcome.error_of(ErrorClass.AMBIGUOUS, evidence)
         msg = body.get("msg")
@@ -350,12 +285,27 @@ def _summary(reply: _Reply) -> str:
     """The answer without its card text: code, msg, and the data keys other than `secret`."""
     parts = [f"code={reply.code}", f"msg={reply.message}"]
     if isinstance(reply.data, Mapping):
-        for key in ("tradeNo", "amount", "balance", "shopName"):
+        for key in ("tradeNo", "amount", "status", "balance", "shopName"):
             if key in reply.data:
                 parts.append(f"{key}={reply.data[key]}")
         if "secret" in reply.data:
             parts.append(f"secret={_REDACTED}")
     return " ".join(parts)
+
+
+def _trade_no(value: object) -> str | None:
+    if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
+        return None
+    return str(value)
+
+
+def _key_pattern(name: str, value: object) -> re.Pattern[str] | None:
+    if value is None or value == "":
+        return None
+    try:
+        return re.compile(str(value))
+    except re.error as exc:
+        raise SupplierError(f"supplier {name}: options.key_pattern is not a regular expression: {exc}") from exc
 
 
 def _with_message(evidence: Evidence, message: str) -> Evidence:

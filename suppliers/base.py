@@ -30,6 +30,9 @@ class PlaceRequest:
     attempt_id: int | None = None
     owner: str | None = None  # our lease owner, for adapters whose store writes are fenced by it (stock)
     timeout: float | None = None  # seconds; capped by the engine at what is left of the retry budget
+    # The supplier's own order id, when an earlier answer told it (acg-faka's tradeNo): for `query` where the
+    # supplier looks orders up by its id only.
+    supplier_order_id: str | None = None
 
 
 @dataclass(frozen=True)

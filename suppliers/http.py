@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -87,11 +88,37 @@ def _seconds(value: object, default: float, field: str) -> float:
     return seconds
 
 
+class _CookielessAiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, its aiohttp session built without a cookie jar.
+
+    aiohttp keeps every cookie a server sets and sends it back; a supplier API call must carry none (an
+    acg-faka shop's `acg_lang` cookie would translate the messages the adapter reads).
+    """
+
+    def get_client(self) -> aiohttp.ClientSession:
+        if self.client is not None:
+            return super().get_client()
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 100,  # aiohttp's own default when none is set
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+def _no_cookies() -> CookieJar:
+    """A cookie jar that accepts none: supplier calls are stateless, and a kept cookie could change them.
+
+    Given to httpx as the jar itself (httpx would copy an `httpx.Cookies` into a jar with the default policy).
+    """
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def make_client(settings: Mapping[str, Any] | object) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` with this supplier's limits, timeouts, proxy and transport.
 
     `trust_env=False`: a stray HTTP(S)_PROXY in the daemon's environment must not reroute purchases; the
-    proxy is the one in the supplier's configuration or none.
+    proxy is the one in the supplier's configuration or none. No cookie is kept, by httpx or by aiohttp.
     """
     http = settings if isinstance(settings, HttpSettings) else HttpSettings.from_settings(settings)
     # A caller waiting for a free connection waits at most `timeout` (pool), then fails as not sent.
@@ -99,12 +126,13 @@ def make_client(settings: Mapping[str, Any] | object) -> httpx.AsyncClient:
     common: dict[str, Any] = {
         "timeout": http.timeout_for(),
         "headers": {"User-Agent": USER_AGENT},
+        "cookies": _no_cookies(),
         "trust_env": False,
         "follow_redirects": False,
     }
     if http.transport == "aiohttp":
         proxy = httpx.Proxy(http.proxy) if http.proxy else None
-        transport = AiohttpTransport(limits=limits, proxy=proxy, trust_env=False)
+        transport = _CookielessAiohttpTransport(limits=limits, proxy=proxy, trust_env=False)
         return httpx.AsyncClient(transport=transport, **common)
     return httpx.AsyncClient(limits=limits, proxy=http.proxy, **common)
 

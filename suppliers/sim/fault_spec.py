@@ -45,7 +45,8 @@ class Fault:
     message: str = ""  # system_error: the message; processing: the failure description
     committed: bool = False  # whether the purchase is made before the fault shows
     then: str = "success"  # processing: success | failure
-    mode: str = "not_matching"  # invalid_keys: not_matching | resold
+    mode: str = "not_matching"  # invalid_keys: not_matching | resold; purchase_limit: per_person | per_trade | minimum
+    limit: int = 1  # purchase_limit: the N of its message
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,26 @@ KINDS: Final[Mapping[str, _Kind]] = {
     "truncated_json": _Kind(committed=True),
     "processing": _Kind(frozenset({"duration", "then", "description"}), ops=("order",), protocols=("fulu",)),
     "invalid_keys": _Kind(frozenset({"mode"}), ops=("order",)),
+    # acg-faka answers that are not what they seem (see suppliers.sim.acg_app):
+    # charged, `code: 200`, the shop's delivery message in `secret` instead of keys (a manual-delivery item)
+    "manual_delivery": _Kind(frozenset({"message"}), ops=("order",), protocols=("acg_faka",)),
+    # charged, `code: 200`, "很抱歉，有人在你付款之前抢走了商品…" in `secret` (another buyer took the last key)
+    "grabbed": _Kind(ops=("order",), protocols=("acg_faka",)),
+    # not charged: a quantity cap's message (per buyer, per trade, at least N)
+    "purchase_limit": _Kind(frozenset({"mode", "limit"}), ops=("order",), protocols=("acg_faka",)),
+    # charged, then `code: 0` with an error text (a reselling shop's stock check at its own upstream)
+    "charged_then_error": _Kind(frozenset({"message"}), ops=("order",), protocols=("acg_faka",)),
 }
 _COMMON = {"kind", "products", "on", "probability", "requests", "from", "to"}
 # refuse closes the listening socket: it can only follow time, not requests, products or chance.
 _REFUSE_FIELDS = {"kind", "from", "to"}
 _DEFAULT_TIMEOUT = 60.0
 _DEFAULT_MESSAGES = {"fulu": "系统异常，请稍后重试", "acg_faka": "系统繁忙，请稍后再试"}
+# acg-faka's default delivery message of a manual-delivery item (v3.6.0).
+DEFAULT_DELIVERY_MESSAGE: Final = "正在发货中，请耐心等待…"
+PURCHASE_LIMIT_MODES: Final = ("per_person", "per_trade", "minimum")
+# A real acg-faka answers its error pages with HTTP 200; fulu's gateway with a 5xx.
+_DEFAULT_HTML_STATUS = {"fulu": 502, "acg_faka": 200}
 
 
 def _requests(r: Reader, value: Any, path: str) -> tuple[int, int | None] | None:
@@ -118,9 +133,13 @@ def _kind_fields(r: Reader, kind: str, data: Mapping[str, Any], path: str, proto
         out["latency"] = _latency(r, data, path)
     elif kind == "timeout_before_commit":
         out["duration"] = r.duration(data.get("duration", f"{_DEFAULT_TIMEOUT:g}s"), join(path, "duration"))
-    elif kind in ("http_5xx", "html_error"):
-        default = 500 if kind == "http_5xx" else 502
-        out["status"] = r.integer(data.get("status", default), join(path, "status"), low=500, high=599)
+    elif kind == "http_5xx":
+        out["status"] = r.integer(data.get("status", 500), join(path, "status"), low=500, high=599)
+    elif kind == "html_error":
+        status = r.integer(data.get("status", _DEFAULT_HTML_STATUS[protocol]), join(path, "status"), low=200, high=599)
+        if 200 < status < 500:
+            r.error(join(path, "status"), f"an error page comes with 200 or a 5xx status, got {status}")
+        out["status"] = status
     elif kind == "system_error":
         if "code" in data and protocol != "fulu":
             r.error(join(path, "code"), "acg_faka errors all have code 0: set `message` instead")
@@ -134,7 +153,23 @@ def _kind_fields(r: Reader, kind: str, data: Mapping[str, Any], path: str, proto
         out["message"] = r.text(data.get("description"), join(path, "description"), default="充值失败")
     elif kind == "invalid_keys":
         out["mode"] = r.choice(data.get("mode", "not_matching"), join(path, "mode"), ("not_matching", "resold"))
+    else:
+        out.update(_acg_fields(r, kind, data, path))
     return out
+
+
+def _acg_fields(r: Reader, kind: str, data: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The attributes of the faults only acg-faka has."""
+    if kind == "manual_delivery":
+        return {"message": r.text(data.get("message"), join(path, "message"), default=DEFAULT_DELIVERY_MESSAGE)}
+    if kind == "purchase_limit":
+        return {
+            "mode": r.choice(data.get("mode", "per_person"), join(path, "mode"), PURCHASE_LIMIT_MODES),
+            "limit": r.integer(data.get("limit", 1), join(path, "limit"), low=1),
+        }
+    if kind == "charged_then_error":
+        return {"message": r.text(data.get("message"), join(path, "message"), default="商品不存在")}
+    return {}
 
 
 def _targets(

@@ -42,6 +42,9 @@ class LedgerOrder:
     cards: list[Card] = field(default_factory=list)
     finished_at: datetime | None = None
     invalid_keys: str | None = None  # not_matching | resold: the whole batch was made invalid
+    # Charged without keys: the text the supplier gave in their place (acg-faka's delivery message, the
+    # "grabbed" notice; "" when it answered an error after charging). None: a normal order.
+    notice: str | None = None
     # A protocol's rendered answer for a finished order (it never changes again): rendering and signing
     # it is most of the cost of a query, and queries are most of the traffic.
     rendered: Any = field(default=None, repr=False, compare=False)
@@ -65,6 +68,7 @@ class LedgerOrder:
             # Plaintext on purpose: this is a simulator, and tests compare keys with what was delivered.
             "cards": [{"number": c.number, "password": c.password} for c in self.cards],
             "invalid_keys": self.invalid_keys,
+            "notice": self.notice,
             "created_at": self.created_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
@@ -78,6 +82,8 @@ class Purchase:
     then: str = "success"
     description: str = ""  # the failure description
     invalid_keys: str | None = None  # not_matching | resold
+    # Charge without making keys or taking stock; the supplier answers this text in their place.
+    notice: str | None = None
 
 
 class Ledger:
@@ -126,10 +132,13 @@ class Ledger:
         if refusal is not None:
             return refusal
         self.balance -= product.price * qty
+        order = self._record(number, product, qty, account, now, purchase)
+        if purchase.notice is not None:
+            order.notice = purchase.notice  # charged, and no key leaves the stock
+            return order
         available = self.stock.get(product.id)
         if available is not None:
             self.stock[product.id] = available - qty
-        order = self._record(number, product, qty, account, now, purchase)
         if product.kind == "card":
             order.cards = self._make_cards(product, qty, purchase.invalid_keys, order)
         return order

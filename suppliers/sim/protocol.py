@@ -30,6 +30,11 @@ _HTML = (
     "<!DOCTYPE html>\n<html><head><title>{status} {reason}</title></head>\n"
     "<body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>\n"
 )
+# What acg-faka answers, with HTTP 200, for an unknown route or an internal error (a failed insert included).
+NOT_FOUND_PAGE = (
+    '<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8"><title>404 Not Found</title></head>\n'
+    "<body><h1>404</h1><p>页面不存在 (page not found)</p></body></html>\n"
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Reply:
     body: dict[str, Any]
     code: int | None = None  # protocol result code, for the request log
     committed: bool = False  # whether this request committed a new order
+    page: str | None = None  # an HTML page answered with HTTP 200 in place of `body` (acg-faka's error page)
 
 
 Work = Callable[[Fault | None], Awaitable[Reply]]
@@ -134,8 +140,11 @@ class ProtocolHandler(abc.ABC):
         if kind in _SPOIL_KINDS:
             assert fault is not None
             return self._spoil(fault, reply, entry)
-        entry["outcome"] = "answered"
         entry["http_status"] = 200
+        if reply.page is not None:
+            entry["outcome"] = "html page 200"
+            return web.Response(text=reply.page, content_type="text/html")
+        entry["outcome"] = "answered"
         return json_response(reply.body)
 
     def _error(self, fault: Fault, entry: dict[str, Any]) -> web.Response:
@@ -145,6 +154,8 @@ class ProtocolHandler(abc.ABC):
             return web.Response(status=fault.status, text="Internal Server Error\n")
         if fault.kind == "html_error":
             entry["outcome"] = f"html page {fault.status}"
+            if fault.status == 200:
+                return web.Response(text=NOT_FOUND_PAGE, content_type="text/html")
             reason = web.Response(status=fault.status).reason
             page = _HTML.format(status=fault.status, reason=reason)
             return web.Response(status=fault.status, text=page, content_type="text/html")

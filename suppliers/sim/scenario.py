@@ -19,6 +19,7 @@ Ready scenarios: config/scenarios/*.yaml. The format:
       10002: {name: NetEase 50, price: "48.50", number_pattern: "[0-9]{12}", card_pattern: "[A-Z0-9]{8}"}
       10003: {name: QQ coins, kind: direct, price: "9.80", processing_time: 2s}   # stock omitted: unlimited
       10004: {name: Retired, price: "1.00", on_sale: false}
+      # acg_faka only: delivery: manual (charges, answers `delivery_message`, default "正在发货中，请耐心等待…")
     faults:                        # tried in order; see suppliers.sim.faults for how they combine
       - kind: lost_after_commit    # when: probability and/or requests: "10-20" and/or from: 5s / to: 15s
         probability: 0.1           # where: products: [10001] and on: [order, query, stock, account]
@@ -32,9 +33,13 @@ Ready scenarios: config/scenarios/*.yaml. The format:
 Fault kinds: latency (distribution fixed `delay` | uniform `min`/`max` | normal `mean`/`stddev`), refuse,
 drop_before_commit, timeout_before_commit (`duration`, default 60s), lost_after_commit, http_5xx (`status`,
 committed by default), system_error, out_of_stock, balance_exhausted, bad_signature (fulu; committed by
-default), html_error (`status`, default 502), truncated_json (committed by default), processing (fulu:
-`duration`, `then` success|failure, `description`), invalid_keys (`mode` not_matching|resold; the whole
-batch). `committed: true|false` is accepted where it is configurable.
+default), html_error (`status` 200 or 5xx; default 502, and 200 for acg_faka as the real shop answers),
+truncated_json (committed by default), processing (fulu: `duration`, `then` success|failure, `description`),
+invalid_keys (`mode` not_matching|resold; the whole batch). acg_faka only: manual_delivery (`message`:
+charged, the text in `secret`), grabbed (charged, "很抱歉，有人在你付款之前抢走了商品，请联系客服。" in
+`secret`), purchase_limit (`mode` per_person|per_trade|minimum, `limit` N: refused, nothing charged),
+charged_then_error (`message`, default 商品不存在: charged, then answered `code: 0`).
+`committed: true|false` is accepted where it is configurable.
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ from typing import Any, Final
 import yaml
 
 from suppliers.sim.cards import CardPattern, PatternError
-from suppliers.sim.fault_spec import OPS, PROTOCOLS, Fault, Latency, faults_for, read_faults
+from suppliers.sim.fault_spec import (
+    DEFAULT_DELIVERY_MESSAGE,
+    OPS,
+    PROTOCOLS,
+    Fault,
+    Latency,
+    faults_for,
+    read_faults,
+)
 from suppliers.sim.reading import Reader, ScenarioError, join
 
 __all__ = [
@@ -71,6 +84,8 @@ class Product:
     number_pattern: CardPattern | None = None  # fulu card_number; None: password-only cards
     on_sale: bool = True
     processing_time: float | None = None  # overrides the scenario's
+    # acg_faka: "manual" (delivery_way 1) charges and answers this text instead of keys; None: keys.
+    delivery_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,8 @@ _PRODUCT_FIELDS = {
     "number_pattern",
     "on_sale",
     "processing_time",
+    "delivery",
+    "delivery_message",
 }
 
 
@@ -143,6 +160,7 @@ def _product(r: Reader, pid: str, raw: Any, path: str, protocol: str) -> Product
             r.error(join(path, "processing_time"), "only fulu orders are asynchronous")
         processing = r.duration(data["processing_time"], join(path, "processing_time"))
     return Product(
+        delivery_message=_delivery(r, data, path, protocol),
         id=pid,
         name=r.text(data.get("name"), join(path, "name"), default=f"product {pid}"),
         kind=kind,
@@ -153,6 +171,20 @@ def _product(r: Reader, pid: str, raw: Any, path: str, protocol: str) -> Product
         on_sale=r.boolean(data.get("on_sale", True), join(path, "on_sale")),
         processing_time=processing,
     )
+
+
+def _delivery(r: Reader, data: Mapping[str, Any], path: str, protocol: str) -> str | None:
+    """The delivery message of a manual-delivery product (acg_faka), None for one that delivers keys."""
+    delivery = r.choice(data.get("delivery", "auto"), join(path, "delivery"), ("auto", "manual"))
+    if delivery == "manual" and protocol != "acg_faka":
+        r.error(join(path, "delivery"), "only acg_faka products can be delivered by hand")
+    if delivery == "auto":
+        if data.get("delivery_message") is not None:
+            r.error(join(path, "delivery_message"), "only a `delivery: manual` product answers a delivery message")
+        return None
+    if data.get("stock") is not None:
+        r.error(join(path, "stock"), "a manual-delivery product keeps no stock (acg-faka counts none)")
+    return r.text(data.get("delivery_message"), join(path, "delivery_message"), default=DEFAULT_DELIVERY_MESSAGE)
 
 
 def _products(r: Reader, raw: Any, protocol: str) -> dict[str, Product]:

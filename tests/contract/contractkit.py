@@ -20,6 +20,7 @@ from typing import Any, Final
 from fulfil.config import SupplierConfig
 from fulfil.domain import NewOrder
 from fulfil.storage import Store
+from fulfil.storage.base import MAX_NUMBER_LENGTH
 from suppliers import fulu_codec
 from suppliers.base import PlaceRequest, Supplier
 from suppliers.registry import build_supplier
@@ -115,8 +116,9 @@ def sim_supplier(sim: Simulator, *, transport: str = "aiohttp", timeout: float =
 
 
 def new_number() -> str:
-    """A supplier-facing number as the store makes them: short, alphanumeric, never reused."""
-    return "CT" + uuid.uuid4().hex[:20].upper()
+    """A supplier-facing number as the store makes them: alphanumeric, never reused, and no longer than
+    MAX_NUMBER_LENGTH (19, acg-faka's `char(19)` request_no)."""
+    return ("CT" + uuid.uuid4().hex.upper())[:MAX_NUMBER_LENGTH]
 
 
 def charged_units(sim: Simulator, number: str | None = None) -> int:

@@ -76,6 +76,8 @@ class Row:
     prime: bool = False  # buy once cleanly first (a "resold" fault needs keys sold before)
     timeout: float = CALL_TIMEOUT
     reason: str | None = None  # the supplier's own words the final failure's evidence message must keep
+    no_goods: bool = False  # SUCCEEDED and charged, with the supplier's text and no card (acg-faka)
+    maybe_charged: bool = False  # FAILED with a text the supplier also gives after charging: re-send to learn
     label: str = ""
 
     @property
@@ -146,6 +148,27 @@ def _rows() -> list[Row]:
                 final=failed(ErrorClass.PRODUCT_UNAVAILABLE), reason="充值失败", label="then-failure")  # fmt: skip
         else:
             add({"kind": "balance_exhausted"}, failed(ErrorClass.SUPPLIER_ACCOUNT), reason="余额不足")
+            # Charged, `code: 200`, and the shop's words where keys should be: the engine claims the units.
+            add({"kind": "grabbed"}, SUCCEEDED, charged=True, no_goods=True, reason="有人在你付款之前抢走了商品")
+            add({"kind": "manual_delivery"}, SUCCEEDED, charged=True, no_goods=True, reason="正在发货中")
+            # Caps this offer cannot serve the order under (nothing charged): fail over.
+            for mode, limit, text in (
+                ("per_person", 1, "该商品每人只能购买1件"),
+                ("per_trade", 1, "本商品单次最多购买1个"),
+                ("minimum", QTY + 1, f"本商品最少购买{QTY + 1}个"),
+            ):
+                add({"kind": "purchase_limit", "mode": mode, "limit": limit},
+                    failed(ErrorClass.PRODUCT_UNAVAILABLE), reason=text, label=mode)  # fmt: skip
+            # Charged by a reselling shop, then its own upstream's check failed: the same texts as "not
+            # charged", so the outcome says maybe_charged and a re-send under the number tells (EXISTS).
+            for text in ("商品不存在", "当前商品已停售"):
+                add({"kind": "charged_then_error", "message": text}, failed(ErrorClass.PRODUCT_UNAVAILABLE),
+                    charged=True, maybe_charged=True, reason=text, label=text)  # fmt: skip
+            # KNOWN GAP, kept visible: an auth text after the charge (the reseller's own account at its upstream)
+            # is read as SUPPLIER_ACCOUNT without maybe_charged, as decided for these rarer texts; the charge is
+            # then only found by reconciling the supplier's books.
+            add({"kind": "charged_then_error", "message": "You have been banned"},
+                failed(ErrorClass.SUPPLIER_ACCOUNT), charged=True, reason="banned", label="banned-gap")  # fmt: skip
         # The adapter reports what the supplier said, SUCCEEDED; the engine's validation rejects the keys.
         add({"kind": "invalid_keys", "mode": "not_matching"}, ok, final=ok_final, charged=True, keys="invalid",
             label="not-matching")  # fmt: skip
@@ -236,6 +259,10 @@ async def _check_row(row: Row, sim: Simulator, supplier: Supplier) -> None:
     assert charged_units(sim, request.number) == (QTY if row.charged else 0)
     if row.reason is not None:
         assert row.reason in (final.evidence.message or ""), final.evidence
+    assert outcome.maybe_charged is row.maybe_charged, outcome
+    if row.no_goods:
+        assert final.cards == () and final.supplier_order_id, final
+        assert "charged without goods" in (final.evidence.message or ""), final.evidence
     # Neither the answer nor its evidence shows a key, even when the answer was broken mid-card.
     order = sim.ledger.by_number(request.number)
     issued = tuple(order.cards) if order is not None else ()
@@ -250,7 +277,7 @@ async def _check_row(row: Row, sim: Simulator, supplier: Supplier) -> None:
             fingerprint=_fingerprint,
         )
         assert verdict.ok is (row.keys == "valid"), verdict.reasons()
-    if outcome.state is OrderState.ERROR:
+    if outcome.state is OrderState.ERROR or outcome.maybe_charged:
         await _check_recovery(sim, supplier, request, row)
 
 
@@ -274,6 +301,8 @@ async def _check_recovery(sim: Simulator, supplier: Supplier, request: PlaceRequ
         again = await settle(supplier, request, again)
         if order is not None:  # bought already: the re-send must not buy again, nor bring other goods
             assert again.state is not OrderState.SUCCEEDED or card_set(again.cards) == card_set(order.cards)
+            if not supplier.can_query:  # the re-send is how such a supplier tells "you were charged"
+                assert again.state is OrderState.EXISTS, again
         else:  # never bought: the re-send buys, once
             assert again.state is OrderState.SUCCEEDED and len(again.cards) == QTY, again
         assert charged_units(sim, request.number) == QTY

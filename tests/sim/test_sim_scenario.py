@@ -28,7 +28,8 @@ def fault_errors(*faults: dict[str, Any], base: dict[str, Any] = FULU_DATA) -> l
 
 
 @pytest.mark.parametrize(
-    "name", ["fulu-clean.yaml", "fulu-flaky.yaml", "fulu-down.yaml", "acg-clean.yaml", "acg-flaky.yaml"]
+    "name",
+    ["fulu-clean.yaml", "fulu-flaky.yaml", "fulu-down.yaml", "acg-clean.yaml", "acg-flaky.yaml", "acg-real.yaml"],
 )
 def test_ready_scenarios_load(name: str) -> None:
     loaded = load_scenario(SCENARIOS / name)
@@ -159,6 +160,56 @@ def test_fault_kinds_belong_to_their_protocol() -> None:
     assert "faults[1].kind: processing is not a fault of the acg_faka protocol" in errors
     errors = fault_errors({"kind": "system_error", "code": 5000}, base=ACG_DATA)
     assert errors == ["faults[0].code: acg_faka errors all have code 0: set `message` instead"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ({"kind": "html_error", "status": 404}, "faults[0].status: an error page comes with 200 or a 5xx status"),
+        ({"kind": "purchase_limit", "mode": "daily"}, "faults[0].mode: expected one of per_person, per_trade"),
+        ({"kind": "purchase_limit", "limit": 0}, "faults[0].limit: must be >= 1"),
+        ({"kind": "grabbed", "on": ["query"]}, "faults[0].on: grabbed applies to order"),
+        ({"kind": "charged_then_error", "message": ""}, "faults[0].message: expected a non-empty string"),
+        ({"kind": "manual_delivery", "committed": True}, "faults[0].committed: unknown field"),
+    ],
+)
+def test_acg_fault_errors_name_the_field(fault: Any, expected: str) -> None:
+    errors = fault_errors(fault, base=ACG_DATA)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_acg_only_faults_and_products() -> None:
+    kinds = ("manual_delivery", "grabbed", "purchase_limit", "charged_then_error")
+    errors = fault_errors(*({"kind": kind} for kind in kinds))
+    assert errors == [f"faults[{i}].kind: {kind} is not a fault of the fulu protocol" for i, kind in enumerate(kinds)]
+    errors = errors_of(scenario(FULU_DATA, products={1: {"price": "1", "delivery": "manual"}}))
+    assert errors == ["products.1.delivery: only acg_faka products can be delivered by hand"]
+    products = {
+        "a": {"price": "1", "delivery_message": "hi"},
+        "b": {"price": "1", "delivery": "manual", "stock": 5},
+        "c": {"price": "1", "delivery": "by pigeon"},
+    }
+    errors = errors_of(scenario(ACG_DATA, products=products))
+    assert any(e.startswith("products.a.delivery_message: only a `delivery: manual` product") for e in errors)
+    assert any(e.startswith("products.b.stock: a manual-delivery product keeps no stock") for e in errors)
+    assert any(e.startswith("products.c.delivery: expected one of auto, manual") for e in errors)
+
+
+def test_acg_fault_defaults() -> None:
+    faults = [
+        {"kind": "html_error"},
+        {"kind": "manual_delivery"},
+        {"kind": "purchase_limit"},
+        {"kind": "charged_then_error"},
+        {"kind": "grabbed"},
+    ]
+    html, manual, limit, charged, grabbed = scenario_from_data(scenario(ACG_DATA, faults=faults)).faults
+    assert (html.status, html.committed) == (200, False)  # the real shop's error pages come with HTTP 200
+    assert manual.message == "正在发货中，请耐心等待…"
+    assert (limit.mode, limit.limit) == ("per_person", 1)
+    assert charged.message == "商品不存在"
+    assert all(f.on == {"order"} for f in (manual, limit, charged, grabbed))
+    assert scenario_from_data(scenario(FULU_DATA, faults=[{"kind": "html_error"}])).faults[0].status == 502
 
 
 def test_fault_defaults() -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState
-from fulfil.storage import InvalidTransition, NotFound, Store
+from fulfil.storage import InvalidTransition, NotFound, Store, StoreError
+from fulfil.storage.base import MAX_NUMBER_LENGTH
 
 if TYPE_CHECKING:
     from tests.storage.conftest import Claimed
@@ -42,6 +43,22 @@ async def test_open_attempt_is_committed_with_a_fresh_number(
         assert [a.number for a in await other.attempts_for_order(order.id)] == [first.number, second.number]
     finally:
         await other.close()
+
+
+async def test_a_number_longer_than_19_characters_is_never_made(
+    store: Store, now: datetime, claimed: Claimed
+) -> None:
+    # acg-faka keeps request_no in a char(19) column: a longer one is answered with an HTML page, which the
+    # adapter must read as ambiguous. The store refuses to make such a number, and writes no attempt.
+    order = await claimed("r1")
+    fitting = await store.open_attempt(order.id, "w1", "acg", 0, 1, None, now)
+    assert len(fitting.number) == MAX_NUMBER_LENGTH == 19
+
+    store.install_id += "X"  # one character more: every number this store would make is 20 long
+    with pytest.raises(StoreError, match="longer than 19"):
+        await store.open_attempt(order.id, "w1", "acg", 1, 1, None, now)
+
+    assert [a.number for a in await store.attempts_for_order(order.id)] == [fitting.number]
 
 
 async def test_mark_attempt_records_times_and_fields(store: Store, now: datetime, claimed: Claimed) -> None:

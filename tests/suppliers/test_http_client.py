@@ -18,6 +18,8 @@ import aiohttp
 import httpx
 import pytest
 import respx
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from httpx_aiohttp import AiohttpTransport
 from respx.models import AllMockedAssertionError
 
@@ -366,3 +368,31 @@ async def test_respx_default_mocker_misses_the_aiohttp_transport() -> None:
         await client.aclose()
     assert not route.called
     assert classify_exception(caught.value) is ErrorClass.TRANSIENT
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_no_cookie_is_kept_between_calls(transport: str) -> None:
+    """A supplier call carries no cookie: aiohttp's session and httpx's client would both keep and resend one
+    (an acg-faka shop's `acg_lang` cookie would translate the messages the adapter reads)."""
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"code": 0, "msg": "库存不足"})
+        response.set_cookie("acg_lang", "en")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/shared/commodity/trade", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = make_client({"transport": transport})
+        # A host name, not the address: aiohttp's jar ignores cookies from IP addresses.
+        url = f"http://localhost:{server.port}/shared/commodity/trade"
+        try:
+            for _ in range(2):
+                answer = await client.post(url, data={"a": "1"})
+                assert answer.headers.get("set-cookie", "").startswith("acg_lang=en")
+        finally:
+            await client.aclose()
+
+    assert seen == [None, None]
