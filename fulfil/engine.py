@@ -720,6 +720,7 @@ def place_request(
         attempt_id=attempt.id,
         owner=owner,
         timeout=timeout,
+        supplier_order_id=attempt.supplier_order_id,
     )
 
 
