@@ -131,6 +131,8 @@ class SupplierConfig(_Frozen):
     max_concurrency: int = Field(20, ge=1, le=10_000)
     proxy: str | None = None
     transport: Literal["httpx", "aiohttp"] = "aiohttp"
+    # The most of one answer read (bytes); a larger one is not read and counts as ambiguous.
+    max_response_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     balance_floor: Decimal | None = None
     poll_interval: Duration = 1.0  # how often an accepted asynchronous order is queried
     options: dict[str, Any] = Field(default_factory=dict)  # for third-party adapters
