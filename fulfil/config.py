@@ -20,6 +20,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from fulfil.durations import parse_duration
 
 DEFAULT_PATH = Path("config/fulfil.yaml")
+# Column sizes (fulfil/storage/schema.py) of names the config gives: longer ones could never be stored.
+MAX_SKU_LENGTH = 128
+MAX_NAME_LENGTH = 128  # supplier names, offers' product ids
 BUILTIN_SUPPLIER_TYPES = ("stock", "fulu", "acg_faka")
 
 _FROM_FILE = "from_file"
@@ -119,7 +122,7 @@ class ScoringConfig(_Frozen):
 
 
 class SupplierConfig(_Frozen):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
     type: str
     enabled: bool = True
     base_url: str | None = None
@@ -140,7 +143,7 @@ class SupplierConfig(_Frozen):
 
 class OfferConfig(_Frozen):
     supplier: str
-    product_id: str | None = None
+    product_id: str | None = Field(None, max_length=MAX_NAME_LENGTH)
     cost: Decimal | None = Field(None, ge=0)
     priority: int = 0
 
@@ -253,6 +256,8 @@ def _check_products(raw: Any, suppliers: dict[str, str], errors: list[str]) -> N
     if not isinstance(raw, dict):
         return
     for sku, product in raw.items():
+        if len(str(sku)) > MAX_SKU_LENGTH:
+            errors.append(f"products.{str(sku)[:40]}…: a sku is at most {MAX_SKU_LENGTH} characters")
         if not isinstance(product, dict):
             continue
         for key in ("card_pattern", "number_pattern"):

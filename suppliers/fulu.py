@@ -283,7 +283,7 @@ class FuluSupplier(Supplier):
         try:
             data = values.load_json(body)
         except values.JsonError as exc:
-            raise CallbackError(f"fulu {self.name}: callback body is not JSON we read ({exc})") from exc
+            raise CallbackError(f"fulu {self.name}: callback body is not JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise CallbackError(f"fulu {self.name}: callback body is not a JSON object")
         if not codec.verify(data, self._secret):

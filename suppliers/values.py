@@ -40,7 +40,10 @@ _UNSTORABLE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
 class JsonError(ValueError):
-    """Not JSON we accept: malformed, nested too deep, a number too long, or a lone surrogate."""
+    """Not JSON we accept: malformed, nested too deep, a number too long, or a lone surrogate.
+
+    The message says which, without the text itself (callers put it in their own sentence).
+    """
 
 
 def load_json(data: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, **kwargs: Any) -> Any:
@@ -58,18 +61,18 @@ def load_json(data: str | bytes, *, max_depth: int = MAX_JSON_DEPTH, **kwargs: A
     else:
         text = data
     if too_deep(text, max_depth):
-        raise JsonError(f"JSON nested deeper than {max_depth} levels")
+        raise JsonError(f"nested deeper than {max_depth} levels")
     try:
         parsed = json.loads(text, **kwargs)
     except RecursionError:  # belt and braces: too_deep should have caught it
-        raise JsonError(f"JSON nested deeper than {max_depth} levels") from None
+        raise JsonError(f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, or an integer longer than int() accepts
-        raise JsonError(f"not valid JSON ({exc})") from None
+        raise JsonError(str(exc)) from None
     if _MAYBE_SURROGATE.search(text):
         try:
             json.dumps(parsed, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise JsonError("JSON holds a lone surrogate (\\ud800-\\udfff) in a string") from None
+            raise JsonError("a lone surrogate (\\ud800-\\udfff) in a string") from None
         except (ValueError, TypeError):  # a parse hook returned something dumps cannot write: not our check
             pass
     return parsed
