@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
 from fulfil.durations import parse_duration
 
@@ -28,12 +28,30 @@ BUILTIN_SUPPLIER_TYPES = ("stock", "fulu", "acg_faka")
 _FROM_FILE = "from_file"
 
 
+# The shortest duration a file may give where zero would make a loop spin (poll, query, retry, cool-down).
+MIN_DURATION = 0.001
+
+
+def _from_file(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(_FROM_FILE))
+
+
 def _duration(value: object, info: ValidationInfo) -> float:
-    from_file = bool(info.context and info.context.get(_FROM_FILE))
-    return parse_duration(value, bare_numbers=not from_file)
+    return parse_duration(value, bare_numbers=not _from_file(info))
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
+def _not_zero(seconds: float, info: ValidationInfo) -> float:
+    # Files only: code (tests, the demo) builds configs with 0 to make waits immediate.
+    if _from_file(info) and seconds < MIN_DURATION:
+        raise ValueError(f"must be at least 1ms, got {seconds:g}s (zero would make the daemon spin)")
+    return seconds
+
+
+# Every duration is a Duration (at least 1ms in a file) unless it says otherwise: an interval, lease, budget,
+# backoff, cool-down, window or timeout of zero turns a wait into a busy loop or an immediate expiry.
+Duration = Annotated[float, BeforeValidator(_duration), AfterValidator(_not_zero)]
+# Zero is a real choice here (e.g. shutdown_timeout 0: release in-flight leases at once); nothing loops on it.
+DurationOrZero = Annotated[float, BeforeValidator(_duration)]
 
 
 class ConfigError(Exception):
@@ -49,7 +67,9 @@ class _Frozen(BaseModel):
 
 
 class DatabaseConfig(_Frozen):
-    url: str = "sqlite:///var/lib/fulfil/fulfil.db"
+    # Four slashes: the absolute /var/lib/fulfil (the systemd unit's StateDirectory). A relative SQLite path
+    # in a file is taken relative to that file's folder (`load_config`), never the working directory.
+    url: str = "sqlite:////var/lib/fulfil/fulfil.db"
 
 
 class SecurityConfig(_Frozen):
@@ -62,7 +82,7 @@ class DaemonConfig(_Frozen):
     batch_size: int = Field(100, ge=1, le=10_000)
     concurrency: int = Field(64, ge=1, le=10_000)
     lease: Duration = 60.0
-    shutdown_timeout: Duration = 40.0
+    shutdown_timeout: DurationOrZero = 40.0
 
 
 class HttpConfig(_Frozen):
@@ -327,7 +347,24 @@ def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Con
     return config
 
 
+def resolve_sqlite_url(url: str, folder: Path) -> str:
+    """`url` with a relative SQLite database path made absolute against `folder`; any other URL as it is.
+
+    `sqlite:///fulfil.db` next to /etc/fulfil/fulfil.yaml is `sqlite:////etc/fulfil/fulfil.db`, whichever
+    directory the daemon (or an operator's `fulfil db upgrade`) was started from.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] != "sqlite" or not rest.startswith("/"):
+        return url
+    database, query_sep, query = rest[1:].partition("?")
+    if not database or database == ":memory:" or database.startswith(("file:", "/")):
+        return url
+    absolute = os.path.normpath(folder / database)
+    return f"{scheme}:///{absolute}{query_sep}{query}"
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate, and resolve a relative SQLite path against the file's own folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -337,7 +374,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
-    return config_from_data(data, environ)
+    config = config_from_data(data, environ)
+    url = resolve_sqlite_url(config.database.url, path.resolve().parent)
+    if url == config.database.url:
+        return config
+    return config.model_copy(update={"database": config.database.model_copy(update={"url": url})})
 
 
 def resolve_config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
