@@ -81,10 +81,17 @@ def _amount_reasons(amount: Decimal) -> list[str]:
         return [f"amount {shown(str(amount))} is not a non-negative number"]
     if amount != 0 and amount.adjusted() >= MAX_AMOUNT_DIGITS:
         return [f"amount {shown(str(amount))} is too large (below 10^{MAX_AMOUNT_DIGITS})"]
-    exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_AMOUNT_PLACES:
+    if _decimal_places(amount) > MAX_AMOUNT_PLACES:
         return [f"amount {shown(str(amount))} has more than {MAX_AMOUNT_PLACES} decimal places"]
     return []
+
+
+def _decimal_places(amount: Decimal) -> int:
+    """Places after the point, trailing zeros not counted (exactly: `normalize()` would round at 28 digits)."""
+    _, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -exponent - zeros)
 
 
 def shown(value: str) -> str:

@@ -45,13 +45,19 @@ def _refs(env: Env) -> set[str]:
         (NewOrder("R", "steam-100", 1, "a" * 257), "account is longer than 256 characters"),
         (NewOrder("R", "steam-100", 1, None, Decimal("1e15")), "amount 1E+15 is too large (below 10^15)"),
         (NewOrder("R", "steam-100", 1, None, Decimal("0.123456789")), "more than 8 decimal places"),
+        (NewOrder("R", "steam-100", 1, None, Decimal("1." + "0" * 29 + "1")), "more than 8 decimal places"),
     ],
-    ids=["sku", "ref", "account", "amount-large", "amount-places"],
+    ids=["sku", "ref", "account", "amount-large", "amount-places", "amount-places-past-28-digits"],
 )
 def test_oversized_values_are_refused_naming_the_field(order: NewOrder, reason: str) -> None:
     reasons = intake.validate_order(order, CONFIG)
     assert len(reasons) == 1 and reason in reasons[0]
     assert len(reasons[0]) < 200  # the value itself is not echoed whole
+
+
+def test_trailing_zeros_are_not_decimal_places() -> None:
+    order = NewOrder("R", "steam-100", 1, None, Decimal("10.50000000000000"))
+    assert intake.validate_order(order, CONFIG) == []
 
 
 def test_a_product_key_longer_than_its_column_is_refused_by_the_config() -> None:
