@@ -9,7 +9,6 @@ with a query before acting.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -20,12 +19,14 @@ from aiohttp import web
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config
 from fulfil.engine import Engine
-from fulfil.intake import order_from_fields, validate_order
+from fulfil.intake import FieldError, order_from_fields, validate_order
 from fulfil.render import order_to_dict
 from fulfil.storage import Store
+from suppliers import values
 
 log = logging.getLogger("fulfil.admin")
 
+# Every request body (orders and supplier callbacks, a few hundred bytes each): a larger one is answered 413.
 MAX_BODY = 64 * 1024
 
 
@@ -109,13 +110,15 @@ class AdminServer:
 
     async def add_order(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "body is not JSON")
+            body = values.load_json(await request.read())
+        except values.JsonError as exc:
+            return _error(400, f"body is not JSON ({exc})")
         if not isinstance(body, dict):
             return _error(400, "body must be a JSON object with ref, sku, qty, account, amount")
         try:
             order = order_from_fields(body)
+        except FieldError as exc:  # missing: the request is malformed; present but wrong: refused
+            return _error(400 if exc.missing else 422, str(exc), field=exc.field)
         except ValueError as exc:
             return _error(400, str(exc))
         reasons = validate_order(order, self.config())
@@ -156,5 +159,6 @@ class AdminServer:
         return web.Response(text="success")
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, *, field: str | None = None) -> web.Response:
+    body = {"error": message} if field is None else {"error": message, "field": field}
+    return web.json_response(body, status=status)

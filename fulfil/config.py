@@ -15,22 +15,43 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
 from fulfil.durations import parse_duration
 
 DEFAULT_PATH = Path("config/fulfil.yaml")
+# Column sizes (fulfil/storage/schema.py) of names the config gives: longer ones could never be stored.
+MAX_SKU_LENGTH = 128
+MAX_NAME_LENGTH = 128  # supplier names, offers' product ids
 BUILTIN_SUPPLIER_TYPES = ("stock", "fulu", "acg_faka")
 
 _FROM_FILE = "from_file"
 
 
+# The shortest duration a file may give where zero would make a loop spin (poll, query, retry, cool-down).
+MIN_DURATION = 0.001
+
+
+def _from_file(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(_FROM_FILE))
+
+
 def _duration(value: object, info: ValidationInfo) -> float:
-    from_file = bool(info.context and info.context.get(_FROM_FILE))
-    return parse_duration(value, bare_numbers=not from_file)
+    return parse_duration(value, bare_numbers=not _from_file(info))
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
+def _not_zero(seconds: float, info: ValidationInfo) -> float:
+    # Files only: code (tests, the demo) builds configs with 0 to make waits immediate.
+    if _from_file(info) and seconds < MIN_DURATION:
+        raise ValueError(f"must be at least 1ms, got {seconds:g}s (zero would make the daemon spin)")
+    return seconds
+
+
+# Every duration is a Duration (at least 1ms in a file) unless it says otherwise: an interval, lease, budget,
+# backoff, cool-down, window or timeout of zero turns a wait into a busy loop or an immediate expiry.
+Duration = Annotated[float, BeforeValidator(_duration), AfterValidator(_not_zero)]
+# Zero is a real choice here (e.g. shutdown_timeout 0: release in-flight leases at once); nothing loops on it.
+DurationOrZero = Annotated[float, BeforeValidator(_duration)]
 
 
 class ConfigError(Exception):
@@ -46,7 +67,9 @@ class _Frozen(BaseModel):
 
 
 class DatabaseConfig(_Frozen):
-    url: str = "sqlite:///var/lib/fulfil/fulfil.db"
+    # Four slashes: the absolute /var/lib/fulfil (the systemd unit's StateDirectory). A relative SQLite path
+    # in a file is taken relative to that file's folder (`load_config`), never the working directory.
+    url: str = "sqlite:////var/lib/fulfil/fulfil.db"
 
 
 class SecurityConfig(_Frozen):
@@ -59,7 +82,7 @@ class DaemonConfig(_Frozen):
     batch_size: int = Field(100, ge=1, le=10_000)
     concurrency: int = Field(64, ge=1, le=10_000)
     lease: Duration = 60.0
-    shutdown_timeout: Duration = 40.0
+    shutdown_timeout: DurationOrZero = 40.0
 
 
 class HttpConfig(_Frozen):
@@ -119,7 +142,7 @@ class ScoringConfig(_Frozen):
 
 
 class SupplierConfig(_Frozen):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
     type: str
     enabled: bool = True
     base_url: str | None = None
@@ -131,6 +154,8 @@ class SupplierConfig(_Frozen):
     max_concurrency: int = Field(20, ge=1, le=10_000)
     proxy: str | None = None
     transport: Literal["httpx", "aiohttp"] = "aiohttp"
+    # The most of one answer read (bytes); a larger one is not read and counts as ambiguous.
+    max_response_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     balance_floor: Decimal | None = None
     poll_interval: Duration = 1.0  # how often an accepted asynchronous order is queried
     options: dict[str, Any] = Field(default_factory=dict)  # for third-party adapters
@@ -138,7 +163,7 @@ class SupplierConfig(_Frozen):
 
 class OfferConfig(_Frozen):
     supplier: str
-    product_id: str | None = None
+    product_id: str | None = Field(None, max_length=MAX_NAME_LENGTH)
     cost: Decimal | None = Field(None, ge=0)
     priority: int = 0
 
@@ -251,6 +276,8 @@ def _check_products(raw: Any, suppliers: dict[str, str], errors: list[str]) -> N
     if not isinstance(raw, dict):
         return
     for sku, product in raw.items():
+        if len(str(sku)) > MAX_SKU_LENGTH:
+            errors.append(f"products.{str(sku)[:40]}…: a sku is at most {MAX_SKU_LENGTH} characters")
         if not isinstance(product, dict):
             continue
         for key in ("card_pattern", "number_pattern"):
@@ -320,7 +347,24 @@ def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Con
     return config
 
 
+def resolve_sqlite_url(url: str, folder: Path) -> str:
+    """`url` with a relative SQLite database path made absolute against `folder`; any other URL as it is.
+
+    `sqlite:///fulfil.db` next to /etc/fulfil/fulfil.yaml is `sqlite:////etc/fulfil/fulfil.db`, whichever
+    directory the daemon (or an operator's `fulfil db upgrade`) was started from.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] != "sqlite" or not rest.startswith("/"):
+        return url
+    database, query_sep, query = rest[1:].partition("?")
+    if not database or database == ":memory:" or database.startswith(("file:", "/")):
+        return url
+    absolute = os.path.normpath(folder / database)
+    return f"{scheme}:///{absolute}{query_sep}{query}"
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate, and resolve a relative SQLite path against the file's own folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -330,7 +374,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
-    return config_from_data(data, environ)
+    config = config_from_data(data, environ)
+    url = resolve_sqlite_url(config.database.url, path.resolve().parent)
+    if url == config.database.url:
+        return config
+    return config.model_copy(update={"database": config.database.model_copy(update={"url": url})})
 
 
 def resolve_config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:

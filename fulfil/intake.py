@@ -9,26 +9,44 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from fulfil.config import Config
+from fulfil.config import MAX_SKU_LENGTH, Config
 from fulfil.domain import NewOrder
+from suppliers import values
 
 FIELDS = ("ref", "sku", "qty", "account", "amount")
 REQUIRED = ("ref", "sku", "qty")
+# The orders table's columns (fulfil/storage/schema.py): a longer value would fail the write on PostgreSQL.
 MAX_REF_LENGTH = 128
 MAX_ACCOUNT_LENGTH = 256
+# Far above any max_qty, far below what prints or stores badly.
+MAX_QTY = 1_000_000
+# An amount paid: below 10^15 (a Money column, and a sum people can read), at most 8 decimal places.
+MAX_AMOUNT_DIGITS = 15
+MAX_AMOUNT_PLACES = 8
+# How much of a refused value is shown back (an error message is no place for 10,000 characters).
+SHOWN = 40
 
 FileFormat = Literal["jsonl", "csv"]
 
 
 class ImportFileError(Exception):
     """The import file cannot be read as a whole (missing, not text, no usable header)."""
+
+
+class FieldError(ValueError):
+    """One field of an order is missing or not a value of its kind; `field` names it."""
+
+    def __init__(self, field: str, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.missing = missing
 
 
 def validate_order(order: NewOrder, config: Config) -> list[str]:
@@ -41,7 +59,9 @@ def validate_order(order: NewOrder, config: Config) -> list[str]:
     elif not order.ref.isprintable():
         reasons.append("ref contains control characters")
     product = config.products.get(order.sku)
-    if product is None:
+    if len(order.sku) > MAX_SKU_LENGTH:
+        reasons.append(f"sku is longer than {MAX_SKU_LENGTH} characters")
+    elif product is None:
         reasons.append(f"unknown sku '{order.sku}'")
     if order.qty < 1:
         reasons.append(f"qty {order.qty} is below 1")
@@ -51,78 +71,107 @@ def validate_order(order: NewOrder, config: Config) -> list[str]:
         reasons.append(f"account is required for direct top-up product '{order.sku}'")
     if order.account is not None and len(order.account) > MAX_ACCOUNT_LENGTH:
         reasons.append(f"account is longer than {MAX_ACCOUNT_LENGTH} characters")
-    if order.amount is not None and (not order.amount.is_finite() or order.amount < 0):
-        reasons.append(f"amount {order.amount} is not a non-negative number")
+    if order.amount is not None:
+        reasons.extend(_amount_reasons(order.amount))
     return reasons
+
+
+def _amount_reasons(amount: Decimal) -> list[str]:
+    if not amount.is_finite() or amount < 0:
+        return [f"amount {shown(str(amount))} is not a non-negative number"]
+    if amount != 0 and amount.adjusted() >= MAX_AMOUNT_DIGITS:
+        return [f"amount {shown(str(amount))} is too large (below 10^{MAX_AMOUNT_DIGITS})"]
+    if _decimal_places(amount) > MAX_AMOUNT_PLACES:
+        return [f"amount {shown(str(amount))} has more than {MAX_AMOUNT_PLACES} decimal places"]
+    return []
+
+
+def _decimal_places(amount: Decimal) -> int:
+    """Places after the point, trailing zeros not counted (exactly: `normalize()` would round at 28 digits)."""
+    _, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -exponent - zeros)
+
+
+def shown(value: str) -> str:
+    """A value as it appears in a message: cut when it is longer than anyone reads."""
+    return value if len(value) <= SHOWN else f"{value[:SHOWN]}… ({len(value)} characters)"
 
 
 # --- turning raw fields into an order -------------------------------------------------------------------
 
 
-class _Refused(Exception):
-    pass
-
-
 def _text(value: Any, name: str, *, required: bool) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            raise _Refused(f"missing {name}")
+            raise FieldError(name, f"missing {name}", missing=True)
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _Refused(f"{name} must be text, got {type(value).__name__}")
+        raise FieldError(name, f"{name} must be text, got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) >= 10**MAX_REF_LENGTH:
+        raise FieldError(name, f"{name} is too long")  # str() of a huge int raises, and no column holds it
     return str(value).strip()
 
 
 def _qty(value: Any) -> int:
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise _Refused("missing qty")
+        raise FieldError("qty", "missing qty", missing=True)
     if isinstance(value, bool):
-        raise _Refused("qty must be a whole number")
+        raise FieldError("qty", "qty must be a whole number")
     if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise _Refused(f"qty '{text}' is not a whole number") from None
+        number = Decimal(value) if abs(value) <= MAX_QTY else Decimal(MAX_QTY + 1)
+    elif isinstance(value, float):
+        number = Decimal(str(value)) if math.isfinite(value) else Decimal("NaN")
+    else:
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            number = Decimal("NaN")
     if not number.is_finite() or number != number.to_integral_value():
-        raise _Refused(f"qty '{text}' is not a whole number")
+        raise FieldError("qty", f"qty '{shown(str(value).strip())}' is not a whole number")
+    if abs(number) > MAX_QTY:
+        raise FieldError("qty", f"qty is too large (at most {MAX_QTY})")
     return int(number)
 
 
 def _amount(value: Any) -> Decimal | None:
+    """A string, an integer, a Decimal or a finite float (converted by its shortest text: 10.5 is 10.5)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise _Refused(f"amount must be a number, got {type(value).__name__}")
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise FieldError("amount", f"amount must be a number, got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) >= 10**MAX_AMOUNT_DIGITS:
+        raise FieldError("amount", f"amount is too large (below 10^{MAX_AMOUNT_DIGITS})")
     text = str(value).strip()
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise _Refused(f"amount '{text}' is not a number") from None
+        raise FieldError("amount", f"amount '{shown(text)}' is not a number") from None
     if not amount.is_finite():
-        raise _Refused(f"amount '{text}' is not a number")
+        raise FieldError("amount", f"amount '{shown(text)}' is not a number")
     return amount
 
 
 def order_from_fields(fields: Mapping[str, Any]) -> NewOrder:
-    """Build a NewOrder from one record's fields; raises ValueError with the reason when it cannot."""
-    unknown = sorted(set(fields) - set(FIELDS))
+    """Build a NewOrder from one record's fields.
+
+    Raises `FieldError` (a ValueError) naming the field that is missing or not a value of its kind, and a
+    plain ValueError for fields that are no order's. Lengths and ranges are `validate_order`'s.
+    """
+    unknown = sorted(shown(str(name)) for name in set(fields) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(unknown)} (expected {', '.join(FIELDS)})")
-    try:
-        ref = _text(fields.get("ref"), "ref", required=True)
-        sku = _text(fields.get("sku"), "sku", required=True)
-        assert ref is not None and sku is not None  # required=True
-        return NewOrder(
-            ref=ref,
-            sku=sku,
-            qty=_qty(fields.get("qty")),
-            account=_text(fields.get("account"), "account", required=False),
-            amount=_amount(fields.get("amount")),
-        )
-    except _Refused as exc:
-        raise ValueError(str(exc)) from None
+    ref = _text(fields.get("ref"), "ref", required=True)
+    sku = _text(fields.get("sku"), "sku", required=True)
+    assert ref is not None and sku is not None  # required=True
+    return NewOrder(
+        ref=ref,
+        sku=sku,
+        qty=_qty(fields.get("qty")),
+        account=_text(fields.get("account"), "account", required=False),
+        amount=_amount(fields.get("amount")),
+    )
 
 
 # --- import files ---------------------------------------------------------------------------------------
@@ -160,9 +209,9 @@ def _parse_jsonl(text: str) -> Iterator[ParsedLine]:
             continue
         try:
             # Decimal, not float, so "98.50" stays exactly 98.50.
-            record = json.loads(raw, parse_float=Decimal)
-        except json.JSONDecodeError as exc:
-            yield ParsedLine(number, error=f"not valid JSON ({exc.msg} at column {exc.colno})")
+            record = values.load_json(raw, parse_float=Decimal)
+        except values.JsonError as exc:
+            yield ParsedLine(number, error=f"not valid JSON ({exc})")
             continue
         if not isinstance(record, dict):
             yield ParsedLine(number, error="expected a JSON object with ref, sku, qty, account, amount")
@@ -177,7 +226,7 @@ def _parse_csv(text: str) -> Iterator[ParsedLine]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     header: list[str] | None = None
     start = 1
-    for row in reader:
+    for row in _rows(reader):
         line, start = start, reader.line_num + 1
         if not any(cell.strip() for cell in row):
             continue
@@ -194,6 +243,19 @@ def _parse_csv(text: str) -> Iterator[ParsedLine]:
             yield ParsedLine(line, error=str(exc))
     if header is None:
         raise ImportFileError("the CSV file is empty: expected a header line ref,sku,qty,account,amount")
+
+
+def _rows(reader: Any) -> Iterator[list[str]]:
+    """The reader's rows; a row the csv module cannot read (a field over its size limit, a NUL) refuses the
+    whole file, naming the line: the reader cannot resynchronise after it."""
+    while True:
+        try:
+            row: list[str] = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportFileError(f"line {reader.line_num}: {exc}") from exc
+        yield row
 
 
 def _delimiter(text: str) -> str:
@@ -271,7 +333,7 @@ def plan_import(lines: Iterable[ParsedLine], config: Config) -> ImportPlan:
         order = parsed.order
         reasons = validate_order(order, config)
         if reasons:
-            plan.rejected.append(Rejection(parsed.line, "; ".join(reasons), order.ref))
+            plan.rejected.append(Rejection(parsed.line, "; ".join(reasons), shown(order.ref)))
             continue
         earlier = first_seen.get(order.ref)
         if earlier is None:

@@ -40,7 +40,7 @@ from suppliers import values
 from suppliers.acg_faka_codec import sign
 from suppliers.acg_faka_texts import Secret, classify_message, read_secret, trade_failure
 from suppliers.base import Balance, PlaceRequest, StockCheck, Supplier
-from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client
+from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client, post
 from suppliers.taxonomy import ErrorClass, Evidence, OrderState, Outcome, SupplierError
 
 PATH_CONNECT: Final = "/shared/authentication/connect"
@@ -217,8 +217,10 @@ class AcgFakaSupplier(Supplier):
     async def _call(self, path: str, params: Mapping[str, str], cap: float | None) -> _Reply | Outcome:
         """POST a signed form; a readable JSON answer, or the ERROR outcome for anything else."""
         try:
-            response = await self._client.post(
+            answer = await post(
+                self._client,
                 self._base_url + path,
+                max_bytes=self._http.max_response_bytes,
                 data=self._signed(params),
                 headers=HEADERS,
                 timeout=self._http.timeout_for(cap),
@@ -226,25 +228,31 @@ class AcgFakaSupplier(Supplier):
         except _CALL_ERRORS as exc:
             evidence = self._evidence(path, params, message=self._scrub(describe_exception(exc)))
             return Outcome.error_of(classify_exception(exc), evidence)
-        status_error = classify_status(response.status_code)
+        status = answer.status_code
+        status_error = classify_status(status)
         if status_error is not None:
-            excerpt = self._excerpt(response.text)
-            message = f"HTTP {response.status_code}"
-            evidence = self._evidence(path, params, message=message, status=response.status_code, response=excerpt)
+            evidence = self._evidence(
+                path, params, message=f"HTTP {status}", status=status, response=self._excerpt(answer.text)
+            )
             return Outcome.error_of(status_error, evidence)
+        if answer.over_cap is not None:  # the start of something we will not read whole: it may be a success
+            evidence = self._evidence(
+                path, params, message=answer.over_cap_note, status=status, response=self._excerpt(answer.text)
+            )
+            return Outcome.error_of(ErrorClass.AMBIGUOUS, evidence)
         try:
-            body = response.json()
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError: an HTML page, a truncated answer
+            body = values.load_json(answer.body)
+        except values.JsonError:  # an HTML page, a truncated answer, nesting too deep, a lone surrogate
             body = None
         if not isinstance(body, Mapping) or "code" not in body:
-            excerpt = self._excerpt(response.text)
             message = "unreadable answer (not a JSON object with a code)"
+            excerpt = self._excerpt(answer.text)
             if excerpt.lstrip()[:1] == "<":  # the shop's error or "page not found" page: a fault, cause unknown
-                message = f"an HTML page (HTTP {response.status_code}), not an answer"
-            evidence = self._evidence(path, params, message=message, status=response.status_code, response=excerpt)
+                message = f"an HTML page (HTTP {status}), not an answer"
+            evidence = self._evidence(path, params, message=message, status=status, response=excerpt)
             return Outcome.error_of(ErrorClass.AMBIGUOUS, evidence)
         msg = body.get("msg")
-        return _Reply(str(body["code"]), "" if msg is None else str(msg), body.get("data"), response.status_code)
+        return _Reply(str(body["code"]), "" if msg is None else str(msg), body.get("data"), status)
 
     # --- evidence -----------------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ field (cipher or plain).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -34,7 +33,7 @@ import httpx
 from suppliers import fulu_codec as codec
 from suppliers import values
 from suppliers.base import Balance, CallbackNotice, PlaceRequest, StockCheck, Supplier
-from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client
+from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client, post
 from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome, SupplierError
 
 logger = logging.getLogger(__name__)
@@ -282,9 +281,9 @@ class FuluSupplier(Supplier):
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str]) -> CallbackNotice | None:
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CallbackError(f"fulu {self.name}: callback body is not JSON") from exc
+            data = values.load_json(body)
+        except values.JsonError as exc:
+            raise CallbackError(f"fulu {self.name}: callback body is not JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise CallbackError(f"fulu {self.name}: callback body is not a JSON object")
         if not codec.verify(data, self._secret):
@@ -313,22 +312,30 @@ class FuluSupplier(Supplier):
         body = codec.envelope(self._app_key, method, biz, self._secret, self._clock())
         sent = codec.canonical_json({"method": method, "timestamp": body["timestamp"], "biz": dict(biz)})
         try:
-            response = await self._client.post(self._url, json=body, timeout=self._http.timeout_for(cap))
+            answer = await post(
+                self._client,
+                self._url,
+                max_bytes=self._http.max_response_bytes,
+                json=body,
+                timeout=self._http.timeout_for(cap),
+            )
         except _CALL_ERRORS as exc:
             error = classify_exception(exc)
             logger.info("supplier.call_failed", extra={"supplier": self.name, "method": method, "error": error})
             raise _Untrusted(error, Evidence(message=describe_exception(exc), request=sent)) from exc
-        text = response.text
-        evidence = Evidence(http_status=response.status_code, request=sent, response=redact_body(text))
-        status_error = classify_status(response.status_code)
+        text = answer.text
+        evidence = Evidence(http_status=answer.status_code, request=sent, response=redact_body(text))
+        status_error = classify_status(answer.status_code)
         if status_error is not None:
-            raise _Untrusted(status_error, _note(evidence, f"HTTP {response.status_code}"))
+            raise _Untrusted(status_error, _note(evidence, f"HTTP {answer.status_code}"))
+        if answer.over_cap is not None:  # the start of something we will not read whole: it may be a success
+            raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, answer.over_cap_note))
         return self._verified(text, evidence)
 
     def _verified(self, text: str, evidence: Evidence) -> _Reply:
         try:
-            data = json.loads(text)
-        except ValueError:
+            data = values.load_json(text)
+        except values.JsonError:
             data = None
         if not isinstance(data, Mapping) or not _is_int(data.get("code")):
             raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, "unreadable answer"))
@@ -343,8 +350,8 @@ class FuluSupplier(Supplier):
         parsed: Any = None
         if result_text:
             try:
-                parsed = json.loads(result_text)
-            except ValueError:
+                parsed = values.load_json(result_text)
+            except values.JsonError:
                 raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, "result is not JSON")) from None
         return _Reply(code, message, parsed, evidence)
 
@@ -382,13 +389,13 @@ def _query_error(error: ErrorClass | None) -> ErrorClass:
 def redact_body(text: str) -> str:
     """A response body fit for evidence: card fields replaced, trimmed to a readable excerpt."""
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = values.load_json(text)
+    except values.JsonError:
         return _cut_cards(text)
     if isinstance(data, dict) and isinstance(data.get("result"), str):
         try:
-            data["result"] = _scrub(json.loads(data["result"]))
-        except ValueError:
+            data["result"] = _scrub(values.load_json(data["result"]))
+        except values.JsonError:
             data["result"] = _cut_cards(data["result"])
     return codec.canonical_json(_scrub(data))[: _EXCERPT * 4]
 

@@ -18,6 +18,7 @@ intercepts whichever transport the client was built with.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -33,6 +34,8 @@ from suppliers.taxonomy import ErrorClass, SupplierError
 TransportName = Literal["httpx", "aiohttp"]
 TRANSPORTS: Final = ("httpx", "aiohttp")
 USER_AGENT: Final = "fulfil/0.1"
+# The most of an answer we read: far above any real answer (a few KiB), far below what hurts the daemon.
+MAX_RESPONSE_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class HttpSettings:
     max_concurrency: int = 20
     proxy: str | None = None
     transport: TransportName = "aiohttp"
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | object) -> HttpSettings:
@@ -56,21 +60,27 @@ class HttpSettings:
         transport = settings.get("transport") or defaults.transport
         if transport not in TRANSPORTS:
             raise SupplierError(f"transport: expected one of {', '.join(TRANSPORTS)}, got {transport!r}")
-        concurrency = settings.get("max_concurrency") or defaults.max_concurrency
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise SupplierError(f"max_concurrency: expected a positive integer, got {concurrency!r}")
+        concurrency = _positive_int(settings, "max_concurrency", defaults.max_concurrency)
         return cls(
             timeout=_seconds(settings.get("timeout"), defaults.timeout, "timeout"),
             connect_timeout=_seconds(settings.get("connect_timeout"), defaults.connect_timeout, "connect_timeout"),
             max_concurrency=concurrency,
             proxy=settings.get("proxy") or None,
             transport=transport,
+            max_response_bytes=_positive_int(settings, "max_response_bytes", defaults.max_response_bytes),
         )
 
     def timeout_for(self, cap: float | None = None) -> httpx.Timeout:
         """Per-call timeouts, each phase capped at `cap` seconds (what is left of the engine's budget)."""
         total = self.timeout if cap is None else max(0.001, min(self.timeout, cap))
         return httpx.Timeout(total, connect=min(self.connect_timeout, total))
+
+
+def _positive_int(settings: Mapping[str, Any], field: str, default: int) -> int:
+    value = settings.get(field) or default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SupplierError(f"{field}: expected a positive integer, got {value!r}")
+    return value
 
 
 def _seconds(value: object, default: float, field: str) -> float:
@@ -135,6 +145,64 @@ def make_client(settings: Mapping[str, Any] | object) -> httpx.AsyncClient:
         transport = _CookielessAiohttpTransport(limits=limits, proxy=proxy, trust_env=False)
         return httpx.AsyncClient(transport=transport, **common)
     return httpx.AsyncClient(limits=limits, proxy=http.proxy, **common)
+
+
+# --- reading an answer, at most so much of it -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A supplier's HTTP answer, read to at most the cap. `over_cap` is that cap when there was more than it
+    (`body` is then the start, or nothing when the declared length was already over)."""
+
+    status_code: int
+    body: bytes
+    encoding: str
+    over_cap: int | None = None
+
+    @property
+    def over_cap_note(self) -> str:
+        return f"answer over the {self.over_cap}-byte cap, not read past it"
+
+    @property
+    def text(self) -> str:
+        """The body as text, undecodable bytes replaced (as `httpx.Response.text`)."""
+        return self.body.decode(self.encoding, errors="replace")
+
+
+async def post(client: httpx.AsyncClient, url: str, *, max_bytes: int, **kwargs: Any) -> Answer:
+    """POST and read the answer streaming, stopping at `max_bytes` (of the decoded body).
+
+    A declared Content-Length over the cap is not read at all. Raises what `client.send` and reading
+    raise (judged by `classify_exception`): a failure while reading the body is after sending.
+    """
+    request = client.build_request("POST", url, **kwargs)
+    response = await client.send(request, stream=True)
+    try:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            return Answer(response.status_code, b"", _encoding(response), over_cap=max_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                return Answer(response.status_code, b"".join(chunks)[:max_bytes], _encoding(response), max_bytes)
+        return Answer(response.status_code, b"".join(chunks), _encoding(response))
+    finally:
+        await response.aclose()
+
+
+def _encoding(response: httpx.Response) -> str:
+    charset = response.charset_encoding
+    if charset:
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            return "utf-8"
+        return charset
+    return "utf-8"
 
 
 # --- what a failure means -----------------------------------------------------------------------------

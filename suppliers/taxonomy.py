@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from suppliers import values
+
 
 class ErrorClass(enum.StrEnum):
     """What a failure means for money, decided once by the adapter."""
@@ -39,11 +41,17 @@ class OrderState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Card:
-    """One unit of goods. `number` may be empty (password-only products)."""
+    """One unit of goods. `number` may be empty (password-only products).
+
+    `expires` is the supplier's text, cut to its column (`values.expires`) whoever built the card.
+    """
 
     password: str
     number: str = ""
     expires: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expires", values.expires(self.expires))
 
     def __repr__(self) -> str:  # keys never reach a log through a repr
         return "Card(<redacted>)"
@@ -51,13 +59,22 @@ class Card:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What was sent and received, already redacted of secrets and card keys."""
+    """What was sent and received, already redacted of secrets and card keys.
+
+    Texts are bounded whoever built it (a supplier's message can be any length): see `suppliers.values`.
+    """
 
     code: str | None = None
     message: str | None = None
     http_status: int | None = None
     request: str | None = None
     response: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", values.clip_optional(self.code, values.MAX_CODE))
+        object.__setattr__(self, "message", values.clip_optional(self.message, values.MAX_MESSAGE))
+        object.__setattr__(self, "request", values.clip_optional(self.request, values.MAX_EXCERPT))
+        object.__setattr__(self, "response", values.clip_optional(self.response, values.MAX_EXCERPT))
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -86,6 +103,8 @@ class Outcome:
     maybe_charged: bool = False
 
     def __post_init__(self) -> None:
+        # Fit for its String(128) column however long the supplier's id was (prefix + hash beyond that).
+        object.__setattr__(self, "supplier_order_id", values.supplier_order_id(self.supplier_order_id))
         needs_error = self.state in (OrderState.FAILED, OrderState.ERROR)
         if needs_error and self.error is None:
             raise ValueError(f"an outcome in state {self.state} must carry an error class")

@@ -7,12 +7,13 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
-from fulfil.admin import AdminServer
+from fulfil.admin import MAX_BODY, AdminServer
 from fulfil.app import build_engine, build_suppliers
 from fulfil.config import Config, config_from_data
 from fulfil.crypto import CardCipher
@@ -190,3 +191,72 @@ async def test_a_supplier_callback_completes_the_order_before_the_next_poll(stor
     assert view is not None and view.order.status is OrderStatus.DELIVERED
     assert took < 10, f"the callback should have woken the order (took {took:.1f}s)"
     assert any(entry["op"] == "callback" for entry in sim.requests.since(0))
+
+
+# --- bad input at the HTTP edge ---------------------------------------------------------------------------
+
+
+async def test_order_amount_may_be_a_json_number(admin: tuple[AdminServer, httpx.AsyncClient], store: Store) -> None:
+    _, client = admin
+    for ref, amount in (("n-int", 10), ("n-float", 10.5), ("n-tenth", 0.1), ("n-text", "9.90")):
+        body = {"ref": ref, "sku": "steam", "qty": 1, "amount": amount}
+        answer = await client.post("/orders", json=body, headers=AUTH)
+        assert answer.status_code == 201, (ref, answer.text)
+    amounts = {}
+    for ref in ("n-int", "n-float", "n-tenth", "n-text"):
+        view = await store.get_order(ref)
+        assert view is not None
+        amounts[ref] = view.order.amount
+    assert amounts == {
+        "n-int": Decimal("10"),
+        "n-float": Decimal("10.5"),
+        "n-tenth": Decimal("0.1"),
+        "n-text": Decimal("9.90"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "said"),
+    [
+        (b'{"ref":"a1","sku":"steam","qty":1,"amount":true}', "amount", "amount must be a number"),
+        (b'{"ref":"a2","sku":"steam","qty":1,"amount":NaN}', "amount", "amount 'nan' is not a number"),
+        (b'{"ref":"a3","sku":"steam","qty":1,"amount":Infinity}', "amount", "amount 'inf' is not a number"),
+        (b'{"ref":"a4","sku":"steam","qty":1,"amount":-1}', None, "amount -1 is not a non-negative number"),
+        (b'{"ref":"a5","sku":"steam","qty":1,"amount":1e300}', None, "amount 1E+300 is too large"),
+        (b'{"ref":"a6","sku":"steam","qty":true}', "qty", "qty must be a whole number"),
+        (b'{"ref":"' + b"r" * 129 + b'","sku":"steam","qty":1}', None, "ref is longer than 128 characters"),
+        (b'{"ref":"a7","sku":"' + b"s" * 129 + b'","qty":1}', None, "sku is longer than 128 characters"),
+        (b'{"ref":"a8","sku":"qq","qty":1,"account":"' + b"1" * 257 + b'"}', None, "account is longer than 256"),
+    ],
+    ids=["bool", "nan", "infinity", "negative", "huge", "bool-qty", "long-ref", "long-sku", "long-account"],
+)
+async def test_bad_order_values_are_422_naming_the_field(
+    admin: tuple[AdminServer, httpx.AsyncClient], store: Store, body: bytes, field: str | None, said: str
+) -> None:
+    _, client = admin
+    answer = await client.post("/orders", content=body, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert said in answer.json()["error"]
+    assert answer.json().get("field") == field
+    assert len(answer.json()["error"]) < 200  # a 10,000-character value is not echoed back
+    assert sum((await store.count_by_status()).values()) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"ref":' + b"1" * 5000 + b"}", b'{"ref":"\\ud800","sku":"steam","qty":1}'],
+    ids=["deep", "long-integer", "lone-surrogate"],
+)
+async def test_unreadable_json_is_400_not_500(admin: tuple[AdminServer, httpx.AsyncClient], body: bytes) -> None:
+    _, client = admin
+    answer = await client.post("/orders", content=body[: 60 * 1024], headers=AUTH)
+    assert answer.status_code == 400 and "not JSON" in answer.json()["error"]
+    callback = await client.post("/callbacks/fulu-main", content=body[: 60 * 1024])
+    assert callback.status_code == 400
+
+
+async def test_bodies_over_the_cap_are_413(admin: tuple[AdminServer, httpx.AsyncClient]) -> None:
+    _, client = admin
+    huge = b'{"pad":"' + b"x" * MAX_BODY + b'"}'
+    assert (await client.post("/callbacks/fulu-main", content=huge)).status_code == 413
+    assert (await client.post("/orders", content=huge, headers=AUTH)).status_code == 413
