@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from suppliers import values
-from suppliers.acg_faka import AcgFakaSupplier, parse_secret
+from suppliers.acg_faka import AcgFakaSupplier
+from suppliers.acg_faka_texts import parse_secret
 from suppliers.base import PlaceRequest, Supplier
 from suppliers.fulu import CallbackError, FuluSupplier, redact_body
 from suppliers.fulu_codec import encrypt_card_field, sign, sign_text
