@@ -19,7 +19,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptState, ClaimReason, OrderStatus
-from fulfil.storage.base import delivered_in, duplicates_within, order_from_row
+from fulfil.storage.base import duplicates_within, order_from_row
 from fulfil.storage.errors import Conflict, InvalidTransition, NotFound
 from fulfil.storage.schema import attempts, claims, deliveries, held_cards, orders, stock
 from fulfil.storage.store_claims import claims_query
@@ -117,7 +117,7 @@ class HeldOps(ReviewOps):
         `invalid_key` only when named). Each key is delivered under the attempt that bought it, so the
         delivery keeps the supplier, its order number and cost; that attempt is left as it was. Keys held for
         another order are refused (release them to stock and retry the order instead). Refused, nothing
-        written: too few keys (saying how many there are), a key delivered before or named twice.
+        written: too few keys (saying how many there are), a key delivered before or in stock, or named twice.
         """
         release_to = released_to_order(ref)
         if ids is not None and len(set(ids)) != len(ids):
@@ -136,7 +136,9 @@ class HeldOps(ReviewOps):
                     )
                 if len(rows) != order.qty:
                     raise InvalidTransition(f"order {ref} is for {order.qty} key(s); {len(rows)} held id(s) given")
-            self._refuse_known(rows, await delivered_in(conn, [row.fingerprint for row in rows]), "delivered")
+            # A key in stock too is refused as well: it would stay there as a key no one can be given.
+            known = await known_fingerprints(conn, [row.fingerprint for row in rows])
+            self._refuse_known(rows, known, "in stock or delivered")
             await conn.execute(
                 insert(deliveries),
                 [

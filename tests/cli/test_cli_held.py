@@ -160,6 +160,6 @@ def test_review_resolve_from_held_refusals(env: Env) -> None:
     # H5's key went to H6 by hand meanwhile: never delivered twice
     two = _bought(env, "H8", [(GOOD[0], "late_keys")], claim=ClaimReason.POSSIBLE_DOUBLE, claim_units=1)
     dup = env.cli("review", "resolve", "H8", "--from-held", str(two[0]))
-    assert dup.exit_code == 2 and "this key is delivered already; nothing written" in dup.stderr
+    assert dup.exit_code == 2 and "this key is in stock or delivered already; nothing written" in dup.stderr
     assert env.json("orders", "show", "H8", "--json")["status"] == "review"
     assert {h["id"] for h in env.json("held", "list", "--json")} == {ids[0], other[0], two[0]}

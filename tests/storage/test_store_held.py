@@ -282,7 +282,8 @@ async def test_resolve_refusals_write_nothing(store: Store, now: datetime, claim
     await store.deliver(other.id, "w1", attempt.id, [Card("SOLD")], now)
     deliveries = await raw("SELECT id FROM deliveries")
 
-    with pytest.raises(InvalidTransition, match=rf"held key\(s\) {mine.held[0]}: this key is delivered already"):
+    refused = rf"held key\(s\) {mine.held[0]}: this key is in stock or delivered already"
+    with pytest.raises(InvalidTransition, match=refused):
         await store.review_resolve_from_held("r1", None, "carol", now)
     with pytest.raises(InvalidTransition, match="bought for another order, not r1"):
         await store.review_resolve_from_held("r1", theirs.held, "carol", now)
@@ -298,6 +299,38 @@ async def test_resolve_refusals_write_nothing(store: Store, now: datetime, claim
     [claim] = await store.claims_for_attempt(mine.attempt.id)
     assert claim.amount == COST
     assert await store.events(name="review.resolve") == []
+
+
+async def test_resolve_refuses_a_held_key_that_is_in_stock_too(
+    store: Store, now: datetime, claimed: Claimed, raw: Raw
+) -> None:
+    b = await buy(store, now, claimed, "r1", [("TWICE", "surplus")])
+    await store.import_stock("steam-100", [Card("TWICE")], now)
+    with pytest.raises(InvalidTransition, match="in stock or delivered already"):
+        await store.review_resolve_from_held("r1", None, "carol", now)
+    assert await raw("SELECT id FROM deliveries") == []
+    assert [h.id for h in await store.held_cards()] == b.held
+
+
+async def test_two_releases_at_once_release_the_key_once(
+    store: Store, cipher: CardCipher, db_url: str, now: datetime, claimed: Claimed, raw: Raw
+) -> None:
+    b = await buy(store, now, claimed, "r1", [("BAD", "invalid_key")], claim=ClaimReason.INVALID_KEY, claim_units=1)
+    other = await Store.open(db_url, cipher)
+    try:
+        results = await asyncio.gather(
+            store.release_held_to_stock(b.held, "alice", now),
+            other.release_held_to_stock(b.held, "bob", now),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], InvalidTransition), results
+    assert len(await raw("SELECT id FROM stock")) == 1
+    [claim] = await store.claims_for_attempt(b.attempt.id)
+    assert (claim.amount, claim.evidence["recovered_units"]) == (Decimal("0.00"), 1)
+    assert len(await store.events(name="claim.recovered")) == 1
 
 
 async def die_here() -> None:
