@@ -11,12 +11,15 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fulfil.crypto import mask
 from fulfil.domain import AttemptRecord, ClaimRecord, OrderView
 from fulfil.logs import redact
 from suppliers.taxonomy import Card
+
+if TYPE_CHECKING:
+    from fulfil.storage.types import HeldCard
 
 ORDER_FIELDS = ("ref", "sku", "qty", "account", "amount", "status", "reason", "created_at", "delivered_at")
 CLAIM_FIELDS = (
@@ -82,6 +85,27 @@ def claim_to_dict(claim: ClaimRecord, *, evidence: bool = False) -> dict[str, An
         # Evidence is stored redacted already; this is the belt to that pair of braces.
         out["evidence"] = redact(claim.evidence)
     return out
+
+
+def held_to_dict(held: HeldCard, *, reveal: bool = False) -> dict[str, Any]:
+    """A held key with its purchase and the claims of that purchase; the key masked unless revealed."""
+    return {
+        "id": held.id,
+        "order_ref": held.order_ref,
+        "sku": held.sku,
+        "attempt_id": held.attempt_id,
+        "supplier_order_no": held.attempt_number,
+        "supplier": held.supplier,
+        "reason": held.reason,
+        "held_at": _time(held.created_at),
+        "released_at": _time(held.released_at),
+        "released_to": held.released_to,
+        "card": card_to_dict(held.card, reveal=reveal),
+        "claims": [
+            {"claim_no": c.claim_no, "reason": str(c.reason), "amount": _money(c.amount), "status": str(c.status)}
+            for c in held.claims
+        ],
+    }
 
 
 def order_to_dict(view: OrderView, *, reveal: bool = False) -> dict[str, Any]:
@@ -196,6 +220,21 @@ def claims_table(claims: Iterable[ClaimRecord]) -> str:
     ]
     return table(
         ("CLAIM", "SUPPLIER", "ORDER", "REASON", "AMOUNT", "QTY", "STATUS", "UPDATED (UTC)", "NOTE"), rows
+    )
+
+
+def held_table(held: Iterable[HeldCard], *, reveal: bool = False) -> str:
+    rows = []
+    for h in held:
+        card = card_to_dict(h.card, reveal=reveal)
+        claims = ", ".join(f"{c.claim_no} {c.reason} {_cell(c.amount)}" for c in h.claims) or None
+        rows.append(
+            (h.id, h.order_ref, h.sku, h.attempt_number, h.supplier, h.reason, h.created_at, claims,
+             card["number"], card["password"])
+        )  # fmt: skip
+    return table(
+        ("ID", "ORDER", "SKU", "SUPPLIER ORDER NO", "SUPPLIER", "REASON", "HELD (UTC)", "CLAIMS", "NUMBER", "KEY"),
+        rows,
     )
 
 

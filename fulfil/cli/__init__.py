@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "orders": "fulfil.cli.orders:orders",
     "stock": "fulfil.cli.stock:stock",
     "review": "fulfil.cli.review:review",
+    "held": "fulfil.cli.held:held",
     "claims": "fulfil.cli.claims:claims",
 }
 # Commands other modules provide; absent until those modules exist.

@@ -1,5 +1,7 @@
 """`fulfil review list | retry | refund | resolve`: the queue of orders that need a person.
 
+`resolve` delivers keys found by hand (--cards) or keys held for the order (--from-held).
+
 Every action is recorded as an event with the operator and the time (the Store writes it), and logged.
 """
 
@@ -13,11 +15,12 @@ import click
 
 from fulfil import render
 from fulfil.cli.context import BadInput, get_state, operator_option, run_with_store, utcnow
+from fulfil.cli.held import recovery_lines
 from fulfil.domain import Order, OrderStatus, OrderView
 from fulfil.stockfile import StockFileError, read_stock_file, repeated_lines
 
 if TYPE_CHECKING:
-    from fulfil.storage import Store
+    from fulfil.storage import HeldRelease, Store
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +80,35 @@ def refund(ref: str, operator: str) -> None:
 
 @review.command()
 @click.argument("ref")
+@click.argument("held_ids", metavar="[IDS]...", nargs=-1, type=click.IntRange(min=1))
 @click.option(
     "--cards",
     "cards_file",
-    required=True,
     type=click.Path(path_type=Path),
     help="Keys to deliver, one per line: `number,password` or `password`.",
 )
+@click.option(
+    "--from-held",
+    is_flag=True,
+    help="Deliver keys held for this order (`fulfil held list --order REF`): by default its oldest usable ones, "
+    "or the held IDS given.",
+)
 @operator_option
-def resolve(ref: str, cards_file: Path, operator: str) -> None:
-    """Deliver the order by hand with the keys in --cards (exactly qty of them)."""
+def resolve(ref: str, held_ids: tuple[int, ...], cards_file: Path | None, from_held: bool, operator: str) -> None:
+    """Deliver the order by hand: the keys in --cards, or keys held for it (--from-held), exactly qty of them.
+
+    With --from-held the keys are delivered under the purchase that bought them (supplier, its order number
+    and cost kept); keys held as invalid_key only when named by id. A claim that covered a delivered key asks
+    for less.
+    """
+    if from_held == (cards_file is not None):
+        raise BadInput("give one of --cards FILE or --from-held [IDS...]")
+    if held_ids and not from_held:
+        raise BadInput("held key IDS go with --from-held")
+    if from_held:
+        _resolve_from_held(ref, list(held_ids) or None, operator)
+        return
+    assert cards_file is not None
     state = get_state()
     cipher = state.cipher()
 
@@ -124,3 +146,19 @@ def resolve(ref: str, cards_file: Path, operator: str) -> None:
         "review.resolve", extra={"ref": ref, "order_id": order.id, "operator": operator, "qty": order.qty}
     )
     click.echo(f"{ref}: {order.status} by hand ({order.qty} key(s))")
+
+
+def _resolve_from_held(ref: str, ids: list[int] | None, operator: str) -> None:
+    async def body(store: Store) -> HeldRelease:
+        return await store.review_resolve_from_held(ref, ids, operator, utcnow())
+
+    result = run_with_store(body)
+    order = result.order
+    assert order is not None
+    logger.info(
+        "review.resolve",
+        extra={"ref": ref, "order_id": order.id, "operator": operator, "qty": order.qty, "held": list(result.ids)},
+    )
+    click.echo(f"{ref}: {order.status} from held keys {', '.join(map(str, result.ids))}")
+    for line in recovery_lines(result.recoveries):
+        click.echo(line)

@@ -13,16 +13,31 @@ from fulfil.storage.errors import (
     StoreError,
 )
 from fulfil.storage.store import Store
+from fulfil.storage.store_held import TO_STOCK, released_to_order
 from fulfil.storage.store_review import MANUAL_SUPPLIER
-from fulfil.storage.types import AddResult, AddStatus, EventRecord, SchemaStatus, StockCount, StockImport
+from fulfil.storage.types import (
+    AddResult,
+    AddStatus,
+    ClaimRecovery,
+    EventRecord,
+    HeldCard,
+    HeldRelease,
+    SchemaStatus,
+    StockCount,
+    StockImport,
+)
 
 __all__ = [
     "MANUAL_SUPPLIER",
+    "TO_STOCK",
     "AddResult",
     "AddStatus",
+    "ClaimRecovery",
     "Conflict",
     "DuplicateCard",
     "EventRecord",
+    "HeldCard",
+    "HeldRelease",
     "InvalidTransition",
     "LeaseLost",
     "NotFound",
@@ -32,5 +47,6 @@ __all__ = [
     "StockImport",
     "Store",
     "StoreError",
+    "released_to_order",
     "schema_revision_status",
 ]

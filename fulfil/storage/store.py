@@ -1,6 +1,6 @@
 """`Store`: the one object the rest of fulfil uses to reach the database.
 
-The operations live in small mixins named after what they touch (orders, attempts, stock, claims, review);
+The operations live in small mixins named after what they touch (orders, attempts, stock, claims, held keys, review);
 this module only opens, checks and closes.
 """
 
@@ -16,6 +16,7 @@ from fulfil.storage.errors import StoreError
 from fulfil.storage.schema import meta
 from fulfil.storage.store_attempts import AttemptOps
 from fulfil.storage.store_claims import ClaimOps
+from fulfil.storage.store_held import HeldOps
 from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
@@ -25,9 +26,9 @@ from fulfil.storage.store_stock import StockOps
 from fulfil.storage.types import SchemaStatus
 
 
-class Store(OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, ReviewOps, ParkingOps, QualityOps):
-    """Orders, attempts, deliveries, stock, claims, events, cool-downs and supplier quality, on SQLite or
-    PostgreSQL."""
+class Store(OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, HeldOps, ReviewOps, ParkingOps, QualityOps):
+    """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs and supplier quality, on
+    SQLite or PostgreSQL."""
 
     @classmethod
     async def open(cls, url: str, cipher: CardCipher, *, check_schema: bool = True) -> Store:

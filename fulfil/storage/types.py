@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
+
+from fulfil.domain import ClaimRecord, Order
+from suppliers.taxonomy import Card
 
 AddStatus = Literal["accepted", "duplicate", "conflict"]
 
@@ -54,3 +58,47 @@ class SchemaStatus:
     @property
     def up_to_date(self) -> bool:
         return self.current == self.head
+
+
+@dataclass(frozen=True)
+class HeldCard:
+    """A key a supplier charged for and fulfil did not deliver, with the purchase it came from.
+
+    `card` is plaintext: callers show it masked (`fulfil.render`) unless an operator asked to reveal it.
+    """
+
+    id: int
+    order_id: int
+    order_ref: str
+    sku: str
+    attempt_id: int
+    attempt_number: str
+    supplier: str
+    reason: str
+    created_at: datetime
+    card: Card
+    claims: tuple[ClaimRecord, ...] = ()
+    released_at: datetime | None = None
+    released_to: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimRecovery:
+    """A claim made smaller because keys it covered were recovered (released to stock or delivered)."""
+
+    claim_no: str
+    reason: str
+    units: int
+    amount_before: Decimal | None
+    amount_after: Decimal | None
+    recovered_amount: Decimal | None  # None when the attempt has no unit cost: the amount cannot follow
+
+
+@dataclass(frozen=True)
+class HeldRelease:
+    """What releasing held keys did: the ids, where they went, claims reduced, and the order they delivered."""
+
+    ids: tuple[int, ...]
+    released_to: str
+    recoveries: tuple[ClaimRecovery, ...] = ()
+    order: Order | None = None
