@@ -90,7 +90,11 @@ class Reconfigurable(Protocol):
 
 
 class LeaseStore(Protocol):
-    """The store operations the worker uses; `fulfil.storage.Store` provides them."""
+    """The store operations the worker uses; `fulfil.storage.Store` provides them.
+
+    Lease expiry is the database's clock: `lease` is a number of seconds from the database's now, and the
+    `now` passed (this worker's clock) only stamps rows, so hosts whose clocks disagree never take each
+    other's orders early."""
 
     async def claim_orders(self, owner: str, limit: int, lease: float, now: datetime, /) -> list[Order]: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -194,7 +195,12 @@ class AttemptOps(StoreBase):
     async def deliver_from_stock(
         self, order_id: int, owner: str, attempt_id: int, sku: str, qty: int, now: datetime
     ) -> list[Card] | None:
-        """Take `qty` unused stock keys and deliver them in one transaction; None (no writes) if short."""
+        """Take `qty` unused stock keys and deliver them in one transaction; None (no writes) if short.
+
+        PostgreSQL: keys another transaction holds locked are skipped, not waited for. When they are what
+        the pick came up short by, it tries again a few times within about a second (they are free again if
+        that transaction rolls back) before saying None; a stock that is simply too small says None at once.
+        """
         if qty < 1:
             raise StoreError(f"deliver_from_stock: qty must be at least 1, got {qty}")
         pick = (
@@ -208,6 +214,8 @@ class AttemptOps(StoreBase):
             .order_by(stock.c.id)
             .limit(qty)
         )
+        # Pauses between tries while keys are locked elsewhere (PostgreSQL only): 1 s in all, then None.
+        pauses = [0.05, 0.1, 0.15, 0.2, 0.25, 0.25] if self.dialect == "postgresql" else []
         if self.dialect == "postgresql":
             # Concurrent workers take different keys instead of queueing on the same oldest rows;
             # MATERIALIZED so the locking pick runs once, never re-run by the plan to take more than qty.
@@ -218,25 +226,36 @@ class AttemptOps(StoreBase):
         take = take.values(used_by_attempt=attempt_id, used_at=now).returning(
             stock.c.id, stock.c.number_enc, stock.c.password_enc, stock.c.expires, stock.c.fingerprint
         )
-        taken: list[Any] = []
-        try:
-            async with self._write() as conn:
-                taken = sorted((await conn.execute(take)).all(), key=lambda row: row.id)
-                if len(taken) != qty:
-                    # Short (never long: the pick is limited): roll back, but a lost lease still says so.
-                    await self._fence(conn, order_id, owner, now)
-                    raise _NotEnoughStock
-                rows = [{k: v for k, v in row._mapping.items() if k != "id"} for row in taken]
-                # Fenced at the end (the order update): everything above rolls back with a LeaseLost.
-                await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
-        except _NotEnoughStock:
-            return None
-        except Conflict:
-            known = await self.delivered_fingerprints(row.fingerprint for row in taken)
-            if known:
-                raise DuplicateCard(known) from None
-            raise
-        return [self._card(row._mapping) for row in taken]
+        while True:
+            taken: list[Any] = []
+            locked_elsewhere = False
+            try:
+                async with self._write() as conn:
+                    taken = sorted((await conn.execute(take)).all(), key=lambda row: row.id)
+                    if len(taken) != qty:
+                        # Short (never long: the pick is limited): roll back, but a lost lease still says so.
+                        await self._fence(conn, order_id, owner, now)
+                        if pauses:
+                            # Free keys this transaction sees but could not take: another one holds them
+                            # locked (or they arrived since the pick). Enough of them: worth another try.
+                            left = await conn.scalar(select(func.count()).select_from(pick.subquery())) or 0
+                            locked_elsewhere = len(taken) + left >= qty
+                        raise _NotEnoughStock
+                    rows = [{k: v for k, v in row._mapping.items() if k != "id"} for row in taken]
+                    # Fenced at the end (the order update): everything above rolls back with a LeaseLost.
+                    await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
+            except _NotEnoughStock:
+                if not locked_elsewhere:
+                    return None
+                # Rolled back, so this try's keys are free for others meanwhile; the last try still says None.
+                await asyncio.sleep(pauses.pop(0))
+                continue
+            except Conflict:
+                known = await self.delivered_fingerprints(row.fingerprint for row in taken)
+                if known:
+                    raise DuplicateCard(known) from None
+                raise
+            return [self._card(row._mapping) for row in taken]
 
     async def cards_for_attempt(self, attempt_id: int) -> list[Card]:
         """The keys one attempt delivered, in delivery order (empty if it delivered none)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, func, or_, select, update
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import ClaimRecord, NewOrder, Order, OrderStatus, OrderView
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks, order_from_row
+from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, StoreError
 from fulfil.storage.schema import attempts, deliveries, orders
 from fulfil.storage.store_claims import claims_query
@@ -89,19 +90,30 @@ class OrderOps(StoreBase):
 
     # -- leases ---------------------------------------------------------------------------------------
 
+    async def database_now(self) -> datetime:
+        """The database's clock, which lease and parking deadlines are measured by (UTC-aware)."""
+        async with self._read() as conn:
+            value: datetime | None = await conn.scalar(select(db_now(self.dialect)))
+        assert value is not None
+        return value
+
     async def claim_orders(self, owner: str, limit: int, lease: float, now: datetime) -> list[Order]:
-        """Take up to `limit` pending orders (or ones whose lease expired), oldest first, for `owner`."""
+        """Take up to `limit` pending orders (or ones whose lease expired), oldest first, for `owner`.
+
+        Expiry, parking and the new lease (`lease` seconds) are on the database's clock; `now` (this daemon's
+        clock) only stamps `updated_at`."""
         if limit < 1:
             return []
+        db_time = db_now(self.dialect)
         claimable = or_(
-            and_(orders.c.status == _PENDING, or_(orders.c.not_before.is_(None), orders.c.not_before <= now)),
-            and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= now),
+            and_(orders.c.status == _PENDING, or_(orders.c.not_before.is_(None), orders.c.not_before <= db_time)),
+            and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= db_time),
         )
         pick = select(orders.c.id).where(claimable).order_by(orders.c.id).limit(limit)
         values = {
             "status": _PROCESSING,
             "lease_owner": owner,
-            "lease_expires": now + timedelta(seconds=lease),
+            "lease_expires": db_after(self.dialect, lease),
             "not_before": None,
             "updated_at": now,
         }
@@ -117,8 +129,9 @@ class OrderOps(StoreBase):
         return sorted((order_from_row(row) for row in rows), key=lambda o: o.id)
 
     async def renew_leases(self, owner: str, order_ids: Sequence[int], lease: float, now: datetime) -> set[int]:
-        """Extend the leases `owner` still holds; the ids returned are the ones it still has."""
-        return await self._update_held(owner, order_ids, lease_expires=now + timedelta(seconds=lease), updated_at=now)
+        """Extend the leases `owner` still holds to `lease` seconds from the database's now; the ids returned
+        are the ones it still has."""
+        return await self._update_held(owner, order_ids, lease_expires=db_after(self.dialect, lease), updated_at=now)
 
     async def release_leases(self, owner: str, order_ids: Sequence[int], now: datetime) -> int:
         """Give orders back (processing -> pending), e.g. at shutdown. Returns how many were released."""
@@ -140,8 +153,9 @@ class OrderOps(StoreBase):
         return held
 
     async def sweep_expired_leases(self, now: datetime) -> int:
-        """Orders whose worker vanished go back to pending; returns how many."""
-        expired = and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= now)
+        """Orders whose worker vanished go back to pending; returns how many. Expired by the database's
+        clock; `now` only stamps `updated_at`."""
+        expired = and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= db_now(self.dialect))
         values = {"status": _PENDING, "lease_owner": None, "lease_expires": None, "updated_at": now}
         if self.dialect == "postgresql":
             # Rows a worker is writing right now are locked: leave them, it still holds them or will fail.

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Order, OrderStatus
 from fulfil.storage.base import StoreBase, attempt_from_row, order_from_row
+from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, NotFound
 from fulfil.storage.schema import attempts, orders
 
@@ -22,8 +23,9 @@ _ASKABLE = [s.value for s in OPEN_ATTEMPT_STATES if s.value != "planned"]
 
 
 class ParkingOps(StoreBase):
-    async def park_order(self, order_id: int, owner: str, until: datetime, reason: str, now: datetime) -> None:
-        """Give a processing order back as pending, not claimable before `until` (fenced by the lease).
+    async def park_for(self, order_id: int, owner: str, wait: float, reason: str, now: datetime) -> None:
+        """Give a processing order back as pending, not claimable for `wait` seconds of the database's clock
+        (fenced by the lease). `now` (this daemon's clock) only stamps `updated_at`.
 
         Frees the worker's slot while a supplier takes its time; the next claim resumes from the attempts."""
         async with self._write() as conn:
@@ -34,12 +36,17 @@ class ParkingOps(StoreBase):
                 .values(
                     status=_PENDING,
                     reason=reason,
-                    not_before=until,
+                    not_before=db_after(self.dialect, wait),
                     lease_owner=None,
                     lease_expires=None,
                     updated_at=now,
                 )
             )
+
+    async def park_order(self, order_id: int, owner: str, until: datetime, reason: str, now: datetime) -> None:
+        """`park_for` with the wait given as two readings of one clock: `until - now` seconds on the
+        database's clock (the daemon's own clock never sets the deadline itself). Prefer `park_for`."""
+        await self.park_for(order_id, owner, (until - now).total_seconds(), reason, now)
 
     async def release_all_leases(self, now: datetime) -> int:
         """processing -> pending for every order. Only for a database no other daemon can be using (SQLite
@@ -57,7 +64,8 @@ class ParkingOps(StoreBase):
             return released
 
     async def wake_order(self, number: str, now: datetime) -> bool:
-        """A supplier says attempt `number` moved: make its parked order claimable now. False if none waits."""
+        """A supplier says attempt `number` moved: make its parked order claimable now (the database's now;
+        `now` only stamps `updated_at`). False if none waits."""
         async with self._write() as conn:
             result = await conn.execute(
                 update(orders)
@@ -66,7 +74,7 @@ class ParkingOps(StoreBase):
                     orders.c.status == _PENDING,
                     orders.c.not_before.is_not(None),
                 )
-                .values(not_before=now, updated_at=now)
+                .values(not_before=db_now(self.dialect), updated_at=now)
                 .returning(orders.c.id)
             )
             return result.first() is not None

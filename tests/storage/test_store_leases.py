@@ -13,6 +13,7 @@ from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState, NewOrder, OrderStatus
 from fulfil.storage import InvalidTransition, LeaseLost, Store
 from suppliers.taxonomy import Card
+from tests.dbtime import let_time_pass
 
 if TYPE_CHECKING:
     from tests.storage.conftest import Claimed, Raw
@@ -25,36 +26,46 @@ async def _add(store: Store, now: datetime, n: int) -> list[int]:
 
 async def test_claim_takes_oldest_pending_and_sets_the_lease(store: Store, now: datetime) -> None:
     ids = await _add(store, now, 5)
+    before = await store.database_now()
     got = await store.claim_orders("w1", 3, 60, now)
+    after = await store.database_now()
     assert [o.id for o in got] == ids[:3]
-    assert {(o.status, o.lease_owner, o.lease_expires) for o in got} == {
-        (OrderStatus.PROCESSING, "w1", now + timedelta(seconds=60))
-    }
+    assert {(o.status, o.lease_owner) for o in got} == {(OrderStatus.PROCESSING, "w1")}
+    # Sixty seconds of the database's clock from the claim; the `now` passed in plays no part.
+    minute = timedelta(seconds=60)
+    for order in got:
+        assert order.lease_expires is not None and before + minute <= order.lease_expires <= after + minute
     rest = await store.claim_orders("w2", 10, 60, now)
     assert [o.id for o in rest] == ids[3:]
     assert await store.claim_orders("w3", 10, 60, now) == []
     assert await store.claim_orders("w3", 0, 60, now) == []
 
 
-async def test_expired_leases_are_claimable_again(store: Store, now: datetime) -> None:
+async def test_expired_leases_are_claimable_again(store: Store, db_url: str, now: datetime) -> None:
     ids = await _add(store, now, 2)
     await store.claim_orders("w1", 10, 30, now)
-    assert await store.claim_orders("w2", 10, 30, now + timedelta(seconds=29)) == []
-    later = now + timedelta(seconds=30)
-    taken = await store.claim_orders("w2", 10, 30, later)
+    await let_time_pass(db_url, 29)
+    assert await store.claim_orders("w2", 10, 30, now) == []
+    await let_time_pass(db_url, 1)
+    taken = await store.claim_orders("w2", 10, 30, now)
     assert [(o.id, o.lease_owner) for o in taken] == [(ids[0], "w2"), (ids[1], "w2")]
 
 
-async def test_renew_reports_which_leases_are_still_held(store: Store, now: datetime) -> None:
+async def test_renew_reports_which_leases_are_still_held(store: Store, db_url: str, now: datetime) -> None:
     a, b, c = await _add(store, now, 3)
     await store.claim_orders("w1", 10, 30, now)
     # b's lease lapses and w2 takes it; a and c are renewed in time.
-    assert await store.renew_leases("w1", [a, c], 30, now + timedelta(seconds=20)) == {a, c}
-    taken = await store.claim_orders("w2", 10, 30, now + timedelta(seconds=31))
+    await let_time_pass(db_url, 20)
+    assert await store.renew_leases("w1", [a, c], 30, now) == {a, c}
+    await let_time_pass(db_url, 11)
+    taken = await store.claim_orders("w2", 10, 30, now)
     assert [o.id for o in taken] == [b]
-    assert await store.renew_leases("w1", [a, b, c], 30, now + timedelta(seconds=32)) == {a, c}
+    before = await store.database_now()
+    assert await store.renew_leases("w1", [a, b, c], 30, now) == {a, c}
+    after = await store.database_now()
     view = await store.get_order("r0000")
-    assert view is not None and view.order.lease_expires == now + timedelta(seconds=62)
+    assert view is not None and view.order.lease_expires is not None
+    assert before + timedelta(seconds=30) <= view.order.lease_expires <= after + timedelta(seconds=30)
 
 
 async def test_release_returns_orders_to_pending(store: Store, now: datetime) -> None:
@@ -66,12 +77,14 @@ async def test_release_returns_orders_to_pending(store: Store, now: datetime) ->
     assert [o.id for o in again] == [a]
 
 
-async def test_sweep_frees_only_expired_leases(store: Store, now: datetime) -> None:
+async def test_sweep_frees_only_expired_leases(store: Store, db_url: str, now: datetime) -> None:
     await _add(store, now, 2)
     await store.claim_orders("w1", 1, 10, now)
     await store.claim_orders("w1", 1, 100, now)
-    assert await store.sweep_expired_leases(now + timedelta(seconds=5)) == 0
-    assert await store.sweep_expired_leases(now + timedelta(seconds=50)) == 1
+    await let_time_pass(db_url, 5)
+    assert await store.sweep_expired_leases(now) == 0
+    await let_time_pass(db_url, 45)
+    assert await store.sweep_expired_leases(now) == 1
     counts = await store.count_by_status()
     assert (counts["pending"], counts["processing"]) == (1, 1)
 
@@ -96,11 +109,12 @@ async def test_two_workers_claiming_at_once_never_share_an_order(
 
 
 async def test_every_order_write_is_fenced_by_the_lease(
-    store: Store, now: datetime, claimed: Claimed, raw: Raw
+    store: Store, db_url: str, now: datetime, claimed: Claimed, raw: Raw
 ) -> None:
     order = await claimed("r1")
     attempt = await store.open_attempt(order.id, "w1", "sup", 0, 1, Decimal("1"), now)
     await store.import_stock("sku", [Card("k1")], now)
+    await let_time_pass(db_url, 61)
     later = now + timedelta(seconds=61)
     assert [o.id for o in await store.claim_orders("w2", 10, 60, later)] == [order.id]
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import re
 import time
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from fulfil.domain import Order
 from fulfil.storage import Store
 from fulfil.worker import Lease, Worker, WorkerCrashed, make_owner
+from tests.dbtime import let_time_pass
 from tests.worker.conftest import (
     StockProcessor,
     add_orders,
@@ -93,12 +93,13 @@ async def test_lease_renewal_keeps_a_long_order(store: Store, running: Any) -> N
     await handle.stop()
 
 
-async def test_an_expired_lease_of_a_dead_owner_is_reclaimed(store: Store) -> None:
+async def test_an_expired_lease_of_a_dead_owner_is_reclaimed(store: Store, db_url: str) -> None:
     refs = await add_orders(store, 3)
     await add_stock(store, 3)
     dead = "gone-host:4242:deadbeef"
-    taken = await store.claim_orders(dead, 10, 60.0, utcnow() - timedelta(minutes=5))
-    assert len(taken) == 3  # held by a daemon that died; its leases ran out four minutes ago
+    taken = await store.claim_orders(dead, 10, 60.0, utcnow())
+    assert len(taken) == 3
+    await let_time_pass(db_url, 300)  # held by a daemon that died; its leases ran out four minutes ago
     processor = StockProcessor(store)
     worker = Worker(store, processor, make_config())
 
@@ -198,7 +199,7 @@ async def test_cancelling_run_is_a_graceful_stop(store: Store) -> None:
 
 
 async def test_renewal_that_finds_the_lease_gone_sets_lost(
-    store: Store, running: Any, caplog: pytest.LogCaptureFixture
+    store: Store, db_url: str, running: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     await add_orders(store, 1)
     await add_stock(store, 1)
@@ -210,8 +211,8 @@ async def test_renewal_that_finds_the_lease_gone_sets_lost(
     await eventually(lambda: processor.started == ["R0"])
     first = processor.leases["R0"]
 
-    # Another daemon's sweeper, with a clock far ahead, decides the lease has expired.
-    assert await store.sweep_expired_leases(utcnow() + timedelta(hours=1)) == 1
+    # A stall longer than the lease: another daemon's sweeper finds it expired on the database's clock.
+    await eventually(lambda: lapse_and_sweep(store, db_url))
     await eventually(first.lost.is_set)
     assert [r.levelno for r in events(caplog, "lease.lost")] == [logging.WARNING]
 
@@ -226,7 +227,7 @@ async def test_renewal_that_finds_the_lease_gone_sets_lost(
 
 
 async def test_an_order_claimed_back_while_in_flight_is_not_run_twice(
-    store: Store, running: Any, caplog: pytest.LogCaptureFixture
+    store: Store, db_url: str, running: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     await add_orders(store, 1)
     await add_stock(store, 1)
@@ -237,7 +238,7 @@ async def test_an_order_claimed_back_while_in_flight_is_not_run_twice(
     await eventually(lambda: processor.started == ["R0"])
 
     # The lease is swept (a stall longer than the lease, say) and the free slot claims the order back.
-    assert await store.sweep_expired_leases(utcnow() + timedelta(hours=1)) == 1
+    await eventually(lambda: lapse_and_sweep(store, db_url))
     await eventually(lambda: bool(events(caplog, "worker.reclaimed_in_flight")))
     processor.gate_all.set()
     await eventually(lambda: processor.finished == ["R0"])
@@ -245,6 +246,13 @@ async def test_an_order_claimed_back_while_in_flight_is_not_run_twice(
     assert processor.started == ["R0"]
     assert await statuses(store) == {"R0": "delivered"}
     await handle.stop()
+
+
+async def lapse_and_sweep(store: Store, db_url: str) -> bool:
+    """An hour passes on the database's clock and the sweeper runs: True if it swept the one order (False
+    if the worker's renewal slipped in between, so the caller tries again)."""
+    await let_time_pass(db_url, 3600)
+    return await store.sweep_expired_leases(utcnow()) == 1
 
 
 class FailingProcessor(StockProcessor):
