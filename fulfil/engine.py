@@ -117,8 +117,8 @@ class Engine:
                 await self._finish(order, owner, OrderStatus.REVIEW, reason)
             else:
                 # Open attempts are settled first on the next pass, so trying again is safe.
-                until = now + timedelta(seconds=self.config.daemon.lease)
-                await self.store.park_order(order.id, owner, until, f"retrying after a crash: {exc!r}"[:500], now)
+                why = f"retrying after a crash: {exc!r}"[:500]
+                await self.store.park_for(order.id, owner, self.config.daemon.lease, why, now)
         except Exception:  # the database itself is failing: the lease expires and the order comes back
             log.exception("order.crash_not_recorded", extra={"order": order.ref})
 
@@ -388,10 +388,10 @@ class Engine:
             reason = f"ambiguous_unresolved: attempt {attempt.number} at {supplier.name} {what} after {int(age)}s"
             await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
             return Step.DONE
-        until = now + timedelta(seconds=self.config.ambiguity.query_interval)
+        wait = self.config.ambiguity.query_interval
         reason = f"awaiting {supplier.name}: attempt {attempt.number} {'processing' if exists else 'ambiguous'}"
-        await self.store.park_order(run.order.id, run.owner, until, reason, now)
-        log.info("order.parked", extra={**_ctx(run, attempt), "until": until.isoformat()})
+        await self.store.park_for(run.order.id, run.owner, wait, reason, now)
+        log.info("order.parked", extra={**_ctx(run, attempt), "wait": wait})
         return Step.DONE
 
     async def _unqueryable(self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None) -> Step:
