@@ -429,7 +429,9 @@ class Engine:
         the supplier also gives after charging is asked again; if it stays the same for every probe, the earlier
         sends were refused before being recorded (a recorded one would make the next probe "already exists")."""
         last = first
-        for _ in range(RESEND_PROBES - (1 if first is not None else 0)):
+        for probe in range(RESEND_PROBES - (1 if first is not None else 0)):
+            if probe:
+                await self.clock.sleep(self.config.retry.initial_backoff * 2**probe)
             attempt = await self.store.mark_resent(attempt.id, self.clock.now())
             outcome = await self._resend(run, attempt, supplier, offer)
             if outcome.state is OrderState.SUCCEEDED:
@@ -438,8 +440,8 @@ class Engine:
                 return await self._exists(run, attempt, supplier, offer, outcome)
             if outcome.state is OrderState.PENDING and supplier.can_query:
                 return await self._await_outcome(run, attempt, supplier, offer, ambiguous=False, outcome=outcome)
-            transient = outcome.state is OrderState.ERROR and outcome.error is ErrorClass.TRANSIENT
-            if not (outcome.maybe_charged or transient):
+            # An error (even a lost answer) says nothing yet, and asking again under one number is always safe.
+            if not (outcome.maybe_charged or outcome.state is OrderState.ERROR):
                 return None  # refused for another reason (checked before the repeat is): nothing learned
             last = outcome
         if last is not None and last.maybe_charged:

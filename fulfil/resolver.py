@@ -60,6 +60,7 @@ async def _finish_receipts(engine: Engine, limit: int) -> int:
     """Answers on record whose attempt is still open and whose order no longer waits on it."""
     settled = 0
     for receipt, attempt in await engine.store.unapplied_receipts(limit):
+        assert receipt.attempt_id == attempt.id, f"receipt {receipt.id} is not attempt {attempt.id}'s"
         for found, order in await engine.store.orphan_attempts(1, attempt_ids=[attempt.id]):
             try:
                 if await _settle(engine, found, order, _as_outcome(receipt)):

@@ -90,7 +90,7 @@ class ReceiptOps(StoreBase):
     async def unapplied_receipts(self, limit: int = 200) -> list[tuple[Receipt, AttemptRecord]]:
         """Settling receipts whose attempt is still open: an answer nobody finished acting on. Oldest first."""
         stmt = (
-            select(receipts.c.id, attempts)
+            select(attempts, receipts.c.id.label("receipt_id"))
             .join(attempts, attempts.c.id == receipts.c.attempt_id)
             .where(
                 receipts.c.applied_at.is_(None),
@@ -102,7 +102,8 @@ class ReceiptOps(StoreBase):
         )
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
-            return [(await self._receipt(conn, row.id), attempt_from_row(row)) for row in rows]
+            # Labelled: both tables have an `id`, and the attempt's must not be the receipt's.
+            return [(await self._receipt(conn, row.receipt_id), attempt_from_row(row)) for row in rows]
 
     async def _insert_cards(self, conn: AsyncConnection, receipt_id: int, cards: Sequence[Card]) -> None:
         rows = [

@@ -25,7 +25,7 @@ DIRECT_SKU = "qq-coins-10"
 CARD_PRODUCT, DIRECT_PRODUCT = "10001", "10003"
 PRIMARY, BACKUP = "fulu-primary", "fulu-backup"
 # Attempts that charged but did not deliver their keys carry one of these error classes.
-NOT_DELIVERING = ("invalid_key", "late")
+NOT_DELIVERING = ("invalid_key", "late", "charged_not_delivered")
 
 
 # --- config and orders -------------------------------------------------------------------------------------

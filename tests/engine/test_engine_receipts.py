@@ -307,3 +307,22 @@ async def test_over_long_supplier_values_never_make_delivery_fail(store: Store, 
     assert attempt.supplier_order_id is not None and len(attempt.supplier_order_id) == 128
     assert attempt.supplier_order_id.startswith("S" * 100)
     assert all(c.expires is not None and len(c.expires) == 64 for c in view.cards)
+
+
+async def test_unapplied_receipts_pair_each_receipt_with_its_own_attempt(store: Store, cipher: CardCipher) -> None:
+    """Receipt ids and attempt ids differ (a first attempt may get no receipt): a receipt must never be read as
+    another attempt's answer, or the resolver would book one supplier's keys on another's purchase."""
+    main = FakeSupplier("main", place_steps=[ok])
+    h = two(store, cipher, main, FakeSupplier("backup", place_steps=[ok]))
+    await h.add("o-1")
+    await h.add("o-2")
+    order = await h.claim()
+    assert order is not None
+    now = datetime.now(UTC)
+    first = await store.open_attempt(order.id, h.owner, "main", 0, 1, None, now)  # no receipt
+    second = await store.open_attempt(order.id, h.owner, "main", 0, 1, None, now)
+    await store.mark_sent(second.id, order.id, h.owner, now)
+    await store.record_receipt(second.id, ReceiptKind.GOODS, now, cards=[Card(password="K" + "1" * 15)])
+    ((receipt, attempt),) = await store.unapplied_receipts()
+    assert (receipt.attempt_id, attempt.id, attempt.number) == (second.id, second.id, second.number)
+    assert receipt.id == first.id != second.id, "the ids differ: exactly the case a mix-up would get wrong"
