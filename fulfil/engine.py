@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from fulfil import failpoints
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config, ProductConfig
 from fulfil.domain import (
@@ -510,6 +511,7 @@ class Engine:
         goods = bool(outcome.cards) or run.product.kind == "direct"
         kind = ReceiptKind.GOODS if goods else ReceiptKind.CHARGED_NO_GOODS
         receipt = await self._write_receipt(attempt, kind, outcome)
+        await failpoints.pause("after_receipt")
         return await self._apply(run, attempt, offer, receipt)
 
     async def _write_receipt(self, attempt: AttemptRecord, kind: ReceiptKind, outcome: Outcome) -> Receipt:
