@@ -110,6 +110,10 @@ class CooldownConfig(_Frozen):
     product_unavailable: Duration = 300.0
     stock_empty: Duration = 30.0  # an offer whose stock check said empty is skipped this long
     stock_check: Duration = 30.0  # a stock check's answer is reused this long per (supplier, product)
+    # An offer whose answers are not keys (a shop's text, empty, the wrong pattern) this many times in a row is
+    # cooled down for `non_keys`, with an alert: a manual-delivery item must not be bought for a whole burst.
+    non_keys_streak: int = Field(2, ge=1)
+    non_keys: Duration = 300.0
 
 
 class RoutingConfig(_Frozen):

@@ -44,9 +44,11 @@ MAX_QUERY_INTERVAL = 30.0
 ACKNOWLEDGED = "acknowledged"  # evidence flag: the supplier said it has the order (accepted / processing)
 MAX_CRASHES = 3  # an order whose processing raised this many times goes to a person
 RESEND_PROBES = 3  # sends under one number to settle an answer an unqueryable supplier left unclear
-NON_KEY_STREAK = 2  # answers in a row from one offer that were not keys: cool the offer down at once
+EXISTS_ANSWER = "exists"  # a receipt made from "already exists": charged, the answer itself lost
 NOT_KEYS = frozenset({"empty", "pattern"})  # validation reasons that mean the answer was not keys at all
-RECEIPT_TRIES = (0.0, 0.2, 1.0)  # waits before each try of writing a receipt ("database is locked" passes)
+# Waits before each try of writing a receipt: a locked SQLite or a restarting PostgreSQL passes; the answer is
+# only in memory until this lands, so it keeps trying for minutes rather than give up on goods paid for.
+RECEIPT_TRIES = (0.0, 0.2, 1.0, 2.0, 5.0, *(10.0,) * 30)
 
 
 class LeaseLike(Protocol):
@@ -380,7 +382,8 @@ class Engine:
 
     async def _still_open(self, run: Run, attempt: AttemptRecord, supplier: Supplier, *, exists: bool) -> Step:
         now = self.clock.now()
-        age = (now - (attempt.last_sent_at or attempt.sent_at or attempt.started_at)).total_seconds()
+        # From the first send: re-sends refresh `last_sent_at` (the resolver's "gone"), never this deadline.
+        age = (now - (attempt.sent_at or attempt.started_at)).total_seconds()
         if not exists and self.config.ambiguity.policy == "failover":
             await self._possible_double(run, attempt, "failover policy: moved on while the attempt is unresolved")
             return Step.NEXT_OFFER
@@ -456,7 +459,7 @@ class Engine:
         whose answer is lost: claimed, and the order is bought from the next offer."""
         if supplier.can_query:
             return await self._await_outcome(run, attempt, supplier, offer, ambiguous=False, outcome=outcome)
-        receipt = await self._write_receipt(attempt, ReceiptKind.CHARGED_NO_GOODS, outcome)
+        receipt = await self._write_receipt(attempt, ReceiptKind.CHARGED_NO_GOODS, outcome, answer=EXISTS_ANSWER)
         return await self._apply(run, attempt, offer, receipt)
 
     async def _possible_double(self, run: Run, attempt: AttemptRecord, why: str) -> None:
@@ -514,7 +517,9 @@ class Engine:
         await failpoints.pause("after_receipt")
         return await self._apply(run, attempt, offer, receipt)
 
-    async def _write_receipt(self, attempt: AttemptRecord, kind: ReceiptKind, outcome: Outcome) -> Receipt:
+    async def _write_receipt(
+        self, attempt: AttemptRecord, kind: ReceiptKind, outcome: Outcome, *, answer: str | None = None
+    ) -> Receipt:
         """Commit the answer before anything is done with it: not fenced by the lease, retried through a busy
         database, and finished even if this order's task is cancelled meanwhile."""
 
@@ -529,7 +534,7 @@ class Engine:
                         cards=outcome.cards,
                         supplier_order_id=outcome.supplier_order_id,
                         cost=outcome.cost,
-                        evidence=outcome.evidence.as_dict(),
+                        evidence={**outcome.evidence.as_dict(), **({"answer": answer} if answer else {})},
                     )
                 except StoreError:
                     if wait == RECEIPT_TRIES[-1]:
@@ -538,11 +543,17 @@ class Engine:
             raise AssertionError("unreachable")  # pragma: no cover
 
         task = asyncio.ensure_future(write())
-        try:
-            receipt = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task  # the answer is money: write it down, then stop
-            raise
+        cancelled = False
+        while True:
+            try:
+                receipt = await asyncio.shield(task)
+                break
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                cancelled = True  # the answer is money: write it down, then stop (however often we are told to)
+        if cancelled:
+            raise asyncio.CancelledError
         log.info("receipt.written", extra={"number": attempt.number, "kind": kind.value, "cards": len(receipt.cards)})
         return receipt
 
@@ -556,13 +567,17 @@ class Engine:
             log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
             return Step.DONE
         verdict = await self._verdict(receipt.cards, attempt.qty, run.product)
-        if verdict.ok:
+        known: set[str] = set()
+        for _ in range(3):  # a key found delivered meanwhile: judge again; surplus keys may still cover the order
+            if not verdict.ok:
+                break
             extra = (*verdict.surplus, *(card for card, _ in verdict.invalid))
             try:
                 # More than ordered is kept for the operator in the same transaction, never dropped.
                 await self.store.deliver(run.order.id, run.owner, attempt.id, verdict.valid, now, hold=extra)
             except DuplicateCard as dup:
-                verdict = await self._verdict(receipt.cards, attempt.qty, run.product, set(dup.fingerprints))
+                known |= set(dup.fingerprints)
+                verdict = await self._verdict(receipt.cards, attempt.qty, run.product, known)
             else:
                 self._keys_seen(attempt, offer, valid=True)
                 log.info("order.delivered", extra={**_ctx(run, attempt), "qty": len(verdict.valid)})
@@ -583,7 +598,8 @@ class Engine:
             attempt.id, ClaimReason.CHARGED_NOT_DELIVERED, attempt.cost_of(attempt.qty), attempt.qty, evidence, now
         )
         log.warning("claim.opened", extra={**_ctx(run, attempt), "claim": claim.claim_no, "reason": claim.reason})
-        await self._keys_seen_or_cool(run, attempt, offer, valid=False)
+        if receipt.evidence.get("answer") != EXISTS_ANSWER:  # a lost answer says nothing about what is sold
+            await self._keys_seen_or_cool(run, attempt, offer, valid=False)
         reason = ClaimReason.CHARGED_NOT_DELIVERED.value
         await self._mark(attempt, AttemptState.SUCCEEDED, receipt=receipt, error_class=reason)
         return Step.NEXT_OFFER
@@ -601,10 +617,10 @@ class Engine:
         """An offer that sells something other than keys (a manual-delivery item, text, the wrong pattern) is
         cooled down for this product after a short streak, with an alert, before a burst is bought from it."""
         streak = self._keys_seen(attempt, offer, valid=valid)
-        if streak < NON_KEY_STREAK or offer is None or offer.product_id is None:
+        if streak < self.config.cooldown.non_keys_streak or offer is None or offer.product_id is None:
             return
         now = self.clock.now()
-        until = now + timedelta(seconds=self.config.cooldown.product_unavailable)
+        until = now + timedelta(seconds=self.config.cooldown.non_keys)
         why = f"{streak} answers in a row were not valid keys"
         await self.store.set_cooldown(attempt.supplier, offer.product_id, until, why, now)
         data = {"order": run.order.ref, "product_id": offer.product_id, "streak": streak}
@@ -691,10 +707,26 @@ class Engine:
 
     async def _finish(self, order: Order, owner: str, status: OrderStatus, reason: str) -> None:
         now = self.clock.now()
+        if status is OrderStatus.REVIEW:
+            await self._draft_claims(order)
         await self.store.finish_order(order.id, owner, status, reason, now)
         await self.store.record_event(f"order.{status.value}", now, order_id=order.id, data={"reason": reason})
         level = logging.WARNING if status is OrderStatus.REVIEW else logging.INFO
         log.log(level, f"order.{status.value}", extra={"order": order.ref, "reason": reason})
+
+    async def _draft_claims(self, order: Order) -> None:
+        """An attempt still open at a supplier that cannot be asked by our number is settled by nobody once its
+        order is with a person: a claim draft names the number, so the possible charge is on record."""
+        for attempt in await self.store.attempts_for_order(order.id):
+            supplier = self.suppliers.get(attempt.supplier)
+            askable = supplier is not None and supplier.can_query
+            if attempt.state in (AttemptState.SENT, AttemptState.AMBIGUOUS) and not askable:
+                why = f"open at {attempt.supplier}, which cannot be asked by our number, when the order went to review"
+                evidence = {"why": why, "number": attempt.number, "evidence": attempt.evidence}
+                await self.store.open_claim(
+                    attempt.id, ClaimReason.POSSIBLE_DOUBLE, attempt.cost_of(attempt.qty), attempt.qty, evidence,
+                    self.clock.now(),
+                )
 
     async def _alert(self, name: str, supplier: str, run: Run, outcome: Outcome) -> None:
         data = {"order": run.order.ref, **outcome.evidence.as_dict()}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fulfil.domain import AttemptRecord, AttemptState, ClaimReason, Order, OrderStatus, Receipt, ReceiptKind
 from fulfil.engine import place_request
 from fulfil.routing import offer_of
+from fulfil.storage import StoreError
 from suppliers.taxonomy import Evidence, OrderState, Outcome
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ async def resolve_orphans(engine: Engine, limit: int = 200) -> int:
                 await engine.store.schedule_check(attempt.id, at)
         except Exception:  # one attempt's trouble must not stop the others being asked about
             log.exception("resolver.failed", extra={"order": order.ref, "number": attempt.number})
+            try:  # ... nor keep it first in line
+                at = next_check(attempt, engine.clock.now(), engine.config.ambiguity.query_interval)
+                await engine.store.schedule_check(attempt.id, at)
+            except Exception:
+                log.exception("resolver.schedule_failed", extra={"number": attempt.number})
     return settled
 
 
@@ -125,12 +131,16 @@ async def _settle(engine: Engine, attempt: AttemptRecord, order: Order, outcome:
         await store.mark_attempt(
             attempt.id, AttemptState.SUCCEEDED, now, error_class="late", supplier_order_id=outcome.supplier_order_id
         )
+        if engine.config.ambiguity.late_keys == "stock" and receipt.cards:
+            await _release_to_stock(engine, attempt, order)
         log.warning(
             "resolver.late_success",
             extra={"order": order.ref, "number": attempt.number, "goods": disposition},
         )
         return True
-    gone = outcome.state is OrderState.NOT_FOUND and age >= engine.config.ambiguity.give_up_after
+    # A purchase the supplier acknowledged (or answered) exists: a stray "not found" never writes it off.
+    known = bool(attempt.evidence.get("acknowledged")) or await store.receipt_for(attempt.id) is not None
+    gone = outcome.state is OrderState.NOT_FOUND and not known and age >= engine.config.ambiguity.give_up_after
     if outcome.state is OrderState.FAILED or gone:
         await _note(engine, attempt, {"resolution": "not_charged", "supplier_said": outcome.evidence.as_dict()})
         await store.mark_attempt(attempt.id, AttemptState.FAILED, now, error_class=(outcome.error or "not_found"))
@@ -148,12 +158,23 @@ async def _keep_goods(engine: Engine, attempt: AttemptRecord, order: Order, rece
     store, now = engine.store, engine.clock.now()
     if not receipt.cards:
         return "none (direct top-up or no cards): the supplier owes a refund"
-    if engine.config.ambiguity.late_keys == "stock":
-        returned = await store.return_to_stock(order.sku, attempt.id, receipt.cards, now)
-        return f"{returned} keys returned to stock"
-    # Held on the claim: `fulfil held` lists them, releases them to stock or to an order in review.
+    # Held first in every case: from there they are released to stock (below, once the attempt is final) so that
+    # the claim covering them asks for less in the same transaction; a crash in between leaves them held.
     await store.hold_cards(attempt.id, receipt.cards, "late_keys", now)
+    if engine.config.ambiguity.late_keys == "stock":
+        return f"{len(receipt.cards)} keys returned to stock"
     return f"{len(receipt.cards)} keys held"
+
+
+async def _release_to_stock(engine: Engine, attempt: AttemptRecord, order: Order) -> None:
+    store = engine.store
+    held = [h.id for h in await store.held_cards(reason="late_keys", order_ref=order.ref) if h.attempt_id == attempt.id]
+    if not held:
+        return
+    try:
+        await store.release_held_to_stock(held, "resolver", engine.clock.now())
+    except StoreError as exc:  # e.g. a key already in stock (resold): they stay held, listed by `fulfil held`
+        log.warning("resolver.kept_held", extra={"order": order.ref, "number": attempt.number, "why": str(exc)})
 
 
 async def _note(engine: Engine, attempt: AttemptRecord, resolution: dict[str, Any]) -> None:

@@ -120,7 +120,10 @@ def trade_failure(message: str, evidence: Evidence) -> Outcome:
     error = classify_message(message)
     if error is ErrorClass.AMBIGUOUS:
         return Outcome.error_of(error, evidence)
-    maybe_charged = error is ErrorClass.PRODUCT_UNAVAILABLE and any(text in message for text in MAYBE_CHARGED)
+    # A shop reselling another shop's goods checks that upstream after our payment committed; whatever that
+    # check throws (missing, off sale, out of stock, its own account's trouble) reaches us as code 0 although we
+    # were charged. Re-sending the number costs a request and tells: "already exists" means charged.
+    maybe_charged = error in (ErrorClass.PRODUCT_UNAVAILABLE, ErrorClass.SUPPLIER_ACCOUNT)
     return Outcome(OrderState.FAILED, error=error, evidence=evidence, maybe_charged=maybe_charged)
 
 

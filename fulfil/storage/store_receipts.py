@@ -63,13 +63,17 @@ class ReceiptOps(StoreBase):
                 )
                 assert receipt_id is not None
                 await self._insert_cards(conn, receipt_id, cards)
-            elif current.kind == ReceiptKind.ACKNOWLEDGED.value and kind is not ReceiptKind.ACKNOWLEDGED:
+            elif _upgrades(current, kind, cards):
                 receipt_id = current.id
                 values["supplier_order_id"] = supplier_order_id or current.supplier_order_id
                 await conn.execute(update(receipts).where(receipts.c.id == receipt_id).values(**values))
                 await self._insert_cards(conn, receipt_id, cards)
             else:
                 receipt_id = current.id  # already as final as this answer, or more: keep the first
+                if cards and current.kind == ReceiptKind.CHARGED_NO_GOODS.value:
+                    # Keys after the charge was claimed as without goods (a lost answer arriving late): never
+                    # dropped; held under the claim, whose amount shrinks when they are released.
+                    await self._hold(conn, attempt_id, cards, "late_keys", now)
             facts: dict[str, Any] = {}
             if supplier_order_id and not attempt.supplier_order_id:
                 facts["supplier_order_id"] = supplier_order_id
@@ -125,6 +129,15 @@ class ReceiptOps(StoreBase):
             select(receipt_cards).where(receipt_cards.c.receipt_id == receipt_id).order_by(receipt_cards.c.position)
         )
         return _receipt_from_row(row, tuple(self._card(card._mapping) for card in found))
+
+
+def _upgrades(current: Row[Any], kind: ReceiptKind, cards: Sequence[Card]) -> bool:
+    """An acknowledgement is upgraded by any settling answer; "charged, no goods" by keys while nobody acted on
+    it yet (another worker's answer with the keys may come after "already exists")."""
+    if current.kind == ReceiptKind.ACKNOWLEDGED.value:
+        return kind is not ReceiptKind.ACKNOWLEDGED
+    no_goods = current.kind == ReceiptKind.CHARGED_NO_GOODS.value
+    return no_goods and current.applied_at is None and kind is ReceiptKind.GOODS and bool(cards)
 
 
 def _receipt_from_row(row: Row[Any], cards: tuple[Card, ...]) -> Receipt:

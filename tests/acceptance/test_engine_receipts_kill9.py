@@ -82,7 +82,7 @@ def acg_config(tmp_path: Path, acg_url: str, backup: Any, **overrides: Any) -> P
         "retry": {"budget": "10s", "initial_backoff": "200ms", "max_backoff": "2s"},
         "ambiguity": {"policy": "wait", "query_interval": "300ms", "give_up_after": "10m"},
         # The non-key trip wire would (rightly) cool the acg offer down; keep it selling for the whole run.
-        "cooldown": {"product_unavailable": "1ms"},
+        "cooldown": {"non_keys_streak": 1000},
         "suppliers": [acg, fulu_supplier(BACKUP, backup)],
         "products": {SKU: {"kind": "card", "max_qty": 5, "card_pattern": "^[A-Z0-9]{16}$", "offers": offers}},
         **overrides,

@@ -164,11 +164,11 @@ def _rows() -> list[Row]:
             for text in ("商品不存在", "当前商品已停售"):
                 add({"kind": "charged_then_error", "message": text}, failed(ErrorClass.PRODUCT_UNAVAILABLE),
                     charged=True, maybe_charged=True, reason=text, label=text)  # fmt: skip
-            # KNOWN GAP, kept visible: an auth text after the charge (the reseller's own account at its upstream)
-            # is read as SUPPLIER_ACCOUNT without maybe_charged, as decided for these rarer texts; the charge is
-            # then only found by reconciling the supplier's books.
+            # An auth text after the charge (the reseller's own account at its upstream) is maybe_charged too:
+            # the engine's re-send under the same number finds the charge.
             add({"kind": "charged_then_error", "message": "You have been banned"},
-                failed(ErrorClass.SUPPLIER_ACCOUNT), charged=True, reason="banned", label="banned-gap")  # fmt: skip
+                failed(ErrorClass.SUPPLIER_ACCOUNT), charged=True, maybe_charged=True, reason="banned",
+                label="banned")  # fmt: skip
         # The adapter reports what the supplier said, SUCCEEDED; the engine's validation rejects the keys.
         add({"kind": "invalid_keys", "mode": "not_matching"}, ok, final=ok_final, charged=True, keys="invalid",
             label="not-matching")  # fmt: skip
