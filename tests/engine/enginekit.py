@@ -218,3 +218,22 @@ def charge_without_keys(text: str = "正在发货中，请耐心等待…") -> S
         )
 
     return step
+
+
+def pair(store: Store, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier, **config: Any) -> Harness:
+    """A main supplier at priority 1 and a backup at 2, with config sections overridden."""
+    return Harness(store, cipher, make_config([("main", 1), ("backup", 2)], **config), {"main": main, "backup": backup})
+
+
+# Budgets small enough for a test to try, give up and move on within a second.
+FAST_RETRY = {"budget": 0.3, "initial_backoff": 0.01, "max_backoff": 0.02}
+
+
+async def unpark(store: Store) -> None:
+    """Make every parked order claimable now: the test does not wait out back-offs between passes."""
+    from sqlalchemy import update
+
+    from fulfil.storage.schema import orders
+
+    async with store._write() as conn:  # noqa: SLF001 - a test skipping a wait, not the logic
+        await conn.execute(update(orders).values(not_before=None))

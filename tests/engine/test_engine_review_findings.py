@@ -5,17 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from enginekit import FakeSupplier, Harness, books, charge_then_lose, error, failed, make_config, ok
+from enginekit import (
+    FakeSupplier,
+    books,
+    charge_then_lose,
+    error,
+    failed,
+    ok,
+    pair,
+)
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import ClaimReason, OrderStatus
 from fulfil.storage import LeaseLost, Store
 from suppliers.base import PlaceRequest
 from suppliers.taxonomy import ErrorClass, OrderState, Outcome
-
-
-def pair(store: Store, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier, **config: object) -> Harness:
-    return Harness(store, cipher, make_config([("main", 1), ("backup", 2)], **config), {"main": main, "backup": backup})
 
 
 async def test_planned_to_sent_is_fenced_and_happens_once(store: Store, cipher: CardCipher) -> None:

@@ -6,25 +6,24 @@ import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from enginekit import FakeSupplier, Harness, books, charge_then_lose, error, make_config, ok, refuse_repeats
-from sqlalchemy import update
+from enginekit import (
+    FAST_RETRY,
+    FakeSupplier,
+    books,
+    charge_then_lose,
+    error,
+    ok,
+    pair,
+    refuse_repeats,
+    unpark,
+)
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState, ClaimReason, OrderStatus, ReceiptKind
 from fulfil.resolver import resolve_orphans
 from fulfil.storage import Store
-from fulfil.storage.schema import orders
 from suppliers.base import PlaceRequest
 from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome
-
-
-def pair(store: Store, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier, **config: object) -> Harness:
-    return Harness(store, cipher, make_config([("main", 1), ("backup", 2)], **config), {"main": main, "backup": backup})
-
-
-async def unpark(store: Store) -> None:
-    async with store._write() as conn:  # noqa: SLF001 - no waiting between passes
-        await conn.execute(update(orders).values(not_before=None))
 
 
 async def test_keys_arriving_after_a_charged_no_goods_receipt_are_kept(store: Store, cipher: CardCipher) -> None:
@@ -60,7 +59,7 @@ async def test_an_order_whose_resends_go_nowhere_reaches_a_person(store: Store, 
         cipher,
         main,
         FakeSupplier("backup", place_steps=[ok]),
-        retry={"budget": 0.3, "initial_backoff": 0.01, "max_backoff": 0.02},
+        retry=FAST_RETRY,
         ambiguity={"query_interval": 0.01, "give_up_after": 0.5, "policy": "wait"},
     )
     await h.add()
@@ -82,7 +81,7 @@ async def test_late_keys_back_in_stock_shrink_the_possible_double_claim(store: S
         cipher,
         main,
         FakeSupplier("backup", place_steps=[ok]),
-        retry={"budget": 0.3, "initial_backoff": 0.01, "max_backoff": 0.02},
+        retry=FAST_RETRY,
         ambiguity={"query_interval": 0.0, "policy": "failover", "late_keys": "stock"},
     )
     await h.add(qty=2)
@@ -106,7 +105,7 @@ async def test_an_acknowledged_purchase_is_never_written_off_by_a_stray_not_foun
         cipher,
         main,
         FakeSupplier("backup", place_steps=[ok]),
-        retry={"budget": 0.3, "initial_backoff": 0.01, "max_backoff": 0.02},
+        retry=FAST_RETRY,
         ambiguity={"query_interval": 0.01, "give_up_after": 0.0, "policy": "wait"},
     )
     await h.add()

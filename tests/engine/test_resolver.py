@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from enginekit import FakeSupplier, Harness, books, charge_then_lose, error, failed, make_config, ok
+from enginekit import (
+    FAST_RETRY,
+    FakeSupplier,
+    books,
+    charge_then_lose,
+    error,
+    failed,
+    ok,
+    pair,
+)
 from sqlalchemy import update
 
 from fulfil.crypto import CardCipher
@@ -14,10 +23,6 @@ from fulfil.storage import Store
 from fulfil.storage.schema import attempts, orders
 from suppliers.base import PlaceRequest
 from suppliers.taxonomy import ErrorClass, Evidence, OrderState, Outcome
-
-
-def pair(store: Store, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier, **config: object) -> Harness:
-    return Harness(store, cipher, make_config([("main", 1), ("backup", 2)], **config), {"main": main, "backup": backup})
 
 
 async def stuck_in_review(store: Store, count: int, supplier: str, now: datetime, prefix: str = "stuck") -> list[str]:
@@ -74,7 +79,7 @@ async def test_not_found_right_after_a_resend_is_not_final(store: Store, cipher:
         cipher,
         main,
         backup,
-        retry={"budget": 0.3, "initial_backoff": 0.01, "max_backoff": 0.02},
+        retry=FAST_RETRY,
         ambiguity={"query_interval": 0.0, "give_up_after": 60.0, "policy": "failover"},
     )
     await h.add()
@@ -139,7 +144,7 @@ async def test_an_order_is_reopened_once_per_attempt_never_in_a_loop(db_url: str
             cipher,
             main,
             FakeSupplier("backup", place_steps=[ok]),
-            retry={"budget": 0.3, "initial_backoff": 0.01, "max_backoff": 0.02},
+            retry=FAST_RETRY,
             ambiguity={"query_interval": 0.0, "give_up_after": 0.0},
         )
         await h.add()
