@@ -22,6 +22,7 @@ class Preset:
     sim_faults: str = "flaky"  # flaky | light: see chaos.scenarios
     proxy_faults: dict[str, Any] = field(default_factory=dict)
     drain_timeout: float = 600.0
+    give_up_after: str = "60s"  # fulfil's ambiguity.give_up_after: an unanswerable purchase goes to review
 
     def sized(self, **changes: Any) -> Preset:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -33,6 +33,7 @@ from chaos import audit, pgserver, scenarios
 from chaos.presets import Preset
 from chaos.procs import Children, Daemon, Proxy, Sim, run_fulfil, start_proxy, start_sim
 from chaos.writers import Writers
+from fulfil import durations
 from fulfil.crypto import generate_key
 
 
@@ -44,6 +45,7 @@ class Options:
     keep: bool = False  # keep the work directory (and the PostgreSQL schema) even when the run passes
     pg_url: str | None = None  # the server for preset pg (default $FULFIL_TEST_PG_URL or the local one)
     quiet: bool = False
+    keep_failed: bool = True  # keep the work directory and schema of a failed run for inspection
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,11 @@ class ChaosRun:
                 daemon.stop(timeout=20)
             self.children.reap_all()
             passed = outcome is not None and outcome.exit_code == 0
-            if self.pg_schema is not None and (passed and not self.o.keep):
+            if self.pg_schema is not None and not self.o.keep and (passed or not self.o.keep_failed):
                 pgserver.drop_schema(self.pg_server, self.pg_schema)
             if passed and not self.o.keep and self.o.workdir is None:
                 shutil.rmtree(self.workdir, ignore_errors=True)
-            elif not passed:
+            elif not passed and self.o.keep_failed:
                 self.say(f"kept for inspection: {self.workdir}" + (f", schema {self.pg_schema}" if self.pg_schema
                                                                    else ""))
 
@@ -151,7 +153,8 @@ class ChaosRun:
             self.pg_schema, self.db_url = pgserver.create_schema(self.pg_server)
         else:
             self.db_url = f"sqlite:///{self.workdir / 'fulfil.db'}"
-        config = scenarios.fulfil_config(self.db_url, base_urls, postgres=self.p.database == "pg")
+        config = scenarios.fulfil_config(self.db_url, base_urls, postgres=self.p.database == "pg",
+                                         give_up_after=self.p.give_up_after)
         self.config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         self.must("db", "upgrade")
         self.daemons = [Daemon(f"d{i + 1}", self.config, self.env, self.workdir / f"daemon-d{i + 1}.log")
@@ -239,6 +242,19 @@ class ChaosRun:
         except SQLAlchemyError:
             return None  # the database is restarting
 
+    def stop_all(self, when: str) -> None:
+        for daemon in self.daemons:
+            code = daemon.stop(timeout=60)
+            if code not in (0, None):
+                self.notes.append(f"{daemon.name} stopped with {code} {when}")
+
+    def start_all_ready(self, timeout: float = 60.0) -> None:
+        for daemon in self.daemons:
+            daemon.start(self.children)
+        ready_by = time.monotonic() + timeout
+        while not all(d.ready() for d in self.daemons) and time.monotonic() < ready_by:
+            time.sleep(0.1)
+
     def drain(self) -> bool:
         """Faults off, daemons started clean, no kills: wait until nothing is open. True when it got there."""
         for daemon in self.daemons:
@@ -247,27 +263,33 @@ class ChaosRun:
             sim.set_faults([])
         for proxy in self.proxies.values():
             proxy.set_faults({})
-        for daemon in self.daemons:
-            daemon.start(self.children)
-        for daemon in self.daemons:
-            ready_by = time.monotonic() + 60
-            while not daemon.ready() and time.monotonic() < ready_by:
-                time.sleep(0.1)
+        self.start_all_ready()
         self.say("draining: no faults, no kills")
         deadline = time.monotonic() + self.p.drain_timeout
+        # Attempts left open on orders that ended anyway never close (the audit names them): once nothing
+        # has moved for longer than an unanswerable purchase may wait, the drain is over.
+        settle = durations.parse_duration(self.p.give_up_after) + 30.0
         last: Counter[str] | None = None
+        changed = time.monotonic()
+        drained = False
         while time.monotonic() < deadline:
             self.revive()
-            last = self.counts()
-            if last is not None and last["pending"] + last["processing"] + last["open_attempts"] == 0:
-                for daemon in self.daemons:
-                    code = daemon.stop(timeout=60)
-                    if code not in (0, None):
-                        self.notes.append(f"{daemon.name} stopped with {code} after the drain")
-                return True
+            counts = self.counts()
+            if counts is None:
+                time.sleep(1.0)
+                continue
+            if counts != last:
+                last, changed = counts, time.monotonic()
+            if counts["pending"] + counts["processing"] == 0 and (
+                counts["open_attempts"] == 0 or time.monotonic() - changed > settle
+            ):
+                drained = True
+                break
             time.sleep(1.0)
-        self.notes.append(f"not drained within {self.p.drain_timeout:.0f}s: {dict(last or {})}")
-        return False
+        self.stop_all("after the drain")
+        if not drained:
+            self.notes.append(f"not drained within {self.p.drain_timeout:.0f}s: {dict(last or {})}")
+        return drained
 
     # --- the verdict ------------------------------------------------------------------------------------
 

@@ -94,7 +94,9 @@ def supplier_entry(name: str, base_url: str) -> dict[str, Any]:
             "secret": FULU_SECRET, **common}
 
 
-def fulfil_config(db_url: str, base_urls: dict[str, str], *, postgres: bool) -> dict[str, Any]:
+def fulfil_config(
+    db_url: str, base_urls: dict[str, str], *, postgres: bool, give_up_after: str = "60s"
+) -> dict[str, Any]:
     def offer(supplier: str, product: str, cost: str, priority: int) -> dict[str, Any]:
         return {"supplier": supplier, "product_id": product, "cost": cost, "priority": priority}
 
@@ -111,7 +113,8 @@ def fulfil_config(db_url: str, base_urls: dict[str, str], *, postgres: bool) -> 
             "shutdown_timeout": "10s",
         },
         "retry": {"budget": "15s", "initial_backoff": "200ms", "max_backoff": "2s"},
-        "ambiguity": {"query_interval": "500ms", "give_up_after": "90s", "policy": "wait", "late_keys": "stock"},
+        "ambiguity": {"query_interval": "500ms", "give_up_after": give_up_after, "policy": "wait",
+                      "late_keys": "stock"},
         "breaker": {"consecutive_failures": 50, "failure_rate": 0.9, "min_volume": 200, "base_ejection": "5s",
                     "max_ejection": "20s"},
         "suppliers": [supplier_entry(name, base_urls[name]) for name in SUPPLIERS],
