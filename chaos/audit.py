@@ -8,8 +8,8 @@ the figures and, per broken invariant, what broke.
 Each unit a supplier charged for (its ledger: charged, success) must be exactly one of
 - delivered: the number is the one delivering attempt of a delivered order, with the very keys issued;
 - returned: its keys went back into fulfil's stock (late keys of a purchase the order moved on from);
-- held: its keys are held (`held_cards`, not released);
-- claimed: a claim against the supplier names the number;
+- claimed: a claim against the supplier names the number (an invalid batch: its keys held as evidence);
+- held: its keys are held (`held_cards`, not released) with no claim;
 - awaiting: its order is in review with the attempt still open: a person has it, with the reason.
 Anything else is a unit lost.
 """
@@ -182,32 +182,15 @@ class _Audit:
     def units(self) -> None:
         lost_per_order: dict[str, list[str]] = defaultdict(list)
         for key, issued in self.charged.items():
-            figures = self.v.suppliers[key[0]]
-            qty = int(issued["qty"])
             view = self.owner.get(key)
             if issued["invalid_keys"] and "invalid_key" not in self.claimed.get(key, set()):
                 self.v.fail("invalid_claimed", f"{key}: invalid batch ({issued['invalid_keys']}) without an "
                             f"invalid_key claim; {_attempts_text(view) if view else 'no order knows it'}")
-            if key in self.delivered_by:
-                figures.delivered += qty
-                continue
-            back, held = self.f.returned.get(key[1], 0), self.f.held.get(key[1], 0)
-            figures.returned += back
-            figures.held += held
-            rest = qty - back - held if issued["cards"] else (0 if back or held else qty)
-            if rest <= 0:
-                continue
-            attempt = self.attempt_of.get(key)
-            if key in self.claimed:
-                figures.claimed += rest
-            elif view is not None and view["status"] == "review" and attempt is not None \
-                    and attempt["state"] in OPEN_ATTEMPT_STATES:
-                figures.awaiting += rest
-            else:
-                figures.lost += rest
+            lost = self.unit(key, int(issued["qty"]), view)
+            if lost:
                 where = _attempts_text(view) if view else "no order knows it"
-                self.v.fail("books", f"{key[0]} {key[1]}: charged {qty} unit(s), {rest} neither delivered, "
-                            f"returned, held nor claimed; {where}")
+                self.v.fail("books", f"{key[0]} {key[1]}: charged {issued['qty']} unit(s), {lost} neither "
+                            f"delivered, returned, claimed nor held; {where}")
                 if view is not None:
                     lost_per_order[view["ref"]].append(key[1])
         for view in self.f.views:
@@ -218,9 +201,34 @@ class _Audit:
                             f"{lost_per_order[view['ref']]}; {_attempts_text(view)}")
         for name, figures in self.v.suppliers.items():
             total = figures.delivered + figures.claimed + figures.returned + figures.held + figures.awaiting
-            if total + figures.lost != figures.charged or figures.lost:
+            if figures.lost:
                 self.v.fail("books", f"{name}: charged {figures.charged} != delivered + claimed + returned + held"
                             f" + awaiting = {total}")
+
+    def unit(self, key: tuple[str, str], qty: int, view: Mapping[str, Any] | None) -> int:
+        """Count one charged number into its supplier's figures; the units lost (in no category)."""
+        figures = self.v.suppliers[key[0]]
+        if key in self.delivered_by:
+            figures.delivered += qty
+            return 0
+        # Exclusive, in this order: keys back in stock; else under a claim (an invalid batch's keys are held
+        # as evidence *and* claimed: claimed); else held with no claim; else awaiting a person in review.
+        back = min(self.f.returned.get(key[1], 0), qty)
+        figures.returned += back
+        rest = qty - back
+        if rest and key in self.claimed:
+            figures.claimed += rest
+            return 0
+        held = min(self.f.held.get(key[1], 0), rest)
+        figures.held += held
+        rest -= held
+        attempt = self.attempt_of.get(key)
+        if rest and view is not None and view["status"] == "review" and attempt is not None \
+                and attempt["state"] in OPEN_ATTEMPT_STATES:
+            figures.awaiting += rest
+            return 0
+        figures.lost += rest
+        return rest
 
     def keys(self) -> None:
         keys = Counter(_card(card) for view in self.f.views for card in view["cards"])
