@@ -139,7 +139,7 @@ class _Audit:
             self.v.fail("ended", f"order {view['ref']} is {status} without a reason")
         open_attempts = [a for a in view["attempts"] if a["state"] in OPEN_ATTEMPT_STATES]
         if open_attempts and status != "review":
-            self.v.fail("drained", f"{_attempts_text(view)}: attempt(s) still open")
+            self.v.fail("attempts_closed", f"{_attempts_text(view)}: attempt(s) still open")
         delivering = [a for a in view["attempts"] if a["state"] == "succeeded"
                       and a["error_class"] not in NOT_DELIVERING and a["supplier"] in self.f.ledgers]
         if status != "delivered":
