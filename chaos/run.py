@@ -177,7 +177,7 @@ class ChaosRun:
         size = max(1, -(-len(rest) // 20))
         chunks = [rest[i:i + size] for i in range(0, len(rest), size)]
         writers = Writers(self.config, self.env, chunks, self.o.seed, self.workdir,
-                          review_actions=self.p.review_actions)
+                          review_actions=self.p.review_actions, server_restarts=self.p.pg_restarts > 0)
         writers.log.imported.update(o["ref"] for o in orders[:first])
         for daemon in self.daemons:
             daemon.start(self.children)

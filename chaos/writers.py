@@ -20,6 +20,8 @@ from chaos.procs import CommandResult, run_fulfil
 
 # A refusal an operator can meet when the order moved on between the list and the action: not a failure.
 _EXPECTED_REFUSALS = ("not in review",)
+# What a command meets while PostgreSQL restarts: it fails and the writer tries again later (not a finding).
+_SERVER_AWAY = ("connection", "server closed", "terminating", "the database system is", "could not connect")
 MAX_RETRIES_PER_ORDER = 2
 
 
@@ -41,13 +43,14 @@ class Writers:
 
     def __init__(
         self, config: Path, env: Mapping[str, str], chunks: Sequence[Sequence[Mapping[str, Any]]], seed: int,
-        workdir: Path, *, review_actions: bool, gap: tuple[float, float] = (0.3, 1.5),
+        workdir: Path, *, review_actions: bool, gap: tuple[float, float] = (0.3, 1.5), server_restarts: bool = False,
     ) -> None:
         self.config, self.env, self.workdir = config, env, workdir
         self.pending_chunks = [list(c) for c in chunks]
         self.rng = random.Random(seed)
         self.review_actions = review_actions
         self.gap = gap
+        self.server_restarts = server_restarts  # PostgreSQL is restarted during the run
         self.log = WriterLog()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chaos-writers", daemon=True)
@@ -129,6 +132,9 @@ class Writers:
             self._error(result)
 
     def _error(self, result: CommandResult, note: str = "") -> None:
-        self.log.counts["error"] += 1
         tail = (result.stderr.strip().splitlines() or [""])[-1][:300]
+        if self.server_restarts and any(text in (result.stderr + result.stdout).lower() for text in _SERVER_AWAY):
+            self.log.counts["db_away"] += 1
+            return
+        self.log.counts["error"] += 1
         self.log.errors.append(f"`fulfil {' '.join(result.args[:2])}` exit {result.returncode}: {note or tail}")
