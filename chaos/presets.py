@@ -42,6 +42,6 @@ PRESETS: dict[str, Preset] = {
     "sqlite": Preset(name="sqlite", database="sqlite", orders=5000, kills=100),
     "pg": Preset(name="pg", database="pg", orders=5000, kills=100, daemons=4, pg_restarts=2,
                  kill_gap=(0.2, 1.5)),
-    "net": Preset(name="net", database="sqlite", orders=3000, kills=30, proxy=True, sim_faults="light",
-                  proxy_faults=NET_FAULTS),
+    "net": Preset(name="net", database="sqlite", orders=3000, kills=50, proxy=True, sim_faults="light",
+                  proxy_faults=NET_FAULTS, kill_gap=(1.0, 5.0)),
 }

@@ -3,7 +3,8 @@
 1. Set up: simulators (and fault proxies) on loopback, a database (a SQLite file, or a schema of its own on
    PostgreSQL), fulfil's config, `fulfil db upgrade`, the first share of the orders imported.
 2. Chaos: the daemons work; CLI writers import the rest of the orders and act on the review queue; daemons
-   are killed with SIGKILL at random moments and started again; PostgreSQL is restarted.
+   are killed with SIGKILL at random moments and started again; PostgreSQL is restarted. After the last
+   kill the faults stay on until no order is pending.
 3. Drain: faults off (simulators and proxies), daemons started clean, no kills, until no order is pending or
    processing and no attempt is open outside review.
 4. Audit (chaos.audit) and one line of figures; the exit status names what broke.
@@ -194,7 +195,19 @@ class ChaosRun:
         finally:
             writers.stop()
         writers.flush()
+        self.faulty_tail()
         return writers
+
+    def faulty_tail(self) -> None:
+        """After the last kill, faults stay on until every order has been taken up at least once."""
+        deadline = time.monotonic() + self.p.drain_timeout / 2
+        while time.monotonic() < deadline:
+            self.revive()
+            counts = self.counts()
+            if counts is not None and counts["pending"] == 0:
+                return
+            time.sleep(1.0)
+        self.notes.append("orders still pending when the faults were turned off")
 
     def step(self, step: Step, writers: Writers) -> bool:
         """Wait, then kill or restart; False once there is nothing left to disturb."""
