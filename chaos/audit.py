@@ -183,7 +183,7 @@ class _Audit:
         lost_per_order: dict[str, list[str]] = defaultdict(list)
         for key, issued in self.charged.items():
             view = self.owner.get(key)
-            if issued["invalid_keys"] and "invalid_key" not in self.claimed.get(key, set()):
+            if issued["invalid_keys"] and not self.invalid_claimed(key):
                 self.v.fail("invalid_claimed", f"{key}: invalid batch ({issued['invalid_keys']}) without an "
                             f"invalid_key claim; {_attempts_text(view) if view else 'no order knows it'}")
             lost = self.unit(key, int(issued["qty"]), view)
@@ -204,6 +204,14 @@ class _Audit:
             if figures.lost:
                 self.v.fail("books", f"{name}: charged {figures.charged} != delivered + claimed + returned + held"
                             f" + awaiting = {total}")
+
+    def invalid_claimed(self, key: tuple[str, str]) -> bool:
+        """An invalid batch needs its invalid_key claim, unless fulfil never saw the keys (the answer was lost
+        and the attempt is still open): then any claim on the number (a possible double) claims the money."""
+        reasons = self.claimed.get(key, set())
+        attempt = self.attempt_of.get(key)
+        unseen = attempt is not None and attempt["state"] in OPEN_ATTEMPT_STATES
+        return "invalid_key" in reasons or (unseen and bool(reasons))
 
     def unit(self, key: tuple[str, str], qty: int, view: Mapping[str, Any] | None) -> int:
         """Count one charged number into its supplier's figures; the units lost (in no category)."""
