@@ -16,6 +16,8 @@ Anything else is a unit lost.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -312,5 +314,40 @@ def write_findings(verdict: Verdict, path: Path) -> None:
                     encoding="utf-8")
 
 
-def views_by_ref(views: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    return {v["ref"]: v for v in views}
+def save_facts(facts: Facts, path: Path) -> None:
+    """Everything the audit read (simulator keys in plaintext: test data), so a run can be audited again."""
+    data = {
+        "expected_refs": sorted(facts.expected_refs), "views": facts.views, "claims": facts.claims,
+        "ledgers": facts.ledgers, "returned": dict(facts.returned), "held": dict(facts.held),
+        "resellable_delivered": facts.resellable_delivered,
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def load_facts(path: Path) -> Facts:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Facts(
+        expected_refs=set(data["expected_refs"]), views=data["views"], claims=data["claims"],
+        ledgers=data["ledgers"], returned=Counter(data["returned"]), held=Counter(data["held"]),
+        resellable_delivered=int(data["resellable_delivered"]),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m chaos.audit WORKDIR/facts.json`: audit a finished run again (after the auditor changed)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m chaos.audit FACTS.json", file=sys.stderr)
+        return 2
+    verdict = audit(load_facts(Path(args[0])))
+    if not verdict.ok:
+        print(summarise_broken(verdict), file=sys.stderr)
+    statuses = " ".join(f"{k}={v}" for k, v in sorted(verdict.statuses.items()))
+    suppliers = " | ".join(f"{name}: {figures.line()}" for name, figures in verdict.suppliers.items())
+    print(f"audit {statuses} | {suppliers} | result=" + ("OK" if verdict.ok else
+                                                        "BROKEN(" + ",".join(sorted(verdict.broken)) + ")"))
+    return 0 if verdict.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -324,6 +324,7 @@ class ChaosRun:
             held=held,
             resellable_delivered=resellable,
         )
+        audit.save_facts(facts, self.workdir / "facts.json")
         verdict = audit.audit(facts)
         if not writers.all_imported():
             verdict.fail("all_orders_known", f"{len(writers.pending_chunks)} chunk(s) never imported")
