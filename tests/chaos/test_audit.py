@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from chaos.audit import Facts, audit
+from chaos.audit import Facts, audit, load_facts, main, save_facts
 from chaos.presets import PRESETS
 from chaos.run import schedule
 
@@ -75,3 +76,12 @@ def test_the_schedule_depends_on_the_seed_alone() -> None:
     preset = PRESETS["pg"].sized(kills=20, pg_restarts=2)
     assert schedule(preset, 7) == schedule(preset, 7) != schedule(preset, 8)
     assert sum(step.pg_restart for step in schedule(preset, 7)) == 2
+
+
+def test_saved_facts_audit_the_same_again(tmp_path: Path) -> None:
+    views = [_order("A", [_attempt("N1", "sent"), _attempt("N2")], [K2])]
+    facts = _facts(views, [_charged("N1", [K1]), _charged("N2", [K2])])
+    save_facts(facts, tmp_path / "facts.json")
+    again = audit(load_facts(tmp_path / "facts.json"))
+    assert dict(again.broken) == dict(audit(facts).broken)
+    assert main([str(tmp_path / "facts.json")]) == 1
