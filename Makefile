@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -19,8 +19,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check fulfil suppliers tests
+	$(BIN)/ruff check fulfil suppliers tests chaos
 	$(BIN)/mypy
+
+# The proving ground (not part of `make test`): PRESET=sqlite|pg|net, SEED=N; ARGS for more
+# (e.g. ARGS="--orders 500 --kills 10"). One line of figures at the end; non-zero when an invariant broke.
+PRESET ?= sqlite
+SEED ?= 1
+chaos: $(STAMP)
+	$(BIN)/python -m chaos --preset $(PRESET) --seed $(SEED) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
