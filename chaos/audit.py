@@ -29,7 +29,8 @@ from sqlalchemy.pool import NullPool
 
 END_STATES = ("delivered", "failed", "review")
 OPEN_ATTEMPT_STATES = ("planned", "sent", "ambiguous")
-NOT_DELIVERING = ("invalid_key", "late")  # error classes of succeeded attempts whose keys were not delivered
+# Error classes of succeeded attempts whose keys were not delivered (claimed, returned or held instead).
+NOT_DELIVERING = ("invalid_key", "late", "charged_not_delivered")
 
 
 @dataclass
