@@ -209,11 +209,14 @@ class _Audit:
                             f" + awaiting = {total}")
 
     def invalid_claimed(self, key: tuple[str, str]) -> bool:
-        """An invalid batch needs its invalid_key claim, unless fulfil never saw the keys (the answer was lost
-        and the attempt is still open): then any claim on the number (a possible double) claims the money."""
+        """An invalid batch needs its invalid_key claim, unless fulfil never saw the keys (the answer was lost:
+        the attempt is still open, or was settled by "already exists" as charged without goods): then any claim
+        on the number claims the money."""
         reasons = self.claimed.get(key, set())
         attempt = self.attempt_of.get(key)
-        unseen = attempt is not None and attempt["state"] in OPEN_ATTEMPT_STATES
+        unseen = attempt is not None and (
+            attempt["state"] in OPEN_ATTEMPT_STATES or attempt["error_class"] == "charged_not_delivered"
+        )
         return "invalid_key" in reasons or (unseen and bool(reasons))
 
     def unit(self, key: tuple[str, str], qty: int, view: Mapping[str, Any] | None) -> int:

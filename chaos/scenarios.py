@@ -115,6 +115,9 @@ def fulfil_config(
         "retry": {"budget": "15s", "initial_backoff": "200ms", "max_backoff": "2s"},
         "ambiguity": {"query_interval": "500ms", "give_up_after": give_up_after, "policy": "wait",
                       "late_keys": "stock"},
+        # The primary sells a few invalid batches at random; the non-key trip wire (2 in a row by default) would
+        # cool it down and take it out of the run. Short cool-downs keep every supplier under fire.
+        "cooldown": {"non_keys_streak": 4, "non_keys": "5s", "product_unavailable": "5s"},
         "breaker": {"consecutive_failures": 50, "failure_rate": 0.9, "min_volume": 200, "base_ejection": "5s",
                     "max_ejection": "20s"},
         "suppliers": [supplier_entry(name, base_urls[name]) for name in SUPPLIERS],
