@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from benchmarks import ceiling, procs
 from fulfil.crypto import CardCipher, load_card_key
@@ -56,6 +57,7 @@ class BenchConfig:
     settings: procs.DaemonSettings = procs.DaemonSettings()
     pg_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     profile: Path | None = None  # py-spy raw output of daemon 0 over the throughput phase
+    profile_gil: bool = False  # py-spy --gil: only the thread holding the GIL (Python's own CPU)
     keep: bool = False
 
     @property
@@ -99,7 +101,7 @@ def _run(
     daemons: list[procs.Daemon] = []
     try:
         for i, path in enumerate(configs):
-            port = int(procs.yaml.safe_load(path.read_text())["http"]["listen"].rsplit(":", 1)[1])
+            port = int(yaml.safe_load(path.read_text())["http"]["listen"].rsplit(":", 1)[1])
             daemons.append(procs.start_daemon(path, env, i, port))
         load_before = procs.loadavg()
         throughput = _throughput_phase(config, directory, configs[0], env, daemons, sim)
@@ -162,7 +164,7 @@ def _throughput_phase(
     with orders.open("w", encoding="utf-8") as handle:
         for i in range(config.orders):
             handle.write(json.dumps({"ref": f"T{i:07d}", "sku": procs.SKU, "qty": 1, "amount": "1.00"}) + "\n")
-    profiler = _start_profiler(config.profile, daemons[0].pid) if config.profile else None
+    profiler = _start_profiler(config.profile, daemons[0].pid, config.profile_gil) if config.profile else None
     before = _snapshot(daemons, sim)
     import_start = time.time()
     procs.fulfil("orders", "import", str(orders), config=config_path, env=env)
@@ -222,12 +224,14 @@ async def _submit(rate: float, count: int, ports: Sequence[int], token: str) -> 
     return statuses
 
 
-def _start_profiler(path: Path, pid: int) -> subprocess.Popen[bytes]:
+def _start_profiler(path: Path, pid: int, gil: bool) -> subprocess.Popen[bytes]:
     import shutil
     import sys
 
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     command = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads", "-o", str(path)]
+    if gil:
+        command.append("--gil")
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)  # attached
     return proc

@@ -350,7 +350,7 @@ class PgDatabase:
         self._admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
         self.name = f"bench_{os.getpid()}_{secrets.token_hex(4)}"
         self._exec(f'CREATE DATABASE "{self.name}"')
-        self.url = url.set(database=self.name).render_as_string(hide_password=False)
+        self.url = url.set(database=self.name, query={}).render_as_string(hide_password=False)
 
     def _exec(self, sql: str) -> None:
         from sqlalchemy import text

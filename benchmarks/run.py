@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="where the JSON goes (default benchmarks/results/<timestamp>.json)")
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of daemon 0 over the throughput phase "
                         "(the figures of a profiled run are not comparable)")
+    parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: sample only the thread "
+                        "holding the GIL (where Python's own CPU goes; C work without the GIL is not seen)")
     parser.add_argument("--keep", action="store_true", help="keep each configuration's folder (logs, configs)")
     args = parser.parse_args(argv)  # fmt: skip
 
@@ -100,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings=settings,
             pg_url=args.pg_url,
             profile=args.profile,
+            profile_gil=args.profile_gil,
             keep=args.keep,
         )
         try:

@@ -6,8 +6,8 @@ up front, so concurrent writers queue on busy_timeout instead of failing on a lo
 
 FULFIL_SQL_COUNT=/path/counts.json (for benchmarks/; off unless set): the store's engines count their SQL
 statements (transaction control left out), transactions, commits, rollbacks, new connections and pool
-checkouts, and this process writes the counts there as JSON every 0.2 s and at exit. Unset, nothing is
-counted and no listener is installed.
+checkouts, and this process writes the counts there as JSON every 0.2 s and at exit (the writer thread costs
+~2.5 ms of CPU a second). Unset, nothing is counted and no listener or thread is installed.
 """
 
 from __future__ import annotations
