@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check fulfil suppliers tests chaos
+	$(BIN)/ruff check fulfil suppliers tests chaos benchmarks
 	$(BIN)/mypy
 
 # The proving ground (not part of `make test`): PRESET=sqlite|pg|net, SEED=N; ARGS for more
@@ -30,7 +30,7 @@ chaos: $(STAMP)
 	$(BIN)/python -m chaos --preset $(PRESET) --seed $(SEED) $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
