@@ -140,8 +140,9 @@ def _count_sql(engine: Engine) -> None:
 def create_store_engine(url: str) -> tuple[str, AsyncEngine]:
     dialect, parsed = parse_url(url)
     if dialect == "sqlite":
-        # SQLite has one writer: a second connection only lets a read overlap a write.
-        engine = create_async_engine(parsed, pool_size=1, max_overflow=1, pool_timeout=60)
+        # SQLite has one writer: a second connection only lets a read overlap a write. Both are kept open: an
+        # overflow connection would be opened and closed again (an aiosqlite thread each) on every busy moment.
+        engine = create_async_engine(parsed, pool_size=2, max_overflow=0, pool_timeout=60)
         _sqlite_setup(engine.sync_engine)
     else:
         engine = create_async_engine(parsed, pool_size=16, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
