@@ -1,7 +1,8 @@
 """The daemon's HTTP side: order intake and lookup for the storefront, metrics, and supplier callbacks.
 
-Everything but `/healthz` and the callbacks needs `Authorization: Bearer <token>`, the token taken from the
-environment variable named by `http.token_env` (never the YAML); without one those endpoints answer 401.
+Everything but `/healthz`, `/openapi.json` (the API's OpenAPI 3.1 document, `fulfil/openapi.json`) and the
+callbacks needs `Authorization: Bearer <token>`, the token taken from the environment variable named by
+`http.token_env` (never the YAML); without one those endpoints answer 401.
 Callbacks are authenticated by the supplier's own signature, and are only a hint: the engine confirms them
 with a query before acting.
 """
@@ -12,6 +13,8 @@ import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +31,14 @@ log = logging.getLogger("fulfil.admin")
 
 # Every request body (orders and supplier callbacks, a few hundred bytes each): a larger one is answered 413.
 MAX_BODY = 64 * 1024
+# Paths anyone may ask for: the callbacks carry their supplier's own signature instead of the token.
+PUBLIC_PATHS = ("/healthz", "/openapi.json")
+
+
+@cache
+def openapi_document() -> bytes:
+    """The hand-written OpenAPI 3.1 document of this API (checked against `AdminServer.app()` by the tests)."""
+    return resources.files("fulfil").joinpath("openapi.json").read_bytes()
 
 
 class AdminServer:
@@ -52,6 +63,7 @@ class AdminServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._auth])
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/orders", self.add_order)
         app.router.add_get("/orders/{ref}", self.show_order)
@@ -80,7 +92,7 @@ class AdminServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        public = request.path == "/healthz" or request.path.startswith("/callbacks/")
+        public = request.path in PUBLIC_PATHS or request.path.startswith("/callbacks/")
         if not public:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not self.token or not hmac.compare_digest(given.encode(), self.token.encode()):
@@ -92,6 +104,9 @@ class AdminServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=openapi_document(), content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines = ["# TYPE fulfil_orders gauge"]
