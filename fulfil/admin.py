@@ -22,7 +22,7 @@ from aiohttp import web
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config
 from fulfil.engine import Engine
-from fulfil.intake import FieldError, order_from_fields, validate_order
+from fulfil.intake import MAX_REF_LENGTH, FieldError, order_from_fields, shown, validate_order
 from fulfil.render import order_to_dict
 from fulfil.storage import Store
 from suppliers import values
@@ -146,10 +146,15 @@ class AdminServer:
         return web.json_response({"ref": order.ref, "result": result.status}, status=code)
 
     async def show_order(self, request: web.Request) -> web.Response:
-        view = await self.store.get_order(request.match_info["ref"])
+        reveal = request.query.get("reveal", "0")
+        if reveal not in ("0", "1"):  # `reveal=true` must not quietly mean "masked"
+            return _error(400, "reveal must be 0 or 1")
+        ref = request.match_info["ref"]
+        # A ref intake refuses cannot exist (and a NUL is an error on PostgreSQL, not a miss): not found.
+        view = await self.store.get_order(ref) if len(ref) <= MAX_REF_LENGTH and ref.isprintable() else None
         if view is None:
-            return _error(404, f"no order '{request.match_info['ref']}'")
-        return web.json_response(order_to_dict(view, reveal=request.query.get("reveal") == "1"))
+            return _error(404, f"no order '{shown(ref)}'")
+        return web.json_response(order_to_dict(view, reveal=reveal == "1"))
 
     async def callback(self, request: web.Request) -> web.Response:
         name = request.match_info["supplier"]
