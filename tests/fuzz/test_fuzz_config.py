@@ -176,7 +176,10 @@ def test_mutations_of_the_example_are_a_config_or_a_config_error(
 
 
 @PROPERTY
-@given(position=st.integers(0, len(EXAMPLE_TEXT) - 1), char=st.characters(codec="utf-8") | st.sampled_from(":-[]{}&*!|>'\"#%@` \t\n"))
+@given(
+    position=st.integers(0, len(EXAMPLE_TEXT) - 1),
+    char=st.characters(codec="utf-8") | st.sampled_from(":-[]{}&*!|>'\"#%@` \t\n"),
+)
 def test_one_character_changed_in_the_example_is_a_config_or_a_config_error(
     tmp_path_factory: Any, position: int, char: str
 ) -> None:
