@@ -1,7 +1,8 @@
 """The daemon's HTTP side: order intake and lookup for the storefront, metrics, and supplier callbacks.
 
-Everything but `/healthz` and the callbacks needs `Authorization: Bearer <token>`, the token taken from the
-environment variable named by `http.token_env` (never the YAML); without one those endpoints answer 401.
+Everything but `/healthz`, `/openapi.json` (the API's OpenAPI 3.1 document, `fulfil/openapi.json`) and the
+callbacks needs `Authorization: Bearer <token>`, the token taken from the environment variable named by
+`http.token_env` (never the YAML); without one those endpoints answer 401.
 Callbacks are authenticated by the supplier's own signature, and are only a hint: the engine confirms them
 with a query before acting.
 """
@@ -12,6 +13,8 @@ import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +22,7 @@ from aiohttp import web
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config
 from fulfil.engine import Engine
-from fulfil.intake import FieldError, order_from_fields, validate_order
+from fulfil.intake import MAX_REF_LENGTH, FieldError, order_from_fields, shown, validate_order
 from fulfil.render import order_to_dict
 from fulfil.storage import Store
 from suppliers import values
@@ -28,6 +31,14 @@ log = logging.getLogger("fulfil.admin")
 
 # Every request body (orders and supplier callbacks, a few hundred bytes each): a larger one is answered 413.
 MAX_BODY = 64 * 1024
+# Paths anyone may ask for: the callbacks carry their supplier's own signature instead of the token.
+PUBLIC_PATHS = ("/healthz", "/openapi.json")
+
+
+@cache
+def openapi_document() -> bytes:
+    """The hand-written OpenAPI 3.1 document of this API (checked against `AdminServer.app()` by the tests)."""
+    return resources.files("fulfil").joinpath("openapi.json").read_bytes()
 
 
 class AdminServer:
@@ -52,6 +63,7 @@ class AdminServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._auth])
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/orders", self.add_order)
         app.router.add_get("/orders/{ref}", self.show_order)
@@ -80,7 +92,7 @@ class AdminServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        public = request.path == "/healthz" or request.path.startswith("/callbacks/")
+        public = request.path in PUBLIC_PATHS or request.path.startswith("/callbacks/")
         if not public:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not self.token or not hmac.compare_digest(given.encode(), self.token.encode()):
@@ -92,6 +104,9 @@ class AdminServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=openapi_document(), content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines = ["# TYPE fulfil_orders gauge"]
@@ -131,10 +146,15 @@ class AdminServer:
         return web.json_response({"ref": order.ref, "result": result.status}, status=code)
 
     async def show_order(self, request: web.Request) -> web.Response:
-        view = await self.store.get_order(request.match_info["ref"])
+        reveal = request.query.get("reveal", "0")
+        if reveal not in ("0", "1"):  # `reveal=true` must not quietly mean "masked"
+            return _error(400, "reveal must be 0 or 1")
+        ref = request.match_info["ref"]
+        # A ref intake refuses cannot exist (and a NUL is an error on PostgreSQL, not a miss): not found.
+        view = await self.store.get_order(ref) if len(ref) <= MAX_REF_LENGTH and ref.isprintable() else None
         if view is None:
-            return _error(404, f"no order '{request.match_info['ref']}'")
-        return web.json_response(order_to_dict(view, reveal=request.query.get("reveal") == "1"))
+            return _error(404, f"no order '{shown(ref)}'")
+        return web.json_response(order_to_dict(view, reveal=reveal == "1"))
 
     async def callback(self, request: web.Request) -> web.Response:
         name = request.match_info["supplier"]

@@ -218,11 +218,22 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _substitute(node: Any, environ: Mapping[str, str], loc: tuple[int | str, ...], errors: list[str]) -> Any:
+def _substitute(
+    node: Any,
+    environ: Mapping[str, str],
+    loc: tuple[int | str, ...],
+    errors: list[str],
+    inside: frozenset[int] = frozenset(),
+) -> Any:
+    if isinstance(node, dict | list):
+        if id(node) in inside:  # `a: &x [*x]`: YAML aliases can build a structure that contains itself
+            errors.append(f"{_path(loc)}: a YAML alias that contains itself")
+            return None
+        inside = inside | {id(node)}
     if isinstance(node, dict):
-        return {key: _substitute(value, environ, (*loc, str(key)), errors) for key, value in node.items()}
+        return {key: _substitute(value, environ, (*loc, str(key)), errors, inside) for key, value in node.items()}
     if isinstance(node, list):
-        return [_substitute(value, environ, (*loc, i), errors) for i, value in enumerate(node)]
+        return [_substitute(value, environ, (*loc, i), errors, inside) for i, value in enumerate(node)]
     if isinstance(node, str):
 
         def replace(match: re.Match[str]) -> str:
@@ -374,11 +385,15 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the configuration ({exc.strerror})"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from exc
     try:
         data = yaml.safe_load(text)
+        config = config_from_data(data, environ)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
-    config = config_from_data(data, environ)
+    except RecursionError:  # PyYAML's composer recurses once per level: some hundreds of brackets
+        raise ConfigError([f"{path}: nested too deeply"]) from None
     url = resolve_sqlite_url(config.database.url, path.resolve().parent)
     if url == config.database.url:
         return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -22,7 +23,10 @@ def parse_duration(value: object, *, bare_numbers: bool = False) -> float:
     match = _PATTERN.match(value)
     if match is None:
         raise ValueError(f"expected a duration such as '500ms', '30s', '5m', '2h', got {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):  # 400 nines are digits, but no wait: a sleep or lease of inf breaks a loop
+        raise ValueError(f"the duration {value[:20]!r}… is too long")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -71,6 +71,8 @@ def validate_order(order: NewOrder, config: Config) -> list[str]:
         reasons.append(f"account is required for direct top-up product '{order.sku}'")
     if order.account is not None and len(order.account) > MAX_ACCOUNT_LENGTH:
         reasons.append(f"account is longer than {MAX_ACCOUNT_LENGTH} characters")
+    elif order.account is not None and not order.account.isprintable():
+        reasons.append("account contains control characters")  # a NUL cannot even be stored on PostgreSQL
     if order.amount is not None:
         reasons.extend(_amount_reasons(order.amount))
     return reasons

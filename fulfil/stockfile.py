@@ -14,6 +14,7 @@ from pathlib import Path
 from suppliers.taxonomy import Card
 
 _HEADERS = ("number,password", "password")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class StockFileError(Exception):
@@ -55,7 +56,9 @@ def parse_stock_text(text: str, card_pattern: str | None = None, number_pattern:
     lines: list[int] = []
     invalid: list[tuple[int, str]] = []
     seen_content = False
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end where an editor ends them: str.splitlines() would also split at a form feed, \x1c-\x1e, \x85
+    # or \u2028 inside a line, making two wrong keys of one (and every later line number wrong).
+    for number, raw in enumerate(_LINE_END.split(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
