@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos clean
+.PHONY: demo test lint audit bench chaos soak clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check fulfil suppliers tests chaos
 	$(BIN)/mypy
+
+# Dependencies against known vulnerabilities (pip-audit): fails only on one with a fix available.
+audit: $(STAMP)
+	$(BIN)/python .ci/pip_audit.py
 
 # The proving ground (not part of `make test`): PRESET=sqlite|pg|net, SEED=N; ARGS for more
 # (e.g. ARGS="--orders 500 --kills 10"). One line of figures at the end; non-zero when an invariant broke.
