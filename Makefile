@@ -33,6 +33,13 @@ SEED ?= 1
 chaos: $(STAMP)
 	$(BIN)/python -m chaos --preset $(PRESET) --seed $(SEED) $(ARGS)
 
+# Resource bounds (not part of `make test`): a steady load at half capacity for MINUTES (30 by default) on
+# DB=sqlite|pg; RSS, file descriptors, database connections and the backlog sampled; exit 1 when one grows.
+MINUTES ?= 30
+DB ?= sqlite
+soak: $(STAMP)
+	$(BIN)/python -m chaos.soak --minutes $(MINUTES) --db $(DB) $(ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
