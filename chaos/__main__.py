@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep everything here (logs, config, SQLite file)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and schema after a pass")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
+                        help="the daemons' and commands' log level (DEBUG: the secret scan reads the most)")
     parser.add_argument("--json", type=Path, help="also write the figures and findings here as JSON")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset].sized(orders=args.orders, kills=args.kills, daemons=args.daemons,
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if preset.database != "pg" and preset.daemons != 1:
         parser.error("SQLite runs one daemon per database")
     outcome = ChaosRun(Options(preset, args.seed, workdir=args.workdir, keep=args.keep, pg_url=args.pg_url,
-                               quiet=args.quiet)).run()
+                               quiet=args.quiet, log_level=args.log_level)).run()
     verdict = outcome.verdict
     if verdict is not None and not verdict.ok:
         print(audit.summarise_broken(verdict), file=sys.stderr)
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.figures.get("proxy"):
         print(f"proxy faults: {json.dumps(outcome.figures['proxy'], sort_keys=True)}", file=sys.stderr)
     print(f"claims by reason: {outcome.figures.get('claims')}", file=sys.stderr)
+    print(f"logs scanned for keys and secrets: {outcome.figures.get('log_scan')}", file=sys.stderr)
     if args.json is not None:
         args.json.write_text(json.dumps({
             "line": outcome.line, "exit": outcome.exit_code, "figures": outcome.figures,

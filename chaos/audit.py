@@ -12,11 +12,15 @@ Each unit a supplier charged for (its ledger: charged, success) must be exactly 
 - held: its keys are held (`held_cards`, not released) with no claim;
 - awaiting: its order is in review with the attempt still open: a person has it, with the reason.
 Anything else is a unit lost.
+
+`scan_logs` reads every log line the run's daemons and CLI commands wrote, looking for any key the simulators
+issued (their ledgers hold them in plaintext) and any configured secret: none may appear.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -255,6 +259,66 @@ class _Audit:
 
 def audit(facts: Facts) -> Verdict:
     return _Audit(facts).run()
+
+
+# --- no secret in any log line ------------------------------------------------------------------------------
+
+# Shorter values are not looked for: a 4-character key would match by chance in any log.
+MIN_NEEDLE = 8
+
+
+def log_needles(ledgers: Mapping[str, Mapping[str, Any]], secrets: Mapping[str, str]) -> dict[str, str]:
+    """What must never reach a log, each with a label safe to print: every key (number and password) each
+    simulator issued, charged or not, and the configured secrets by name."""
+    needles: dict[str, str] = {}
+    for name, ledger in ledgers.items():
+        for order in ledger["orders"]:
+            for card in order.get("cards") or ():
+                for part in ("number", "password"):
+                    value = card.get(part) or ""
+                    if value:
+                        needles[value] = f"a card {part} {name} issued for {order['number']}"
+    for label, value in secrets.items():
+        if value:
+            needles[value] = f"secret {label}"
+    return needles
+
+
+def _hits(line: str, runs: re.Pattern[str], lengths: Sequence[int], wanted: Mapping[str, str]) -> set[str]:
+    hits: set[str] = set()
+    for match in runs.finditer(line):
+        run = match.group()
+        for n in lengths:
+            hits.update(run[i:i + n] for i in range(len(run) - n + 1) if run[i:i + n] in wanted)
+    return hits
+
+
+def scan_logs(paths: Sequence[Path], needles: Mapping[str, str], *, limit: int = 50) -> list[str]:
+    """One finding per log line that holds a needle: `file:line: what: the line with it cut out`.
+
+    Fast on large logs: a needle lies inside a run of the characters needles are made of, so only those runs
+    are cut into windows of each needle length and looked up."""
+    wanted = {value: label for value, label in needles.items() if len(value) >= MIN_NEEDLE}
+    if not wanted:
+        return []
+    lengths = sorted({len(value) for value in wanted})
+    alphabet = re.escape("".join(sorted(set("".join(wanted)))))
+    runs = re.compile(f"[{alphabet}]{{{lengths[0]},}}")
+    findings: list[str] = []
+    for path in paths:
+        with path.open(encoding="utf-8", errors="replace") as log:
+            for lineno, line in enumerate(log, 1):
+                hits = _hits(line, runs, lengths, wanted)
+                if not hits:
+                    continue
+                shown = line.rstrip("\n")
+                for hit in hits:
+                    shown = shown.replace(hit, "<FOUND>")
+                what = "; ".join(sorted(wanted[hit] for hit in hits))
+                findings.append(f"{path.name}:{lineno}: {what}: {shown[:300]}")
+                if len(findings) >= limit:
+                    return findings
+    return findings
 
 
 # --- reading the facts -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,10 +46,24 @@ class CommandResult:
         return json.loads(self.stdout)
 
 
+_CLI_LOG_LOCK = threading.Lock()
+
+
 def run_fulfil(
-    *args: str, config: Path, env: Mapping[str, str], timeout: float = 300.0
+    *args: str, config: Path, env: Mapping[str, str], timeout: float = 300.0, log: Path | None = None
 ) -> CommandResult:
-    """`fulfil --config CONFIG ARGS...` to completion (never raises on a non-zero exit)."""
+    """`fulfil --config CONFIG ARGS...` to completion (never raises on a non-zero exit). With `log`, the
+    command's stderr (its log lines) is appended there, to be scanned for secrets after the run."""
+    result = _run_fulfil(args, config, env, timeout)
+    if log is not None:
+        with _CLI_LOG_LOCK, log.open("a", encoding="utf-8") as out:
+            out.write(f"# fulfil {' '.join(args[:2])} exit {result.returncode}\n{result.stderr}")
+            if result.stderr and not result.stderr.endswith("\n"):
+                out.write("\n")
+    return result
+
+
+def _run_fulfil(args: tuple[str, ...], config: Path, env: Mapping[str, str], timeout: float) -> CommandResult:
     started = time.monotonic()
     try:
         done = subprocess.run(

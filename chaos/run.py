@@ -47,6 +47,7 @@ class Options:
     pg_url: str | None = None  # the server for preset pg (default $FULFIL_TEST_PG_URL or the local one)
     quiet: bool = False
     keep_failed: bool = True  # keep the work directory and schema of a failed run for inspection
+    log_level: str = "INFO"  # the daemons' and commands' (DEBUG: the secret scan reads the most they log)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ class ChaosRun:
         self.workdir = options.workdir or Path(tempfile.mkdtemp(prefix=f"chaos-{self.p.name}-{options.seed}-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "FULFIL_CONFIG")}
-        self.env.update(FULFIL_CARD_KEY=generate_key(), FULFIL_LOG_FORMAT="json", FULFIL_LOG_LEVEL="INFO",
-                        PYTHONUNBUFFERED="1")
+        self.env.update(FULFIL_CARD_KEY=generate_key(), FULFIL_LOG_FORMAT="json",
+                        FULFIL_LOG_LEVEL=options.log_level, PYTHONUNBUFFERED="1")
         self.sims: dict[str, Sim] = {}
         self.proxies: dict[str, Proxy] = {}
         self.daemons: list[Daemon] = []
@@ -100,6 +101,7 @@ class ChaosRun:
         self.pg_server = options.pg_url or pgserver.server_url()
         self.pg_schema: str | None = None
         self.config = self.workdir / "fulfil.yaml"
+        self.cli_log = self.workdir / "cli.log"  # every CLI command's log lines (the writers' too)
         self.kills = 0
         self.kills_idle = 0  # kills that landed with nothing open (not counted)
         self.pg_restarts = 0
@@ -168,7 +170,7 @@ class ChaosRun:
                  f" on {self.p.database}, proxies: {bool(self.proxies)}")
 
     def must(self, *args: str) -> None:
-        result = run_fulfil(*args, config=self.config, env=self.env)
+        result = run_fulfil(*args, config=self.config, env=self.env, log=self.cli_log)
         if result.returncode != 0:
             raise RuntimeError(f"`fulfil {' '.join(args)}` exited {result.returncode}:\n{result.stderr[-2000:]}")
 
@@ -308,9 +310,9 @@ class ChaosRun:
 
     def verdict(self, orders: list[dict[str, Any]], writers: Writers, drained: bool, seconds: float) -> Outcome:
         views_cmd = run_fulfil("orders", "list", "--json", "--reveal", "--limit", "0", config=self.config,
-                               env=self.env)
+                               env=self.env, log=self.cli_log)
         claims_cmd = run_fulfil("claims", "export", "--format", "json", "--no-evidence", config=self.config,
-                                env=self.env)
+                                env=self.env, log=self.cli_log)
         for result in (views_cmd, claims_cmd):
             if result.returncode != 0:
                 raise RuntimeError(f"`fulfil {' '.join(result.args)}` failed: {result.stderr[-2000:]}")
@@ -326,6 +328,7 @@ class ChaosRun:
         )
         audit.save_facts(facts, self.workdir / "facts.json")
         verdict = audit.audit(facts)
+        scanned = self.scan_logs(verdict, facts.ledgers)
         if not writers.all_imported():
             verdict.fail("all_orders_known", f"{len(writers.pending_chunks)} chunk(s) never imported")
         if not drained:
@@ -338,7 +341,21 @@ class ChaosRun:
         proxy_stats = {name: p.stats() for name, p in self.proxies.items()} if self.proxies else {}
         return Outcome(0 if verdict.ok else 1, line, verdict, self.workdir,
                        {"notes": self.notes, "proxy": proxy_stats, "cli": writers.log.text(),
-                        "claims": dict(verdict.claims_by_reason), "pg_restart_s": self.pg_restart_seconds})
+                        "claims": dict(verdict.claims_by_reason), "pg_restart_s": self.pg_restart_seconds,
+                        "log_scan": scanned})
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret the run configured, by name: none may reach a log."""
+        return {"FULFIL_CARD_KEY": self.env["FULFIL_CARD_KEY"], "fulu app_key": scenarios.FULU_KEY,
+                "fulu secret": scenarios.FULU_SECRET, "acg-faka app_key": scenarios.ACG_KEY}
+
+    def scan_logs(self, verdict: audit.Verdict, ledgers: dict[str, Any]) -> dict[str, int]:
+        """Every daemon and CLI log line of the run, for every key the simulators issued and every secret."""
+        logs = sorted(self.workdir.glob("daemon-*.log")) + [p for p in (self.cli_log,) if p.exists()]
+        needles = audit.log_needles(ledgers, self.secrets())
+        for finding in audit.scan_logs(logs, needles):
+            verdict.fail("no_secret_in_logs", finding)
+        return {"files": len(logs), "needles": len(needles)}
 
     def figure_line(self, verdict: audit.Verdict, writers: Writers, seconds: float) -> str:
         s = verdict.statuses

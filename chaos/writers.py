@@ -52,6 +52,7 @@ class Writers:
         self.gap = gap
         self.server_restarts = server_restarts  # PostgreSQL is restarted during the run
         self.log = WriterLog()
+        self.cli_log = workdir / "cli.log"  # the commands' log lines (stderr), scanned for secrets
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chaos-writers", daemon=True)
         self._lock = threading.Lock()
@@ -87,7 +88,8 @@ class Writers:
         self._files += 1
         path = self.workdir / f"import-{self._files:04d}.jsonl"
         path.write_text("".join(json.dumps(dict(o)) + "\n" for o in chunk), encoding="utf-8")
-        result = run_fulfil("orders", "import", str(path), "--json", config=self.config, env=self.env)
+        result = run_fulfil("orders", "import", str(path), "--json", config=self.config, env=self.env,
+                            log=self.cli_log)
         if result.returncode != 0:
             self._error(result)
             return False
@@ -109,7 +111,8 @@ class Writers:
             self.import_next()
 
     def review_action(self, draw: float) -> None:
-        listed = run_fulfil("review", "list", "--json", config=self.config, env=self.env)
+        listed = run_fulfil("review", "list", "--json", config=self.config, env=self.env,
+                            log=self.cli_log)
         if listed.returncode != 0:
             self._error(listed)
             return
@@ -119,7 +122,8 @@ class Writers:
             return
         ref = candidates[int(draw * len(candidates))]
         action = "retry" if self.rng.random() < 0.6 else "refund"
-        result = run_fulfil("review", action, ref, "--operator", "chaos", config=self.config, env=self.env)
+        result = run_fulfil("review", action, ref, "--operator", "chaos", config=self.config, env=self.env,
+                            log=self.cli_log)
         if result.returncode == 0:
             self.log.counts[f"{action}_ok"] += 1
             if action == "retry":

@@ -145,6 +145,20 @@ class ScoringConfig(_Frozen):
     balance_interval: Duration = 120.0  # how often a supplier's balance is polled, at most
 
 
+class RetentionConfig(_Frozen):
+    """How long the event log keeps what the engine no longer reads. None keeps it for ever.
+
+    Only events are ever pruned: receipts, claims, attempts and deliveries are the books and stay. An event
+    of an order that is not delivered or failed, or that still has an open attempt, is kept whatever its age
+    (the engine counts an open order's `order.crashed` and `review.retry` events, the resolver an open
+    attempt's `order.reopened`)."""
+
+    events: Duration | None = 90 * 86400.0
+    interval: Duration = 3600.0  # how often the worker prunes
+    batch_size: int = Field(1000, ge=1, le=100_000)  # rows deleted per transaction (short write locks)
+    max_batches: int = Field(100, ge=1)  # per prune, so one tick never runs for long; the next goes on
+
+
 class SupplierConfig(_Frozen):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
     type: str
@@ -193,6 +207,7 @@ class Config(_Frozen):
     routing: RoutingConfig = RoutingConfig()
     breaker: BreakerConfig = BreakerConfig()
     scoring: ScoringConfig = ScoringConfig()
+    retention: RetentionConfig = RetentionConfig()
     suppliers: tuple[SupplierConfig, ...] = ()
     products: dict[str, ProductConfig] = Field(default_factory=dict)
 

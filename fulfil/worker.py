@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,6 +105,8 @@ class LeaseStore(Protocol):
     async def release_leases(self, owner: str, order_ids: list[int], now: datetime, /) -> int: ...
 
     async def sweep_expired_leases(self, now: datetime, /) -> int: ...
+
+    async def prune_events(self, before: datetime, batch_size: int, /) -> int: ...
 
 
 class WorkerCrashed(Exception):
@@ -400,6 +402,7 @@ class Worker:
             # claim_orders takes expired leases too; the sweeper only makes them show as pending sooner.
             "lease-sweeper": (self.config.daemon.lease / 2, self._sweep),
             "processor": (self.config.ambiguity.query_interval, self.processor.periodic),
+            "retention": (self.config.retention.interval, self._prune),
         }
 
     def _start_scheduler(self) -> Any:
@@ -444,6 +447,23 @@ class Worker:
         swept = await self.store.sweep_expired_leases(now)
         if swept:
             logger.warning("lease.swept", extra={"count": swept})
+
+    async def _prune(self, now: datetime) -> None:
+        """The event log's retention: old events nothing reads any more, in short batches (the store decides
+        which are safe to delete), up to `retention.max_batches` per tick; the next tick goes on."""
+        retention = self.config.retention
+        if retention.events is None:
+            return
+        before = now - timedelta(seconds=retention.events)
+        pruned = 0
+        for _ in range(retention.max_batches):
+            deleted = await self.store.prune_events(before, retention.batch_size)
+            pruned += deleted
+            if deleted < retention.batch_size or self._stop_event.is_set():
+                break
+            await asyncio.sleep(0)  # let orders' writes in between batches
+        if pruned:
+            logger.info("retention.pruned", extra={"table": "events", "count": pruned, "before": before.isoformat()})
 
     # --- shutdown -------------------------------------------------------------------------------------
 

@@ -262,3 +262,8 @@ receipt_cards = Table(
     Column("expires", String(64)),
     UniqueConstraint("receipt_id", "position", name="uq_receipt_cards_receipt_id"),
 )
+
+# --- retention (migration 0004) ----------------------------------------------------------------------------
+
+# The retention job deletes the oldest events first, in small batches (`Store.prune_events`).
+Index("ix_events_at", events.c.at)

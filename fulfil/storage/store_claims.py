@@ -7,14 +7,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fulfil.domain import CLAIM_TRANSITIONS, ClaimReason, ClaimRecord, ClaimStatus
+from fulfil.domain import CLAIM_TRANSITIONS, OPEN_ATTEMPT_STATES, ClaimReason, ClaimRecord, ClaimStatus, OrderStatus
 from fulfil.storage.base import StoreBase
 from fulfil.storage.errors import InvalidTransition, NotFound
 from fulfil.storage.schema import attempts, claims, cooldowns, events, orders
 from fulfil.storage.types import EventRecord
+
+# Orders whose events nothing reads any more (once no attempt of theirs is open): see `prune_events`.
+_ENDED = (OrderStatus.DELIVERED, OrderStatus.FAILED)
 
 
 def _claim_from_row(row: Row[Any]) -> ClaimRecord:
@@ -223,6 +226,37 @@ class ClaimOps(StoreBase):
             stmt = stmt.where(events.c.order_id == order_id)
         async with self._read() as conn:
             return [EventRecord(**row._mapping) for row in await conn.execute(stmt)]
+
+    async def prune_events(self, before: datetime, batch_size: int) -> int:
+        """Delete up to `batch_size` events older than `before` that nothing reads any more; the count deleted.
+
+        Kept whatever their age: events of an order that is not delivered or failed (pending, processing, or
+        in review, where a person may retry it), and of an order with an attempt still open (the engine
+        counts an open order's `order.crashed` and `review.retry`, the resolver an open attempt's
+        `order.reopened`). Events of no order (alerts, operator actions) go by age alone. Oldest first, on
+        `ix_events_at`; one short transaction per call, so the caller repeats it while it returns
+        `batch_size`."""
+        order_ended = (
+            select(orders.c.id)
+            .where(orders.c.id == events.c.order_id, orders.c.status.in_(_ENDED))
+            .exists()
+        )
+        attempt_open = (
+            select(attempts.c.id)
+            .where(attempts.c.order_id == events.c.order_id, attempts.c.state.in_(OPEN_ATTEMPT_STATES))
+            .exists()
+        )
+        victims = (
+            select(events.c.id)
+            .where(events.c.at < before)
+            .where(or_(events.c.order_id.is_(None), and_(order_ended, ~attempt_open)))
+            .order_by(events.c.at)
+            .limit(batch_size)
+        )
+        async with self._write() as conn:
+            # A scalar subquery of ids: SQLite and PostgreSQL both take DELETE ... WHERE id IN (SELECT ... LIMIT).
+            result = await conn.execute(delete(events).where(events.c.id.in_(victims.scalar_subquery())))
+            return int(result.rowcount or 0)
 
     # -- cool-downs -----------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from chaos.audit import Facts, audit, load_facts, main, save_facts
+from chaos.audit import Facts, audit, load_facts, log_needles, main, save_facts, scan_logs
 from chaos.presets import PRESETS
 from chaos.run import schedule
 
@@ -85,3 +85,25 @@ def test_saved_facts_audit_the_same_again(tmp_path: Path) -> None:
     again = audit(load_facts(tmp_path / "facts.json"))
     assert dict(again.broken) == dict(audit(facts).broken)
     assert main([str(tmp_path / "facts.json")]) == 1
+
+
+def test_log_scan_finds_every_issued_key_and_secret_and_names_file_and_line(tmp_path: Path) -> None:
+    ledgers = {"fulu": {"orders": [_charged("F1", [K1]), {**_charged("F2", [K2]), "charged": False}]}}
+    needles = log_needles(ledgers, {"FULFIL_CARD_KEY": "c2VjcmV0LWNhcmQta2V5LW1hdGVyaWFs=", "short": "abc"})
+    assert needles[K1] == "a card password fulu issued for F1" and K2 in needles  # charged or not
+    daemon = tmp_path / "daemon-d1.log"
+    daemon.write_text('{"event": "order.delivered", "ref": "R1"}\n'
+                      f'{{"event": "oops", "detail": "got x{K2}y"}}\n', encoding="utf-8")
+    cli = tmp_path / "cli.log"
+    cli.write_text("fine\nkey=c2VjcmV0LWNhcmQta2V5LW1hdGVyaWFs= and abc\n", encoding="utf-8")
+
+    findings = scan_logs([daemon, cli], needles)
+
+    assert findings == [
+        'daemon-d1.log:2: a card password fulu issued for F2: {"event": "oops", "detail": "got x<FOUND>y"}',
+        "cli.log:2: secret FULFIL_CARD_KEY: key=<FOUND> and abc",  # a 3-character value is not looked for
+    ]
+    assert K2 not in "".join(findings)
+    clean = tmp_path / "clean.log"
+    clean.write_text(f'{{"card": "****{K1[-4:]}"}}\n', encoding="utf-8")  # a masked key is no finding
+    assert scan_logs([clean], needles) == []

@@ -89,6 +89,9 @@ class GatedStore:
     async def sweep_expired_leases(self, now: datetime) -> int:
         return await self.store.sweep_expired_leases(now)
 
+    async def prune_events(self, before: datetime, batch_size: int) -> int:
+        return await self.store.prune_events(before, batch_size)
+
 
 def kinds(messages: list[str]) -> list[str]:
     """The state fields of each datagram, without STATUS."""
