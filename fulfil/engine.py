@@ -361,14 +361,8 @@ class Engine:
             return attempt
         if outcome is not None and outcome.supplier_order_id:
             await self._write_receipt(attempt, ReceiptKind.ACKNOWLEDGED, outcome)
-        evidence = {**attempt.evidence, ACKNOWLEDGED: True}
-        return await self.store.mark_attempt(
-            attempt.id,
-            attempt.state,
-            self.clock.now(),
-            evidence=evidence,
-            supplier_order_id=outcome.supplier_order_id if outcome else None,
-        )
+        evidence = {**attempt.evidence, ACKNOWLEDGED: True}  # the order id went onto the attempt with the receipt
+        return await self.store.mark_attempt(attempt.id, attempt.state, self.clock.now(), evidence=evidence)
 
     def _may_resend(self, attempt: AttemptRecord, supplier: Supplier) -> bool:
         # Any time, not only within the retry budget: a crash mid-send must not leave the order waiting hours

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -18,24 +17,11 @@ from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage.database import WRITE
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
 from fulfil.storage.schema import attempts, deliveries, events, held_cards, orders, receipts
+from suppliers import values
 from suppliers.taxonomy import Card
 
 # Keep IN (...) lists well under SQLite's bound-parameter limit.
 CHUNK = 500
-# Column widths for what suppliers supply (schema.py): a longer value is bounded here too, so that no answer can
-# make every delivery of an order fail on PostgreSQL (SQLite would store it whole, PostgreSQL refuses it).
-SUPPLIER_ORDER_ID_WIDTH = 128
-EXPIRES_WIDTH = 64
-
-
-def bounded(value: str | None, width: int) -> str | None:
-    """`value` if it fits, else a prefix and a hash of the whole (still unique, still findable by its start)."""
-    if value is None or len(value) <= width:
-        return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-    return f"{value[: width - 18]}~{digest}~"[:width] if width > 18 else value[:width]
-
-
 # Supplier-facing numbers: F + 8-character install id + 10 digits. acg-faka stores request_no as char(19).
 MAX_NUMBER_LENGTH = 19
 
@@ -218,7 +204,9 @@ class StoreBase:
         return {
             "number_enc": self._cipher.encrypt(card.number),
             "password_enc": self._cipher.encrypt(card.password),
-            "expires": bounded(card.expires, EXPIRES_WIDTH),
+            # Bounded here too (not only at the adapter edge): a value wider than its column would make every
+            # delivery of the order fail on PostgreSQL. The same helpers as the adapters', so one id is one id.
+            "expires": values.expires(card.expires),
             "fingerprint": self._cipher.fingerprint(card),
         }
 

@@ -13,10 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptRecord, AttemptState
 from fulfil.storage.base import (
-    SUPPLIER_ORDER_ID_WIDTH,
     StoreBase,
     attempt_from_row,
-    bounded,
     delivered_in,
     duplicates_within,
     mark_receipt_applied,
@@ -25,6 +23,7 @@ from fulfil.storage.coltypes import UTCDateTime
 from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound, StoreError
 from fulfil.storage.schema import attempts, deliveries, stock
 from suppliers.taxonomy import Card
+from suppliers.values import supplier_order_id as bounded_id
 
 _FINAL = (AttemptState.SUCCEEDED, AttemptState.FAILED)
 _OPEN_FOR_RECOVERY = (AttemptState.SENT.value, AttemptState.AMBIGUOUS.value)
@@ -96,7 +95,7 @@ class AttemptOps(StoreBase):
         if error_class is not None:
             values["error_class"] = str(error_class)
         if supplier_order_id is not None:
-            values["supplier_order_id"] = bounded(supplier_order_id, SUPPLIER_ORDER_ID_WIDTH)
+            values["supplier_order_id"] = bounded_id(supplier_order_id)
         if evidence is not None:
             values["evidence"] = evidence
         async with self._write() as conn:

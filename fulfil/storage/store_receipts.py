@@ -16,10 +16,12 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Receipt, ReceiptKind
-from fulfil.storage.base import EXPIRES_WIDTH, SUPPLIER_ORDER_ID_WIDTH, StoreBase, attempt_from_row, bounded, chunks
+from fulfil.storage.base import StoreBase, attempt_from_row, chunks
 from fulfil.storage.errors import NotFound
 from fulfil.storage.schema import attempts, receipt_cards, receipts
 from suppliers.taxonomy import Card
+from suppliers.values import expires as bounded_expires
+from suppliers.values import supplier_order_id as bounded_id
 
 _OPEN = [s.value for s in OPEN_ATTEMPT_STATES]
 
@@ -41,7 +43,7 @@ class ReceiptOps(StoreBase):
         Idempotent: the first settling answer wins (a repeat or a later query cannot add keys twice); an
         acknowledged receipt is upgraded when the goods arrive."""
         kind = ReceiptKind(kind)
-        supplier_order_id = bounded(supplier_order_id, SUPPLIER_ORDER_ID_WIDTH)
+        supplier_order_id = bounded_id(supplier_order_id)
         async with self._write() as conn:
             attempt = (await conn.execute(select(attempts).where(attempts.c.id == attempt_id))).first()
             if attempt is None:
@@ -116,7 +118,7 @@ class ReceiptOps(StoreBase):
                 "position": position,
                 "number_enc": self._cipher.encrypt(card.number),
                 "password_enc": self._cipher.encrypt(card.password),
-                "expires": bounded(card.expires, EXPIRES_WIDTH),
+                "expires": bounded_expires(card.expires),
             }
             for position, card in enumerate(cards)
         ]
