@@ -505,9 +505,7 @@ class Engine:
         if outcome.delivered_in_store:  # local stock: the goods moved inside the store's own transaction
             log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
             return Step.DONE
-        goods = bool(outcome.cards) or run.product.kind == "direct"
-        kind = ReceiptKind.GOODS if goods else ReceiptKind.CHARGED_NO_GOODS
-        receipt = await self._write_receipt(attempt, kind, outcome)
+        receipt = await self._write_receipt(attempt, receipt_kind(outcome, run.product.kind), outcome)
         await failpoints.pause("after_receipt")
         return await self._apply(run, attempt, offer, receipt)
 
@@ -752,6 +750,12 @@ def place_request(
         timeout=timeout,
         supplier_order_id=attempt.supplier_order_id,
     )
+
+
+def receipt_kind(success: Outcome, product_kind: str | None) -> ReceiptKind:
+    """What a success delivers: keys, or a direct top-up done; a card success without keys is a charge only."""
+    goods = bool(success.cards) or product_kind == "direct"
+    return ReceiptKind.GOODS if goods else ReceiptKind.CHARGED_NO_GOODS
 
 
 def _set_aside(attempt: AttemptRecord, view: OrderView) -> bool:

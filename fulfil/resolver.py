@@ -15,8 +15,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from fulfil.domain import AttemptRecord, AttemptState, ClaimReason, Order, OrderStatus, Receipt, ReceiptKind
-from fulfil.engine import place_request
+from fulfil.domain import AttemptRecord, AttemptState, ClaimReason, Order, OrderStatus, Receipt
+from fulfil.engine import place_request, receipt_kind
 from fulfil.routing import offer_of
 from fulfil.storage import StoreError
 from suppliers.taxonomy import Evidence, OrderState, Outcome
@@ -93,13 +93,10 @@ async def _settle(engine: Engine, attempt: AttemptRecord, order: Order, outcome:
     if outcome.state is OrderState.SUCCEEDED:
         receipt = await store.receipt_for(attempt.id)
         if receipt is None or not receipt.settles:
-            kind = ReceiptKind.GOODS if outcome.cards else ReceiptKind.CHARGED_NO_GOODS
             product = engine.config.products.get(order.sku)
-            if product is not None and product.kind == "direct":
-                kind = ReceiptKind.GOODS
             receipt = await store.record_receipt(
                 attempt.id,
-                kind,
+                receipt_kind(outcome, product.kind if product else None),
                 now,
                 cards=outcome.cards,
                 supplier_order_id=outcome.supplier_order_id,
