@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, insert, select, update
+from sqlalchemy import Row, String, Table, cast, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -188,16 +188,26 @@ class StoreBase:
         return number
 
     async def _insert_attempt(self, conn: AsyncConnection, values: dict[str, Any]) -> AttemptRecord:
-        attempt_id = await conn.scalar(insert(attempts).values(**values).returning(attempts.c.id))
-        assert attempt_id is not None
-        row = (
-            await conn.execute(
-                update(attempts)
-                .where(attempts.c.id == attempt_id)
-                .values(number=self._number(attempt_id))
-                .returning(*attempts.c)
-            )
-        ).one()
+        """One INSERT that picks the new id and makes the number from it (the number is unique, so a clash
+        fails the statement rather than sending one number for two attempts)."""
+        self._number(0)  # no install id: refuse before writing anything
+        if self.dialect == "postgresql":
+            new_id: Any = func.nextval(func.pg_get_serial_sequence("attempts", "id"))
+        else:  # under BEGIN IMMEDIATE no other writer can take the same id between this read and the insert
+            new_id = select(func.coalesce(func.max(attempts.c.id), 0) + 1).scalar_subquery()
+        picked = select(new_id.label("id")).subquery("picked")
+        digits = (
+            func.lpad(cast(picked.c.id, String), 10, "0")
+            if self.dialect == "postgresql"
+            else func.printf("%010d", picked.c.id)
+        )
+        names = list(values)
+        row_values = [literal(values[name], attempts.c[name].type) for name in names]
+        chosen = select(picked.c.id, literal(f"F{self.install_id}", String) + digits, *row_values)
+        stmt = insert(attempts).from_select(["id", "number", *names], chosen).returning(*attempts.c)
+        row = (await conn.execute(stmt)).one()
+        if row.number != self._number(row.id):  # e.g. an id past ten digits: never send a cut-off number
+            raise StoreError(f"attempt {row.id} got the number {row.number!r}, not {self._number(row.id)!r}")
         return attempt_from_row(row)
 
     def _encrypted(self, card: Card) -> dict[str, Any]:
@@ -227,25 +237,10 @@ class StoreBase:
         *,
         owner: str | None,
     ) -> None:
-        """Deliveries rows, attempt -> succeeded, order -> delivered.
+        """Order -> delivered, deliveries rows, attempt -> succeeded, its receipt applied.
 
-        With `owner`, the order update is the lease fence (LeaseLost if it is gone); it may come last because
-        the caller's transaction rolls everything back when it raises. Without, the caller checked the order.
-        """
-        if rows:
-            await conn.execute(
-                insert(deliveries),
-                [{**row, "order_id": order_id, "attempt_id": attempt_id, "created_at": now} for row in rows],
-            )
-        found = await conn.scalar(
-            update(attempts)
-            .where(attempts.c.id == attempt_id, attempts.c.order_id == order_id)
-            .values(state=AttemptState.SUCCEEDED.value, finished_at=now)
-            .returning(attempts.c.id)
-        )
-        if found is None:
-            raise NotFound(f"no attempt {attempt_id} for order {order_id}")
-        await mark_receipt_applied(conn, attempt_id, now)
+        With `owner`, the order update is the lease fence (LeaseLost if it is gone). It comes first: it locks
+        the order row before the attempt's, in the order every other writer takes them."""
         stmt = update(orders).where(orders.c.id == order_id)
         if owner is not None:
             stmt = stmt.where(orders.c.lease_owner == owner, orders.c.status == OrderStatus.PROCESSING.value)
@@ -261,6 +256,20 @@ class StoreBase:
         )
         if delivered is None:
             raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
+        if rows:
+            await conn.execute(
+                insert(deliveries),
+                [{**row, "order_id": order_id, "attempt_id": attempt_id, "created_at": now} for row in rows],
+            )
+        found = await conn.scalar(
+            update(attempts)
+            .where(attempts.c.id == attempt_id, attempts.c.order_id == order_id)
+            .values(state=AttemptState.SUCCEEDED.value, finished_at=now)
+            .returning(attempts.c.id)
+        )
+        if found is None:
+            raise NotFound(f"no attempt {attempt_id} for order {order_id}")
+        await mark_receipt_applied(conn, attempt_id, now)
 
     async def _hold(
         self, conn: AsyncConnection, attempt_id: int, cards: Sequence[Card], reason: str, now: datetime

@@ -23,10 +23,13 @@ from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_receipts import ReceiptOps
 from fulfil.storage.store_review import ReviewOps
 from fulfil.storage.store_stock import StockOps
+from fulfil.storage.store_work import WorkOps
 from fulfil.storage.types import SchemaStatus
 
 
-class Store(OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, HeldOps, ReviewOps, ParkingOps, QualityOps):
+class Store(
+    OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, HeldOps, ReviewOps, ParkingOps, QualityOps, WorkOps
+):
     """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs and supplier quality, on
     SQLite or PostgreSQL."""
 
