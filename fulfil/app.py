@@ -65,7 +65,7 @@ async def daemon(
     admin: AdminServer | None = None
     try:
         if config.http.enabled if serve_http is None else serve_http:
-            admin = AdminServer(store, engine, lambda: worker.config)
+            admin = AdminServer(store, engine, lambda: worker.config, on_intake=worker.wake)
             await admin.start(config.http.listen)
         yield Daemon(store, engine, worker, suppliers, admin)
     finally:

@@ -336,6 +336,8 @@ class Engine:
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
         try:
             while self.clock.monotonic() < hold_until:
+                if unwritten:
+                    await failpoints.pause("accepted_unwritten")  # tests: a kill lands before anything is written
                 await self._nap(waker, nap)
                 nap = interval
                 outcome = await self._call(supplier, "query", self._request(run, attempt, offer, None))
