@@ -43,7 +43,7 @@ Clock = Callable[[], datetime]
 Tick = Callable[[datetime], Awaitable[object]]
 
 # Sections a running daemon cannot switch: they are read once, at start (supplier adapters included).
-RESTART_ONLY = ("database", "security", "http", "suppliers")
+RESTART_ONLY = ("database", "security", "http", "suppliers", "sources")
 _MIN_INTERVAL = 0.01  # a zero duration in the config must not turn a wait into a busy loop
 
 
