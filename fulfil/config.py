@@ -435,6 +435,8 @@ def _check_sources(raw: Any, products: Any, errors: list[str]) -> None:
             )
         _check_source_goods(entry, where, kind, products if isinstance(products, dict) else {}, errors)
         push = entry.get("push")
+        if isinstance(push, dict) and not push.get("allow") and not push.get("secret"):
+            errors.append(f"{where}.push: give allow (addresses the shop pushes from) or secret, or leave push out")
         allow = push.get("allow") if isinstance(push, dict) else None
         for j, address in enumerate(allow if isinstance(allow, list) else []):
             try:

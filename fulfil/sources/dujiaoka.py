@@ -16,6 +16,9 @@ inputs; abnormal: replacing the error text) and sets `status = 4`, only `WHERE s
 <mark>`: a row a person saved in the admin meanwhile (a new `updated_at`) is never overwritten. A final failure
 sets `status = 5`, same condition. dujiaoka mails the buyer when an admin saves a manual order; a direct write
 does not (see README: fulfil's own buyer notifications).
+
+The mark is to the second (Laravel's `updated_at` is a TIMESTAMP(0)): a person who saves the row in the admin
+within the very second of fulfil's take, leaving status 3, cannot be told from fulfil; any status they set can.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import OrderStatus
@@ -392,12 +392,13 @@ class SourceOps(StoreBase):
             await self._event(conn, "source.dropped", now, data=data)
         return True
 
-    async def claim_stale_taking(self, source: str, limit: int, hold: float, now: datetime) -> list[SourceRecord]:
-        """`taking` records left by a crash (or a slow hand-over) whose recheck time has come, claimed for
-        `hold` seconds of the database's clock."""
-        return await self._claim(
-            source, and_(source_orders.c.state == SourceState.TAKING.value), limit, hold, now, with_orders=False
-        )
+    async def claim_stale_taking(
+        self, source: str, limit: int, hold: float, now: datetime, *, overdue_only: bool = True
+    ) -> list[SourceRecord]:
+        """`taking` records left by a crash (or a slow hand-over) whose recheck time has come (any time, without
+        `overdue_only`: at a daemon's start), claimed for `hold` seconds of the database's clock."""
+        taking = source_orders.c.state == SourceState.TAKING.value
+        return await self._claim(source, taking, limit, hold, now, with_orders=False, any_time=not overdue_only)
 
     # -- writing back -----------------------------------------------------------------------------------
 
@@ -411,9 +412,12 @@ class SourceOps(StoreBase):
         return await self._claim(source, finished, limit, hold, now, with_orders=True)
 
     async def _claim(
-        self, source: str, where: Any, limit: int, hold: float, now: datetime, *, with_orders: bool
+        self, source: str, where: Any, limit: int, hold: float, now: datetime, *, with_orders: bool,
+        any_time: bool = False,
     ) -> list[SourceRecord]:
-        due = or_(source_orders.c.next_try_at.is_(None), source_orders.c.next_try_at <= db_now(self.dialect))
+        due: Any = or_(source_orders.c.next_try_at.is_(None), source_orders.c.next_try_at <= db_now(self.dialect))
+        if any_time:
+            due = true()
         pick = (
             select(source_orders.c.id)
             .where(source_orders.c.source == source, where, due)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -76,3 +77,12 @@ def acg_entry(url: str, **changes: Any) -> dict[str, Any]:
     }
     entry.update(changes)
     return entry
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, every: float = 0.05) -> None:
+    """Wait until `check()` is true; TimeoutError after `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(every)

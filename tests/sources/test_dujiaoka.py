@@ -88,7 +88,7 @@ async def test_examine_tells_ours_from_untouched_and_changed(shop_url: str) -> N
         mark = src.new_mark(NOW)
         taken = {o.ref: Taken(o.ref, o.row_id, o.status, o.kind, mark) for o in orders}
         await src.take([o for o in orders if o.ref in ("E1", "E2")], mark)
-        await execute(shop_url, "UPDATE orders SET updated_at = NOW() WHERE order_sn = 'E2'")  # saved in the admin
+        await execute(shop_url, "UPDATE orders SET updated_at = NOW() + INTERVAL 2 SECOND WHERE order_sn = 'E2'")
         await execute(shop_url, "UPDATE orders SET status = 3, updated_at = NOW() WHERE order_sn = 'E3'")
         await execute(shop_url, "DELETE FROM orders WHERE order_sn = 'E4'")
         states = {ref: (await src.examine(t)).state for ref, t in taken.items()}
@@ -136,7 +136,7 @@ async def test_a_row_a_person_changed_is_never_written(shop_url: str) -> None:
         mark = src.new_mark(NOW)
         await src.take(orders, mark)
         x0, x1, x2 = (Taken(o.ref, o.row_id, o.status, o.kind, mark) for o in orders)
-        await execute(shop_url, "UPDATE orders SET info = 'edited', updated_at = NOW() WHERE order_sn = 'X0'")
+        await execute(shop_url, "UPDATE orders SET info = 'edited', updated_at = '2030-01-01' WHERE order_sn = 'X0'")
         await execute(shop_url, "UPDATE orders SET status = 4, info = 'by hand' WHERE order_sn = 'X1'")
         await execute(shop_url, "UPDATE orders SET deleted_at = NOW() WHERE order_sn = 'X2'")
         for taken in (x0, x1, x2):
