@@ -53,6 +53,7 @@ log = logging.getLogger("fulfil.sources")
 
 UNMAPPED_EVERY = 300.0  # seconds between looks at the shop's waiting orders of goods fulfil does not take
 POLL_RECORD_EVERY = 5.0  # seconds between writes of "last poll" (sooner when the shop's reachability changes)
+REPEAT_WARNING_EVERY = 60.0  # a shop that stays down is said again this often, not on every poll
 MAX_LOGGED_REFS = 20
 
 
@@ -141,6 +142,7 @@ class SourceRunner:
         self._polled: dict[str, tuple[float, str | None]] = {}
         self._unmapped_at: dict[str, float] = {}
         self._unmapped_seen: dict[str, set[str]] = {}
+        self._down: dict[str, tuple[str, float]] = {}  # source -> (error, when last said)
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -176,8 +178,8 @@ class SourceRunner:
         while not stopping.is_set():
             waker.clear()
             try:
-                await self.tick(name, recheck_all=first)
-                first = False
+                report = await self.tick(name, recheck_all=first)
+                first = first and report.error is not None  # until a round has reached the shop
             except StoreError:
                 # fulfil's own database: the worker's poll loop decides when that is fatal; here, try again.
                 log.error("source.store_failed", extra={"source": name}, exc_info=True)
@@ -198,21 +200,34 @@ class SourceRunner:
 
     async def tick(self, name: str, *, recheck_all: bool = False) -> TickReport:
         """Write back, repair half-done hand-overs, take new orders. A shop that is down ends the round early
-        (nothing is lost: each step is picked up again next round)."""
+        (nothing is lost: each step is picked up again next round). `recheck_all` (a daemon's first round): what
+        another run left claimed or half-done is looked at now, not when its claim runs out."""
         source = self.sources[name]
         report = TickReport()
         try:
-            await self._write_backs(source, report)
+            await self._write_backs(source, report, everything=recheck_all)
             await self._recheck(source, report, everything=recheck_all)
             await self._take_new(source, report)
             await self._look_at_unmapped(source)
         except SourceError as exc:
             report.error = str(exc)
-            log.warning("source.unavailable", extra={"source": name, "error": report.error})
+        self._say_reachability(name, report.error)
         await self._record_poll(name, report.error)
         if report.taken:
             self.on_taken()
         return report
+
+    def _say_reachability(self, name: str, error: str | None) -> None:
+        down = self._down.get(name)
+        now = time.monotonic()
+        if error is None:
+            if down is not None:
+                del self._down[name]
+                log.info("source.available", extra={"source": name})
+            return
+        if down is None or down[0] != error or now - down[1] >= REPEAT_WARNING_EVERY:
+            self._down[name] = (error, now)
+            log.warning("source.unavailable", extra={"source": name, "error": error})
 
     async def _record_poll(self, name: str, error: str | None) -> None:
         last = self._polled.get(name)
@@ -272,6 +287,7 @@ class SourceRunner:
         log.info("source.taking", extra={"source": source.name, "count": len(owned), "refs": _refs(owned)})
         await failpoints.pause("source_after_taking")
         ours = await source.take([by_ref[r.ref] for r in owned], mark)
+        log.info("source.marked", extra={"source": source.name, "count": len(ours)})
         await failpoints.pause("source_after_mark")
         done = await self.store.complete_taking([r.id for r in owned if r.ref in ours], self.clock.now())
         self._taken(source, done, report)
@@ -322,10 +338,12 @@ class SourceRunner:
 
     # --- writing back ---------------------------------------------------------------------------------
 
-    async def _write_backs(self, source: Source, report: TickReport) -> None:
+    async def _write_backs(self, source: Source, report: TickReport, *, everything: bool = False) -> None:
         cfg = source.config
         hold = max(30.0, 3 * cfg.timeout)
-        records = await self.store.claim_write_backs(source.name, cfg.batch_size, hold, self.clock.now())
+        records = await self.store.claim_write_backs(
+            source.name, cfg.batch_size, hold, self.clock.now(), overdue_only=not everything
+        )
         for i, record in enumerate(records):
             try:
                 await self._write_back(source, record, report)
@@ -339,6 +357,7 @@ class SourceRunner:
 
     async def _write_back(self, source: Source, record: SourceRecord, report: TickReport) -> None:
         delivered = record.order_status == OrderStatus.DELIVERED.value
+        log.debug("source.writing", extra={"source": source.name, "ref": record.ref, "status": record.order_status})
         if delivered:
             assert record.order_id is not None  # claimed rows are taken, which have an order
             cards = await self.store.source_order_cards(record.order_id)

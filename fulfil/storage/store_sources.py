@@ -402,14 +402,18 @@ class SourceOps(StoreBase):
 
     # -- writing back -----------------------------------------------------------------------------------
 
-    async def claim_write_backs(self, source: str, limit: int, hold: float, now: datetime) -> list[SourceRecord]:
+    async def claim_write_backs(
+        self, source: str, limit: int, hold: float, now: datetime, *, overdue_only: bool = True
+    ) -> list[SourceRecord]:
         """Our orders that ended in fulfil (delivered or failed) and are not yet written back, whose time has
-        come; each claimed for `hold` seconds of the database's clock, so two daemons do not write it at once."""
+        come (any time, without `overdue_only`: at a daemon's start, a dead one's claims are not waited out);
+        each claimed for `hold` seconds of the database's clock, so two daemons do not write it at once (and if
+        they did, the shop's conditional write lets only one through)."""
         finished = and_(
             source_orders.c.state == SourceState.TAKEN.value,
             exists().where(orders.c.id == source_orders.c.order_id, orders.c.status.in_(_FINISHED)),
         )
-        return await self._claim(source, finished, limit, hold, now, with_orders=True)
+        return await self._claim(source, finished, limit, hold, now, with_orders=True, any_time=not overdue_only)
 
     async def _claim(
         self, source: str, where: Any, limit: int, hold: float, now: datetime, *, with_orders: bool,
