@@ -5,7 +5,7 @@ Facts this module relies on (tables `<prefix>order` and `<prefix>commodity`, pre
 - `trade_no` char(19) unique: the order number (fulfil's ref); `commodity_id`; `card_num` (quantity); `status`
   0 unpaid / 1 paid; `delivery_status` 0 not delivered / 1 delivered; `secret` longtext: what the buyer sees as
   the keys (at payment the shop puts its delivery message or a "please wait" text there); `contact`; `widget`:
-  JSON of the buyer's inputs, `{"<name>": {"value": ..., "cn": ...}}`; `create_ip`; `amount`; `pay_time`.
+  JSON of the buyer's inputs, `{"<name>": {"value": ..., "cn": ...}}`; `create_ip`; `amount`.
 - goods: `<prefix>commodity.delivery_way` 0 automatic (the shop's own keys) / 1 manual.
 
 acg-faka has no "processing" state: fulfil's own record of taking an order is the only mark (`marks_taken` is
@@ -34,7 +34,7 @@ UNPAID, PAID = 0, 1
 NOT_DELIVERED, DELIVERED = 0, 1
 AUTOMATIC_DELIVERY, MANUAL_DELIVERY = 0, 1
 ORDER_COLUMNS = ("id", "trade_no", "commodity_id", "card_num", "status", "delivery_status", "secret", "contact",
-                 "widget", "create_ip", "amount", "pay_time")  # fmt: skip
+                 "widget", "create_ip", "amount")  # fmt: skip
 COMMODITY_COLUMNS = ("id", "name", "delivery_way")
 
 
