@@ -120,6 +120,7 @@ def _source_dict(
         "settled_by_hand": summary.written.get("by_hand", 0),
         "waiting_write_back": summary.waiting_write_back,
         "in_progress": summary.in_progress,
+        "in_fulfil_review": summary.in_review,
         "taking": states["taking"],
         "review": [_record_dict(r) for r in review],
         "refused": [_record_dict(r) for r in refused],
@@ -160,8 +161,9 @@ def _text(rows: list[dict[str, Any]]) -> str:
         lines.append(f"  last poll: {last}")
         lines.append(
             f"  taken {row['taken']}: delivered {row['delivered']}, failed {row['failed']}, "
-            f"waiting write-back {row['waiting_write_back']}, in progress {row['in_progress']}, "
-            f"with a person {len(row['review'])}, settled by hand {row['settled_by_hand']}; "
+            f"waiting write-back {row['waiting_write_back']}, in progress {row['in_progress']} "
+            f"(in fulfil's review {row['in_fulfil_review']}), with a person {len(row['review'])}, "
+            f"settled by hand {row['settled_by_hand']}; "
             f"refused {len(row['refused'])}, being taken {row['taking']}"
         )
         unmapped = ", ".join(f"goods {g}: {n}" for g, n in sorted(row["unmapped"].items(), key=lambda kv: kv[0]))

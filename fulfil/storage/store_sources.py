@@ -180,16 +180,17 @@ class SourceOps(StoreBase):
                     .where(source_orders.c.source == name, source_orders.c.state == SourceState.TAKEN.value)
                     .group_by(orders.c.status)
                 )
-                finished = {True: 0, False: 0}
-                for status, count in rows:
-                    finished[status in _FINISHED] += count
+                by_status = {str(status): int(count) for status, count in rows}
+                finished = sum(by_status.get(status, 0) for status in _FINISHED)
+                in_review = by_status.get(OrderStatus.REVIEW.value, 0)
                 poll = (await conn.execute(select(source_polls).where(source_polls.c.source == name))).first()
                 out[name] = SourceSummary(
                     source=name,
                     states=states,
                     written=written,
-                    waiting_write_back=finished.get(True, 0),
-                    in_progress=finished.get(False, 0),
+                    waiting_write_back=finished,
+                    in_progress=sum(by_status.values()) - finished - in_review,
+                    in_review=in_review,
                     polled_at=poll.polled_at if poll else None,
                     ok_at=poll.ok_at if poll else None,
                     error=poll.error if poll else None,

@@ -170,7 +170,8 @@ class SourceSummary:
     states: dict[str, int]  # rows per SourceState
     written: dict[str, int]  # written back per outcome (delivered, failed, by_hand)
     waiting_write_back: int  # ours, finished in fulfil, not yet in the shop's row
-    in_progress: int  # ours, still being fulfilled (or in fulfil's review)
+    in_progress: int  # ours, still being fulfilled
+    in_review: int  # ours, in fulfil's own review queue (`fulfil review list`): nothing to write back yet
     polled_at: datetime | None
     ok_at: datetime | None
     error: str | None

@@ -138,7 +138,7 @@ def test_sources_lists_figures_per_source(env: Env) -> None:
     assert shop["last_poll"]["error"] is None and shop["last_poll"]["ok_at"] is not None
     assert (down["reachable"], down["last_poll"]["at"]) == (False, None)
     text = env.cli("sources").output
-    assert "taken 1: delivered 0, failed 0, waiting write-back 0, in progress 1" in text
+    assert "taken 1: delivered 0, failed 0, waiting write-back 0, in progress 1 (in fulfil's review 0)" in text
     assert "L2 goods 12: qty 0 is below 1" in text
     assert "last poll: never" in text
 
