@@ -46,8 +46,9 @@ from fulfil.config import Config, SourceConfig
 from fulfil.domain import NewOrder, OrderStatus
 from fulfil.intake import validate_order
 from fulfil.sources import text
-from fulfil.sources.base import RowState, ShopOrder, ShopRefused, Source, SourceError, Taken, Written
+from fulfil.sources.base import RowState, ShopOrder, ShopRefused, Source, SourceError, Taken, WriteOutcome, Written
 from fulfil.storage import SourceDraft, SourceRecord, SourceState, Store, StoreError
+from suppliers.taxonomy import Card
 
 log = logging.getLogger("fulfil.sources")
 
@@ -55,6 +56,7 @@ UNMAPPED_EVERY = 300.0  # seconds between looks at the shop's waiting orders of 
 POLL_RECORD_EVERY = 5.0  # seconds between writes of "last poll" (sooner when the shop's reachability changes)
 REPEAT_WARNING_EVERY = 60.0  # a shop that stays down is said again this often, not on every poll
 MAX_LOGGED_REFS = 20
+WRITE_CONCURRENCY = 4  # shop write-backs at once per source (its connection pool: 2, and 2 more on demand)
 
 
 @dataclass
@@ -339,33 +341,37 @@ class SourceRunner:
     # --- writing back ---------------------------------------------------------------------------------
 
     async def _write_backs(self, source: Source, report: TickReport, *, everything: bool = False) -> None:
+        """Write back a batch of finished orders, a few shop transactions at a time; fulfil records the ones done
+        in one transaction after (a crash before it finds them ALREADY written next time). A shop that is down
+        makes every record of the batch wait its backoff, and ends the round."""
         cfg = source.config
         hold = max(30.0, 3 * cfg.timeout)
         records = await self.store.claim_write_backs(
             source.name, cfg.batch_size, hold, self.clock.now(), overdue_only=not everything
         )
-        for i, record in enumerate(records):
-            try:
-                await self._write_back(source, record, report)
-            except SourceError as exc:
-                if isinstance(exc, ShopRefused) and exc.lasting:
-                    await self._review(source, record, f"the shop refused the write-back: {exc}", report)
-                    continue
-                # The shop is down (or refuses what a grant would allow): every record claimed now waits.
-                await self._retry_later(source, records[i:], str(exc), report)
-                raise
+        if not records:
+            return
+        delivered = [r.order_id for r in records if r.order_status == OrderStatus.DELIVERED.value and r.order_id]
+        cards = await self.store.source_orders_cards(delivered) if delivered else {}
+        gate = asyncio.Semaphore(WRITE_CONCURRENCY)
+        results: dict[int, WriteOutcome | SourceError | ValueError] = {}
 
-    async def _write_back(self, source: Source, record: SourceRecord, report: TickReport) -> None:
-        delivered = record.order_status == OrderStatus.DELIVERED.value
+        async def one(record: SourceRecord) -> None:
+            async with gate:
+                try:
+                    results[record.id] = await self._write_one(source, record, cards.get(record.order_id or 0, ()))
+                except (SourceError, ValueError) as exc:
+                    results[record.id] = exc
+
+        async with asyncio.TaskGroup() as group:
+            for record in records:
+                group.create_task(one(record))
+        await self._after_writes(source, records, results, report)
+
+    async def _write_one(self, source: Source, record: SourceRecord, cards: Sequence[Card]) -> WriteOutcome:
         log.debug("source.writing", extra={"source": source.name, "ref": record.ref, "status": record.order_status})
-        if delivered:
-            assert record.order_id is not None  # claimed rows are taken, which have an order
-            cards = await self.store.source_order_cards(record.order_id)
-            try:
-                lines = text.key_lines(cards) if cards else [source.config.topup_text]
-            except ValueError as exc:
-                await self._review(source, record, str(exc), report)
-                return
+        if record.order_status == OrderStatus.DELIVERED.value:
+            lines = text.key_lines(cards) if cards else [source.config.topup_text]  # ValueError: a person's turn
             await failpoints.pause("source_before_write")
             outcome = await source.write_delivered(_taken(record), lines)
         else:
@@ -375,17 +381,42 @@ class SourceRunner:
             "source.shop_written", extra={"source": source.name, "ref": record.ref, "result": outcome.result.value}
         )
         await failpoints.pause("source_after_write")
-        if outcome.result is Written.CHANGED:
-            keys = "; the keys are safe in fulfil (fulfil orders show REF --reveal)" if delivered else ""
-            reason = f"write-back not done: the shop's row is not as fulfil left it ({outcome.detail}){keys}"
-            await self._review(source, record, reason, report)
-            return
-        kind = "delivered" if delivered else "failed"
-        already = outcome.result is Written.ALREADY
-        if await self.store.mark_written(record.id, kind, self.clock.now(), already=already):
-            report.written += 1
+        return outcome
+
+    async def _after_writes(
+        self,
+        source: Source,
+        records: Sequence[SourceRecord],
+        results: Mapping[int, WriteOutcome | SourceError | ValueError],
+        report: TickReport,
+    ) -> None:
+        done: list[tuple[SourceRecord, str, bool]] = []
+        waiting: list[SourceRecord] = []
+        error: SourceError | None = None
+        for record in records:
+            result = results[record.id]
+            delivered = record.order_status == OrderStatus.DELIVERED.value
+            if isinstance(result, WriteOutcome) and result.result is not Written.CHANGED:
+                done.append((record, "delivered" if delivered else "failed", result.result is Written.ALREADY))
+            elif isinstance(result, WriteOutcome):
+                keys = "; the keys are safe in fulfil (fulfil orders show REF --reveal)" if delivered else ""
+                why = f"write-back not done: the shop's row is not as fulfil left it ({result.detail}){keys}"
+                await self._review(source, record, why, report)
+            elif isinstance(result, ValueError):
+                await self._review(source, record, str(result), report)
+            elif isinstance(result, ShopRefused) and result.lasting:
+                await self._review(source, record, f"the shop refused the write-back: {result}", report)
+            else:  # the shop is down, or refuses what a grant would allow: wait and try again
+                waiting.append(record)
+                error = error or result
+        now = self.clock.now()
+        report.written += await self.store.mark_written_many([(r.id, kind, already) for r, kind, already in done], now)
+        for record, kind, already in done:
             extra = {"source": source.name, "ref": record.ref, "outcome": kind, "already": already}
             log.info("source.written", extra=extra)
+        if error is not None:
+            await self._retry_later(source, waiting, str(error), report)
+            raise error
 
     async def _retry_later(
         self, source: Source, records: Sequence[SourceRecord], error: str, report: TickReport

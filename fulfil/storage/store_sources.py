@@ -148,13 +148,22 @@ class SourceOps(StoreBase):
 
     async def source_order_cards(self, order_id: int) -> tuple[Card, ...]:
         """The keys delivered to an order, decrypted: for the write-back, and nothing else."""
+        return (await self.source_orders_cards([order_id])).get(order_id, ())
+
+    async def source_orders_cards(self, order_ids: Sequence[int]) -> dict[int, tuple[Card, ...]]:
+        """`source_order_cards` for several orders in one read: order id -> its keys, in delivery order."""
+        cards: dict[int, list[Card]] = {}
         async with self._read() as conn:
-            rows = await conn.execute(
-                select(deliveries.c.number_enc, deliveries.c.password_enc, deliveries.c.expires)
-                .where(deliveries.c.order_id == order_id)
-                .order_by(deliveries.c.id)
-            )
-            return tuple(self._card(row._mapping) for row in rows)
+            for part in chunks(sorted(set(order_ids))):
+                rows = await conn.execute(
+                    select(deliveries.c.order_id, deliveries.c.number_enc, deliveries.c.password_enc,
+                           deliveries.c.expires)  # fmt: skip
+                    .where(deliveries.c.order_id.in_(part))
+                    .order_by(deliveries.c.id)
+                )
+                for row in rows:
+                    cards.setdefault(row.order_id, []).append(self._card(row._mapping))
+        return {order_id: tuple(found) for order_id, found in cards.items()}
 
     async def source_summaries(self, names: Sequence[str]) -> dict[str, SourceSummary]:
         """Figures per source for `fulfil sources`."""
@@ -429,11 +438,17 @@ class SourceOps(StoreBase):
             .order_by(source_orders.c.id)
             .limit(limit)
         )
+        # Read first: most rounds find nothing due, and a write transaction each (SQLite: the one writer's lock,
+        # an fsync) would tax every order the engine is delivering meanwhile.
+        async with self._read() as conn:
+            ids = list((await conn.execute(pick)).scalars())
+        if not ids:
+            return []
         async with self._write() as conn:
             rows = (
                 await conn.execute(
                     update(source_orders)
-                    .where(source_orders.c.id.in_(pick.scalar_subquery()), due)
+                    .where(source_orders.c.id.in_(ids), due)
                     .values(next_try_at=db_after(self.dialect, hold))
                     .returning(*source_orders.c)
                 )
@@ -451,26 +466,35 @@ class SourceOps(StoreBase):
 
     async def mark_written(self, record_id: int, outcome: str, now: datetime, *, already: bool = False) -> bool:
         """The shop's row holds our result: done. `already`: it was found there (written before a crash)."""
+        return await self.mark_written_many([(record_id, outcome, already)], now) == 1
+
+    async def mark_written_many(self, done: Sequence[tuple[int, str, bool]], now: datetime) -> int:
+        """`mark_written` for several records (id, outcome, already) in one transaction; how many were `taken`."""
+        marked = 0
+        if not done:
+            return marked
         async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    update(source_orders)
-                    .where(source_orders.c.id == record_id, source_orders.c.state == SourceState.TAKEN.value)
-                    .values(
-                        state=SourceState.WRITTEN.value,
-                        outcome=outcome,
-                        reason=None,
-                        next_try_at=None,
-                        updated_at=now,
+            for record_id, outcome, already in done:
+                row = (
+                    await conn.execute(
+                        update(source_orders)
+                        .where(source_orders.c.id == record_id, source_orders.c.state == SourceState.TAKEN.value)
+                        .values(
+                            state=SourceState.WRITTEN.value,
+                            outcome=outcome,
+                            reason=None,
+                            next_try_at=None,
+                            updated_at=now,
+                        )
+                        .returning(source_orders.c.order_id, source_orders.c.source, source_orders.c.ref)
                     )
-                    .returning(source_orders.c.order_id, source_orders.c.source, source_orders.c.ref)
-                )
-            ).first()
-            if row is None:
-                return False
-            data = {"source": row.source, "ref": row.ref, "outcome": outcome, "already": already}
-            await self._event(conn, "source.written", now, order_id=row.order_id, data=data)
-        return True
+                ).first()
+                if row is None:
+                    continue
+                marked += 1
+                data = {"source": row.source, "ref": row.ref, "outcome": outcome, "already": already}
+                await self._event(conn, "source.written", now, order_id=row.order_id, data=data)
+        return marked
 
     async def write_back_failed(
         self, record_id: int, error: str, retry_in: float, give_up_after: float, now: datetime
