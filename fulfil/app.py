@@ -87,7 +87,7 @@ async def daemon(
     admin: AdminServer | None = None
     try:
         if config.http.enabled if serve_http is None else serve_http:
-            admin = AdminServer(store, engine, lambda: worker.config, sources=sources)
+            admin = AdminServer(store, engine, lambda: worker.config, on_intake=worker.wake, sources=sources)
             await admin.start(config.http.listen)
         yield Daemon(store, engine, worker, suppliers, admin, sources)
     finally:

@@ -181,6 +181,9 @@ class SupplierConfig(_Frozen):
     max_response_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     balance_floor: Decimal | None = None
     poll_interval: Duration = 1.0  # how often an accepted asynchronous order is queried
+    # How soon an accepted asynchronous order is first asked about: at once by default (a card supplier often
+    # has the keys before its answer arrives); then every poll_interval, growing.
+    first_query: DurationOrZero = 0.0
     options: dict[str, Any] = Field(default_factory=dict)  # for third-party adapters
 
 

@@ -162,6 +162,20 @@ class Receipt:
         return self.kind is not ReceiptKind.ACKNOWLEDGED
 
 
+# (supplier, product id) -> until: the offers cooled down for now.
+Cooldowns = dict[tuple[str, str], datetime]
+
+
+@dataclass(frozen=True)
+class WorkContext:
+    """What the engine needs of an order's past to work on it: its attempts (oldest first), its claims, and
+    the attempt id the last `review retry` came after (attempts up to it came before the operator's retry)."""
+
+    attempts: tuple[AttemptRecord, ...] = ()
+    claims: tuple[ClaimRecord, ...] = ()
+    retried_after: int | None = None
+
+
 @dataclass(frozen=True)
 class OrderView:
     """An order with everything an operator or the CLI shows about it."""

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fulfil import failpoints
+from fulfil.batching import BatchLoader
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config, ProductConfig
 from fulfil.domain import (
@@ -24,11 +25,13 @@ from fulfil.domain import (
     AttemptRecord,
     AttemptState,
     ClaimReason,
+    ClaimRecord,
+    Cooldowns,
     Order,
     OrderStatus,
-    OrderView,
     Receipt,
     ReceiptKind,
+    WorkContext,
 )
 from fulfil.health import Health, NullHealth
 from fulfil.placing import place_with_budget
@@ -93,6 +96,8 @@ class Engine:
         # Consecutive answers per (supplier, product id) that were not keys; in memory, as a fast trip wire
         # in front of the cool-down that every daemon shares.
         self._non_keys: dict[tuple[str, str], int] = {}
+        # Orders claimed together start together: their pasts and the cool-downs are read in one transaction.
+        self._contexts: BatchLoader[int, tuple[WorkContext, Cooldowns]] = BatchLoader(self._load_contexts)
 
     # --- the Processor interface --------------------------------------------------------------------
 
@@ -150,25 +155,26 @@ class Engine:
     # --- one order ----------------------------------------------------------------------------------
 
     async def _process(self, order: Order, owner: str) -> None:
-        now = self.clock.now()
         product = self.config.products.get(order.sku)
         if product is None:
             await self._finish(order, owner, OrderStatus.REVIEW, f"unknown_sku: '{order.sku}' is no longer configured")
             return
-        retried_after = await self._last_retry(order)
-        run = Run(order, owner, product, retried_after)
-        view = await self._view(order)
-        for attempt in view.attempts:
-            still_open = attempt.state in OPEN_ATTEMPT_STATES and not _set_aside(attempt, view)
-            if still_open and await self._settle(run, attempt, view) is Step.DONE:
-                return
+        context, cooled = await self._contexts.get(order.id)
+        run = Run(order, owner, product, context.retried_after)
+        settled = False
+        for attempt in context.attempts:
+            if attempt.state in OPEN_ATTEMPT_STATES and not _set_aside(attempt, context.claims):
+                settled = True
+                if await self._settle(run, attempt) is Step.DONE:
+                    return
         while True:
-            view = await self._view(order)
-            attempts = [a for a in view.attempts if retried_after is None or a.id > retried_after]
+            if settled:  # attempts moved since the context was read (settled, or an offer tried): read again
+                context, cooled = await self._contexts.get(order.id)
+            attempts = [a for a in context.attempts if run.retried_after is None or a.id > run.retried_after]
             offers, skipped = plan_offers(
                 product,
                 attempts,
-                cooldowns=await self.store.active_cooldowns(now),
+                cooldowns=cooled,
                 enabled={s.name: s.enabled and s.name in self.suppliers for s in self.config.suppliers},
                 health=self.health,
                 now=self.clock.now(),
@@ -179,16 +185,11 @@ class Engine:
                 return
             if await self._try_offer(run, offers[0]) is Step.DONE:
                 return
+            settled = True
 
-    async def _view(self, order: Order) -> OrderView:
-        view = await self.store.get_order(order.ref)
-        if view is None:  # pragma: no cover - orders are never deleted
-            raise LeaseLost(f"order {order.ref} vanished")
-        return view
-
-    async def _last_retry(self, order: Order) -> int | None:
-        events = await self.store.events(name="review.retry", order_id=order.id, limit=1000)
-        return max((int(e.data.get("after_attempt", 0)) for e in events), default=None)
+    async def _load_contexts(self, order_ids: Sequence[int]) -> dict[int, tuple[WorkContext, Cooldowns]]:
+        contexts, cooled = await self.store.work_contexts(order_ids, self.clock.now())
+        return {order_id: (context, cooled) for order_id, context in contexts.items()}
 
     async def _try_offer(self, run: Run, offer: Offer) -> Step:
         supplier = self.suppliers[offer.supplier]
@@ -200,8 +201,17 @@ class Engine:
             await self.store.set_cooldown(supplier.name, offer.product_id or "", until, "stock check: empty", now)
             return Step.NEXT_OFFER
         attempt = await self.store.open_attempt(
-            run.order.id, run.owner, offer.supplier, offer.index, run.order.qty, offer.cost, self.clock.now()
+            run.order.id,
+            run.owner,
+            offer.supplier,
+            offer.index,
+            run.order.qty,
+            offer.cost,
+            self.clock.now(),
+            sent=not supplier.local,
         )
+        if attempt.state is AttemptState.SENT:
+            log.info("attempt.sent", extra=_ctx(run, attempt))
         return await self._drive(run, attempt, supplier, offer)
 
     def _request(self, run: Run, attempt: AttemptRecord, offer: Offer | None, timeout: float | None) -> PlaceRequest:
@@ -214,7 +224,7 @@ class Engine:
     # --- placing --------------------------------------------------------------------------------------
 
     async def _drive(self, run: Run, attempt: AttemptRecord, supplier: Supplier, offer: Offer | None) -> Step:
-        if not supplier.local:
+        if not supplier.local and attempt.state is AttemptState.PLANNED:
             sent = await self.store.mark_sent(attempt.id, run.order.id, run.owner, self.clock.now())
             if sent is None:
                 # Someone else moved it past `planned` (a worker whose lease we took over): it may be out there.
@@ -316,12 +326,20 @@ class Engine:
         if ambiguous and self.config.ambiguity.policy == "failover":
             hold_until = self.clock.monotonic()  # move on at once; the resolver keeps asking about this one
         exists = not ambiguous
-        if exists:
-            attempt = await self._acknowledge(attempt, outcome)
+        # The supplier has the order. That is written down only if the first query does not settle it: an
+        # answer with the goods puts the same facts on the receipt, and a crash before either leaves the
+        # attempt `sent`, which recovery asks about before anything else is bought.
+        unwritten = exists and not attempt.evidence.get(ACKNOWLEDGED)
+        accepted = outcome  # the answer that said so, with the supplier's order id if it gave one
+        first = supplier.settings.get("first_query", 0.0)
+        nap = min(float(first) if isinstance(first, int | float) else 0.0, interval)
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
         try:
             while self.clock.monotonic() < hold_until:
-                await self._nap(waker, interval)
+                if unwritten:
+                    await failpoints.pause("accepted_unwritten")  # tests: a kill lands before anything is written
+                await self._nap(waker, nap)
+                nap = interval
                 outcome = await self._call(supplier, "query", self._request(run, attempt, offer, None))
                 if outcome.state is OrderState.NOT_FOUND and not exists and self._may_resend(attempt, supplier):
                     # Safe: the supplier refuses a repeated number, so this can never buy twice. A refusal of
@@ -337,11 +355,15 @@ class Engine:
                     return await self._failed(run, attempt, supplier, offer, outcome)
                 # A query error or "not found" leaves the purchase as unknown as it was: ask again.
                 if outcome.state is OrderState.PENDING and not exists:
-                    exists = True
-                    attempt = await self._acknowledge(attempt, outcome)
+                    exists = unwritten = True
+                    accepted = outcome
+                if unwritten:
+                    unwritten, attempt = False, await self._acknowledge(attempt, _with_order_id(accepted, outcome))
                 interval = min(interval * 1.5, MAX_QUERY_INTERVAL)
         finally:
             self._wakers.pop(attempt.number, None)
+        if unwritten:
+            attempt = await self._acknowledge(attempt, accepted)
         return await self._still_open(run, attempt, supplier, exists=exists)
 
     async def _nap(self, waker: asyncio.Event, seconds: float) -> None:
@@ -469,7 +491,7 @@ class Engine:
 
     # --- settling attempts left open ------------------------------------------------------------------
 
-    async def _settle(self, run: Run, attempt: AttemptRecord, view: OrderView) -> Step:
+    async def _settle(self, run: Run, attempt: AttemptRecord) -> Step:
         supplier = self.suppliers.get(attempt.supplier)
         if supplier is None:
             reason = (
@@ -558,7 +580,12 @@ class Engine:
             await self.store.deliver(run.order.id, run.owner, attempt.id, (), now)
             log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
             return Step.DONE
-        verdict = await self._verdict(receipt.cards, attempt.qty, run.product)
+        # Judged first without asking the database which keys were delivered before: the delivery's unique
+        # fingerprint refuses those (DuplicateCard, judged again below), and a batch failing for another
+        # reason is judged again with them, so its claim names every bad key.
+        verdict = self._judge(receipt.cards, attempt.qty, run.product, set())
+        if not verdict.ok:
+            verdict = await self._verdict(receipt.cards, attempt.qty, run.product)
         known: set[str] = set()
         for _ in range(3):  # a key found delivered meanwhile: judge again; surplus keys may still cover the order
             if not verdict.ok:
@@ -626,6 +653,9 @@ class Engine:
     ) -> CardVerdict:
         fingerprints = {self.fingerprint(card) for card in cards}
         before = await self.store.delivered_fingerprints(fingerprints) | (known or set())
+        return self._judge(cards, qty, product, before)
+
+    def _judge(self, cards: Sequence[Card], qty: int, product: ProductConfig, before: set[str]) -> CardVerdict:
         return check_cards(
             cards,
             qty=qty,
@@ -716,7 +746,11 @@ class Engine:
                 why = f"open at {attempt.supplier}, which cannot be asked by our number, when the order went to review"
                 evidence = {"why": why, "number": attempt.number, "evidence": attempt.evidence}
                 await self.store.open_claim(
-                    attempt.id, ClaimReason.POSSIBLE_DOUBLE, attempt.cost_of(attempt.qty), attempt.qty, evidence,
+                    attempt.id,
+                    ClaimReason.POSSIBLE_DOUBLE,
+                    attempt.cost_of(attempt.qty),
+                    attempt.qty,
+                    evidence,
                     self.clock.now(),
                 )
 
@@ -758,9 +792,14 @@ def receipt_kind(success: Outcome, product_kind: str | None) -> ReceiptKind:
     return ReceiptKind.GOODS if goods else ReceiptKind.CHARGED_NO_GOODS
 
 
-def _set_aside(attempt: AttemptRecord, view: OrderView) -> bool:
+def _set_aside(attempt: AttemptRecord, claims: Sequence[ClaimRecord]) -> bool:
     """An open attempt already under a possible-double claim no longer blocks its order: the resolver owns it."""
-    return any(c.attempt_id == attempt.id and c.reason is ClaimReason.POSSIBLE_DOUBLE for c in view.claims)
+    return any(c.attempt_id == attempt.id and c.reason is ClaimReason.POSSIBLE_DOUBLE for c in claims)
+
+
+def _with_order_id(*outcomes: Outcome | None) -> Outcome | None:
+    """The first answer that carries the supplier's order id (else the first one at all)."""
+    return next((o for o in outcomes if o is not None and o.supplier_order_id), outcomes[0])
 
 
 def _ctx(run: Run, attempt: AttemptRecord) -> dict[str, Any]:

@@ -216,7 +216,8 @@ class Worker:
         self._wakeup.set()
 
     def wake(self) -> None:
-        """Claim now rather than at the next poll (new orders just came in)."""
+        """New work was taken in (HTTP intake, a shop source): claim now rather than at the next poll. The
+        poll stays the fallback (another daemon's intake, orders parked until later)."""
         self._wakeup.set()
 
     def reload(self, config: Config) -> None:

@@ -7,16 +7,17 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, insert, select, update
+from sqlalchemy import Row, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
+from fulfil.storage import statements
 from fulfil.storage.database import WRITE
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
-from fulfil.storage.schema import attempts, deliveries, events, held_cards, orders, receipts
+from fulfil.storage.schema import deliveries, events, held_cards, orders
 from suppliers import values
 from suppliers.taxonomy import Card
 
@@ -92,11 +93,7 @@ def attempt_from_row(row: Row[Any]) -> AttemptRecord:
 
 async def mark_receipt_applied(conn: AsyncConnection, attempt_id: int, now: datetime) -> None:
     """Part of the transaction that makes an attempt final: its receipt has been acted on."""
-    await conn.execute(
-        update(receipts)
-        .where(receipts.c.attempt_id == attempt_id, receipts.c.applied_at.is_(None))
-        .values(applied_at=now)
-    )
+    await conn.execute(statements.receipt_applied(), {"p_attempt": attempt_id, "now": now})
 
 
 class StoreBase:
@@ -165,16 +162,7 @@ class StoreBase:
         An UPDATE rather than a SELECT: it takes the row lock on PostgreSQL, so a claim by another worker
         (FOR UPDATE SKIP LOCKED) cannot slip in between this check and the caller's writes.
         """
-        held = await conn.scalar(
-            update(orders)
-            .where(
-                orders.c.id == order_id,
-                orders.c.lease_owner == owner,
-                orders.c.status == OrderStatus.PROCESSING.value,
-            )
-            .values(updated_at=now)
-            .returning(orders.c.id)
-        )
+        held = await conn.scalar(statements.fence(), {"order_id": order_id, "owner": owner, "now": now})
         if held is None:
             raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
 
@@ -188,16 +176,13 @@ class StoreBase:
         return number
 
     async def _insert_attempt(self, conn: AsyncConnection, values: dict[str, Any]) -> AttemptRecord:
-        attempt_id = await conn.scalar(insert(attempts).values(**values).returning(attempts.c.id))
-        assert attempt_id is not None
-        row = (
-            await conn.execute(
-                update(attempts)
-                .where(attempts.c.id == attempt_id)
-                .values(number=self._number(attempt_id))
-                .returning(*attempts.c)
-            )
-        ).one()
+        """One INSERT that picks the new id and makes the number from it (the number is unique, so a clash
+        fails the statement rather than sending one number for two attempts)."""
+        self._number(0)  # no install id: refuse before writing anything
+        stmt = statements.insert_attempt(self.dialect, f"F{self.install_id}", tuple(values))
+        row = (await conn.execute(stmt, values)).one()
+        if row.number != self._number(row.id):  # e.g. an id past ten digits: never send a cut-off number
+            raise StoreError(f"attempt {row.id} got the number {row.number!r}, not {self._number(row.id)!r}")
         return attempt_from_row(row)
 
     def _encrypted(self, card: Card) -> dict[str, Any]:
@@ -227,40 +212,25 @@ class StoreBase:
         *,
         owner: str | None,
     ) -> None:
-        """Deliveries rows, attempt -> succeeded, order -> delivered.
+        """Order -> delivered, deliveries rows, attempt -> succeeded, its receipt applied.
 
-        With `owner`, the order update is the lease fence (LeaseLost if it is gone); it may come last because
-        the caller's transaction rolls everything back when it raises. Without, the caller checked the order.
-        """
+        With `owner`, the order update is the lease fence (LeaseLost if it is gone). It comes first: it locks
+        the order row before the attempt's, in the order every other writer takes them."""
+        params = {"order_id": order_id, "owner": owner, "now": now}
+        delivered = await conn.scalar(statements.deliver_order(owner is not None), params)
+        if delivered is None:
+            raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
         if rows:
             await conn.execute(
                 insert(deliveries),
                 [{**row, "order_id": order_id, "attempt_id": attempt_id, "created_at": now} for row in rows],
             )
         found = await conn.scalar(
-            update(attempts)
-            .where(attempts.c.id == attempt_id, attempts.c.order_id == order_id)
-            .values(state=AttemptState.SUCCEEDED.value, finished_at=now)
-            .returning(attempts.c.id)
+            statements.attempt_succeeded(), {"p_attempt": attempt_id, "p_order": order_id, "now": now}
         )
         if found is None:
             raise NotFound(f"no attempt {attempt_id} for order {order_id}")
         await mark_receipt_applied(conn, attempt_id, now)
-        stmt = update(orders).where(orders.c.id == order_id)
-        if owner is not None:
-            stmt = stmt.where(orders.c.lease_owner == owner, orders.c.status == OrderStatus.PROCESSING.value)
-        delivered = await conn.scalar(
-            stmt.values(
-                status=OrderStatus.DELIVERED.value,
-                reason=None,
-                delivered_at=now,
-                updated_at=now,
-                lease_owner=None,
-                lease_expires=None,
-            ).returning(orders.c.id)
-        )
-        if delivered is None:
-            raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
 
     async def _hold(
         self, conn: AsyncConnection, attempt_id: int, cards: Sequence[Card], reason: str, now: datetime

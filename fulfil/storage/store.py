@@ -24,11 +24,22 @@ from fulfil.storage.store_receipts import ReceiptOps
 from fulfil.storage.store_review import ReviewOps
 from fulfil.storage.store_sources import SourceOps
 from fulfil.storage.store_stock import StockOps
+from fulfil.storage.store_work import WorkOps
 from fulfil.storage.types import SchemaStatus
 
 
 class Store(
-    OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, HeldOps, ReviewOps, ParkingOps, QualityOps, SourceOps
+    OrderOps,
+    AttemptOps,
+    ReceiptOps,
+    StockOps,
+    ClaimOps,
+    HeldOps,
+    ReviewOps,
+    ParkingOps,
+    QualityOps,
+    WorkOps,
+    SourceOps,
 ):
     """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs, supplier quality and shop
     sources' records, on SQLite or PostgreSQL."""

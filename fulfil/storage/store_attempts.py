@@ -15,7 +15,6 @@ from fulfil.domain import AttemptRecord, AttemptState
 from fulfil.storage.base import (
     StoreBase,
     attempt_from_row,
-    delivered_in,
     duplicates_within,
     mark_receipt_applied,
 )
@@ -51,23 +50,27 @@ class AttemptOps(StoreBase):
         qty: int,
         cost: Decimal | None,
         now: datetime,
+        *,
+        sent: bool = False,
     ) -> AttemptRecord:
-        """Write the attempt (state planned, fresh supplier-facing number) before anything is sent."""
+        """Write the attempt with a fresh supplier-facing number before anything is sent: `planned`, or with
+        `sent` already `sent` (the caller sends it next; one transaction instead of two). Either way a crash
+        after this commit leaves a row that recovery settles before anything else is bought for the order."""
+        values: dict[str, Any] = {
+            "order_id": order_id,
+            "supplier": supplier,
+            "offer_index": offer_index,
+            "qty": qty,
+            "cost": cost,
+            "state": AttemptState.PLANNED.value,
+            "evidence": {},
+            "started_at": now,
+        }
+        if sent:
+            values.update(state=AttemptState.SENT.value, sent_at=now, last_sent_at=now)
         async with self._write() as conn:
             await self._fence(conn, order_id, owner, now)
-            return await self._insert_attempt(
-                conn,
-                {
-                    "order_id": order_id,
-                    "supplier": supplier,
-                    "offer_index": offer_index,
-                    "qty": qty,
-                    "cost": cost,
-                    "state": AttemptState.PLANNED.value,
-                    "evidence": {},
-                    "started_at": now,
-                },
-            )
+            return await self._insert_attempt(conn, values)
 
     async def mark_attempt(
         self,
@@ -178,14 +181,11 @@ class AttemptOps(StoreBase):
             raise DuplicateCard(twice)
         try:
             async with self._write() as conn:
-                await self._fence(conn, order_id, owner, now)
-                known = await delivered_in(conn, fingerprints)
-                if known:
-                    raise DuplicateCard(known)
+                # The order update inside is the lease fence; the unique fingerprint refuses a known key.
                 await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
                 await self._hold(conn, attempt_id, hold, hold_reason, now)
         except Conflict:
-            # The unique constraint is the last guard (a concurrent delivery of the same key).
+            # A key delivered before (the whole transaction rolled back): say which.
             known = await self.delivered_fingerprints(fingerprints)
             if known:
                 raise DuplicateCard(known) from None
@@ -241,7 +241,7 @@ class AttemptOps(StoreBase):
                             locked_elsewhere = len(taken) + left >= qty
                         raise _NotEnoughStock
                     rows = [{k: v for k, v in row._mapping.items() if k != "id"} for row in taken]
-                    # Fenced at the end (the order update): everything above rolls back with a LeaseLost.
+                    # Fenced by the order update inside: the keys taken above roll back with a LeaseLost.
                     await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
             except _NotEnoughStock:
                 if not locked_elsewhere:

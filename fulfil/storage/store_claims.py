@@ -42,6 +42,14 @@ def _claim_from_row(row: Row[Any]) -> ClaimRecord:
     )
 
 
+async def active_cooldowns_in(conn: AsyncConnection, now: datetime) -> dict[tuple[str, str], datetime]:
+    """(supplier, product id) -> until, for the cool-downs still running at `now`."""
+    result = await conn.execute(
+        select(cooldowns.c.supplier, cooldowns.c.product_id, cooldowns.c.until).where(cooldowns.c.until > now)
+    )
+    return {(supplier, product_id): until for supplier, product_id, until in result}
+
+
 async def claims_query(
     conn: AsyncConnection,
     *,
@@ -275,7 +283,4 @@ class ClaimOps(StoreBase):
 
     async def active_cooldowns(self, now: datetime) -> dict[tuple[str, str], datetime]:
         async with self._read() as conn:
-            result = await conn.execute(
-                select(cooldowns.c.supplier, cooldowns.c.product_id, cooldowns.c.until).where(cooldowns.c.until > now)
-            )
-            return {(supplier, product_id): until for supplier, product_id, until in result}
+            return await active_cooldowns_in(conn, now)

@@ -7,7 +7,7 @@ for. Its keys are encrypted like deliveries. The attempt row gets the facts too 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Receipt, ReceiptKind
+from fulfil.storage import statements
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks
 from fulfil.storage.errors import NotFound
 from fulfil.storage.schema import attempts, receipt_cards, receipts
@@ -44,11 +45,17 @@ class ReceiptOps(StoreBase):
         acknowledged receipt is upgraded when the goods arrive."""
         kind = ReceiptKind(kind)
         supplier_order_id = bounded_id(supplier_order_id)
+        # What is stored, and so what the receipt returned holds: expiry bounded as in the cards' rows.
+        stored = tuple(Card(password=c.password, number=c.number, expires=bounded_expires(c.expires)) for c in cards)
         async with self._write() as conn:
-            attempt = (await conn.execute(select(attempts).where(attempts.c.id == attempt_id))).first()
-            if attempt is None:
+            # The attempt and its receipt (if any) in one read.
+            found = (await conn.execute(statements.attempt_with_receipt(), {"attempt_id": attempt_id})).first()
+            if found is None:
                 raise NotFound(f"no attempt {attempt_id}")
-            current = (await conn.execute(select(receipts).where(receipts.c.attempt_id == attempt_id))).first()
+            m = found._mapping
+            current = (
+                None if m["r_id"] is None else _receipt_from_row({c.name: m[f"r_{c.name}"] for c in receipts.c}, ())
+            )
             values = {
                 "kind": kind.value,
                 "supplier_order_id": supplier_order_id,
@@ -57,36 +64,46 @@ class ReceiptOps(StoreBase):
                 "evidence": evidence or {},
                 "updated_at": now,
             }
+            written: Receipt | None = None
             if current is None:
-                receipt_id = await conn.scalar(
-                    insert(receipts)
-                    .values(attempt_id=attempt_id, order_id=attempt.order_id, created_at=now, **values)
-                    .returning(receipts.c.id)
-                )
+                row = {"attempt_id": attempt_id, "order_id": m["order_id"], "created_at": now, **values}
+                receipt_id = await conn.scalar(statements.insert_receipt(), row)
                 assert receipt_id is not None
-                await self._insert_cards(conn, receipt_id, cards)
+                await self._insert_cards(conn, receipt_id, stored)
+                written = Receipt(
+                    id=receipt_id,
+                    attempt_id=attempt_id,
+                    order_id=m["order_id"],
+                    kind=kind,
+                    cards=stored,
+                    supplier_order_id=supplier_order_id,
+                    cost=cost,
+                    evidence=evidence or {},
+                    created_at=now,
+                )
             elif _upgrades(current, kind, cards):
                 receipt_id = current.id
                 values["supplier_order_id"] = supplier_order_id or current.supplier_order_id
                 await conn.execute(update(receipts).where(receipts.c.id == receipt_id).values(**values))
-                await self._insert_cards(conn, receipt_id, cards)
+                await self._insert_cards(conn, receipt_id, stored)
             else:
                 receipt_id = current.id  # already as final as this answer, or more: keep the first
-                if cards and current.kind == ReceiptKind.CHARGED_NO_GOODS.value:
+                if cards and current.kind is ReceiptKind.CHARGED_NO_GOODS:
                     # Keys after the charge was claimed as without goods (a lost answer arriving late): never
                     # dropped; held under the claim, whose amount shrinks when they are released.
                     await self._hold(conn, attempt_id, cards, "late_keys", now)
             facts: dict[str, Any] = {}
-            if supplier_order_id and not attempt.supplier_order_id:
+            if supplier_order_id and not m["supplier_order_id"]:
                 facts["supplier_order_id"] = supplier_order_id
-            if cost is not None and attempt.supplier_cost is None:
+            if cost is not None and m["supplier_cost"] is None:
                 facts["supplier_cost"] = cost
-            if current is None or current.kind == ReceiptKind.ACKNOWLEDGED.value:
+            if current is None or current.kind is ReceiptKind.ACKNOWLEDGED:
                 # A delivered attempt keeps what the supplier said, for after-sales and reconciliation.
-                facts["evidence"] = {**attempt.evidence, "answer": evidence or {}}
+                facts["evidence"] = {**m["evidence"], "answer": evidence or {}}
             if facts:
                 await conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(**facts))
-            return await self._receipt(conn, receipt_id)
+            # A new receipt is known as written; any other is read back as the database holds it.
+            return written or await self._receipt(conn, receipt_id)
 
     async def receipt_for(self, attempt_id: int) -> Receipt | None:
         async with self._read() as conn:
@@ -118,7 +135,7 @@ class ReceiptOps(StoreBase):
                 "position": position,
                 "number_enc": self._cipher.encrypt(card.number),
                 "password_enc": self._cipher.encrypt(card.password),
-                "expires": bounded_expires(card.expires),
+                "expires": card.expires,
             }
             for position, card in enumerate(cards)
         ]
@@ -133,17 +150,17 @@ class ReceiptOps(StoreBase):
         return _receipt_from_row(row, tuple(self._card(card._mapping) for card in found))
 
 
-def _upgrades(current: Row[Any], kind: ReceiptKind, cards: Sequence[Card]) -> bool:
+def _upgrades(current: Receipt, kind: ReceiptKind, cards: Sequence[Card]) -> bool:
     """An acknowledgement is upgraded by any settling answer; "charged, no goods" by keys while nobody acted on
     it yet (another worker's answer with the keys may come after "already exists")."""
-    if current.kind == ReceiptKind.ACKNOWLEDGED.value:
+    if current.kind is ReceiptKind.ACKNOWLEDGED:
         return kind is not ReceiptKind.ACKNOWLEDGED
-    no_goods = current.kind == ReceiptKind.CHARGED_NO_GOODS.value
+    no_goods = current.kind is ReceiptKind.CHARGED_NO_GOODS
     return no_goods and current.applied_at is None and kind is ReceiptKind.GOODS and bool(cards)
 
 
-def _receipt_from_row(row: Row[Any], cards: tuple[Card, ...]) -> Receipt:
-    m = row._mapping
+def _receipt_from_row(row: Row[Any] | Mapping[str, Any], cards: tuple[Card, ...]) -> Receipt:
+    m = row._mapping if isinstance(row, Row) else row
     return Receipt(
         id=m["id"],
         attempt_id=m["attempt_id"],
