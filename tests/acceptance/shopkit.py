@@ -230,3 +230,18 @@ def _check_dujiaoka_row(ref: str, row: Mapping[str, Any], original: Mapping[str,
 def check_left_alone(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]) -> None:
     for ref, row in before.items():
         assert after[ref] == row, f"{ref} was touched: {row} -> {after[ref]}"
+
+
+def check_logs_clean(directory: Path, config: Path, env: Mapping[str, str], contacts: Sequence[str]) -> int:
+    """No daemon log line holds a delivered key (number or password) or a buyer's contact. Returns lines read."""
+    secrets: set[str] = set(contacts)
+    for view in order_views(config, env):
+        for card in view["cards"]:
+            secrets.update(value for value in (card.get("number"), card["password"]) if value)
+    lines = 0
+    for log in sorted(directory.glob("daemon-*.log")):
+        for number, line in enumerate(log.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+            lines += 1
+            found = [s for s in secrets if s in line]
+            assert not found, f"{log.name}:{number} holds a key or a contact"
+    return lines

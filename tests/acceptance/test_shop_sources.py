@@ -31,6 +31,7 @@ from shopkit import (
     acg_source,
     check_books,
     check_left_alone,
+    check_logs_clean,
     dujiaoka_orders,
     dujiaoka_source,
     shop_daemon_config,
@@ -113,6 +114,7 @@ def test_dujiaoka_orders_end_in_the_shop_with_their_keys_through_kill_9s(
     assert states == {"refused": 0, "taking": 0, "taken": 0, "written": total, "review": 0}, states
     writes = source_events(config, env, "source.written")
     assert len(writes) == total and len({w["ref"] for w in writes}) == total  # one write-back each
+    check_logs_clean(tmp_path, config, env, ["buyer@example.com"])
     print(
         f"\ndujiaoka: {SIZES.manual} manual + {SIZES.abnormal} abnormal orders, {len(alone)} left alone, "
         f"{kills} kill -9s, {took:.1f}s: {figures}, "
@@ -157,6 +159,7 @@ def test_kill_9_at_each_step_of_the_two_database_hand_over(shop_url: str, tmp_pa
     assert sorted(w["ref"] for w in writes) == sorted(expected)  # one write-back each, never two
     already = sorted(w["ref"] for w in writes if w["already"])
     assert already and all(ref.startswith("K4") for ref in already)  # the shop's commit landed before the kill
+    check_logs_clean(tmp_path, config, env, ["buyer@example.com"])  # DEBUG logs included
     print(f"\nhand-over kills at {len(STEPS)} steps: {figures}; found written after the kill: {already}")
 
 
@@ -183,6 +186,7 @@ def test_acg_faka_orders_end_delivered_with_their_keys_in_secret(
     after = run(acg_rows(shop_url))
     figures = check_books(config, env, sim_ledger(sim.control_url), after,
                           {o["trade_no"]: before[o["trade_no"]] for o in orders}, shop="acg")  # fmt: skip
+    check_logs_clean(tmp_path, config, env, ["buyer@example.com"])
     print(f"\nacg-faka: {len(orders)} orders, 1 kill -9, {took:.1f}s: {figures}")
 
 
