@@ -176,12 +176,12 @@ class SourceRunner:
 
     async def _loop(self, name: str, stopping: asyncio.Event) -> None:
         waker = self._wakers[name]
-        first = True
+        everything = True  # at start, and after a round the shop cut short: nothing waits out a claim or a backoff
         while not stopping.is_set():
             waker.clear()
             try:
-                report = await self.tick(name, recheck_all=first)
-                first = first and report.error is not None  # until a round has reached the shop
+                report = await self.tick(name, recheck_all=everything)
+                everything = report.error is not None
             except StoreError:
                 # fulfil's own database: the worker's poll loop decides when that is fatal; here, try again.
                 log.error("source.store_failed", extra={"source": name}, exc_info=True)
@@ -202,8 +202,9 @@ class SourceRunner:
 
     async def tick(self, name: str, *, recheck_all: bool = False) -> TickReport:
         """Write back, repair half-done hand-overs, take new orders. A shop that is down ends the round early
-        (nothing is lost: each step is picked up again next round). `recheck_all` (a daemon's first round): what
-        another run left claimed or half-done is looked at now, not when its claim runs out."""
+        (nothing is lost: each step is picked up again next round). `recheck_all` (a daemon's first round, and the
+        one after the shop came back): what was left claimed or half-done is looked at now, not when its claim or
+        backoff runs out."""
         source = self.sources[name]
         report = TickReport()
         try:
