@@ -22,16 +22,27 @@ from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_receipts import ReceiptOps
 from fulfil.storage.store_review import ReviewOps
+from fulfil.storage.store_sources import SourceOps
 from fulfil.storage.store_stock import StockOps
 from fulfil.storage.store_work import WorkOps
 from fulfil.storage.types import SchemaStatus
 
 
 class Store(
-    OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, HeldOps, ReviewOps, ParkingOps, QualityOps, WorkOps
+    OrderOps,
+    AttemptOps,
+    ReceiptOps,
+    StockOps,
+    ClaimOps,
+    HeldOps,
+    ReviewOps,
+    ParkingOps,
+    QualityOps,
+    WorkOps,
+    SourceOps,
 ):
-    """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs and supplier quality, on
-    SQLite or PostgreSQL."""
+    """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs, supplier quality and shop
+    sources' records, on SQLite or PostgreSQL."""
 
     @classmethod
     async def open(cls, url: str, cipher: CardCipher, *, check_schema: bool = True) -> Store:
