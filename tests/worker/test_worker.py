@@ -219,10 +219,12 @@ async def test_renewal_that_finds_the_lease_gone_sets_lost(
     # The first run's delivery is fenced off (LeaseLost); the order is claimed afresh and delivered once.
     processor.gate_all.set()
     await eventually(lambda: processor.finished == ["R0"])
-    assert processor.started == ["R0", "R0"]
+    assert processor.started[:2] == ["R0", "R0"]
     assert processor.leases["R0"] is not first and not processor.leases["R0"].lost.is_set()
     assert await statuses(store) == {"R0": "delivered"}
-    assert len(events(caplog, "lease.lost")) == 1  # renewal and the store both saw it: logged once
+    # Renewal and the store both saw each loss: logged once per loss. On a loaded machine the 300 ms lease of
+    # the second run may lapse too; every run after the first follows exactly one logged loss.
+    assert len(events(caplog, "lease.lost")) == len(processor.started) - 1
     await handle.stop()
 
 
