@@ -17,6 +17,7 @@ from fulfil.storage.schema import meta
 from fulfil.storage.store_attempts import AttemptOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_held import HeldOps
+from fulfil.storage.store_notify import NotifyOps
 from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
@@ -28,7 +29,17 @@ from fulfil.storage.types import SchemaStatus
 
 
 class Store(
-    OrderOps, AttemptOps, ReceiptOps, StockOps, ClaimOps, HeldOps, ReviewOps, ParkingOps, QualityOps, WorkOps
+    OrderOps,
+    AttemptOps,
+    ReceiptOps,
+    StockOps,
+    ClaimOps,
+    HeldOps,
+    ReviewOps,
+    ParkingOps,
+    QualityOps,
+    WorkOps,
+    NotifyOps,
 ):
     """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs and supplier quality, on
     SQLite or PostgreSQL."""
