@@ -20,11 +20,12 @@ from fulfil.config import MAX_SKU_LENGTH, Config
 from fulfil.domain import NewOrder
 from suppliers import values
 
-FIELDS = ("ref", "sku", "qty", "account", "amount")
+FIELDS = ("ref", "sku", "qty", "account", "amount", "contact")
 REQUIRED = ("ref", "sku", "qty")
 # The orders table's columns (fulfil/storage/schema.py): a longer value would fail the write on PostgreSQL.
 MAX_REF_LENGTH = 128
 MAX_ACCOUNT_LENGTH = 256
+MAX_CONTACT_LENGTH = 256  # an e-mail address or a phone number (encrypted at rest, so no column bounds it)
 # Far above any max_qty, far below what prints or stores badly.
 MAX_QTY = 1_000_000
 # An amount paid: below 10^15 (a Money column, and a sum people can read), at most 8 decimal places.
@@ -73,6 +74,10 @@ def validate_order(order: NewOrder, config: Config) -> list[str]:
         reasons.append(f"account is longer than {MAX_ACCOUNT_LENGTH} characters")
     elif order.account is not None and not order.account.isprintable():
         reasons.append("account contains control characters")  # a NUL cannot even be stored on PostgreSQL
+    if order.contact is not None and len(order.contact) > MAX_CONTACT_LENGTH:
+        reasons.append(f"contact is longer than {MAX_CONTACT_LENGTH} characters")
+    elif order.contact is not None and not order.contact.isprintable():
+        reasons.append("contact contains control characters")
     if order.amount is not None:
         reasons.extend(_amount_reasons(order.amount))
     return reasons
@@ -173,6 +178,7 @@ def order_from_fields(fields: Mapping[str, Any]) -> NewOrder:
         qty=_qty(fields.get("qty")),
         account=_text(fields.get("account"), "account", required=False),
         amount=_amount(fields.get("amount")),
+        contact=_text(fields.get("contact"), "contact", required=False),
     )
 
 

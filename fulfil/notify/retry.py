@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
@@ -31,6 +31,8 @@ class SendResult:
     error: str | None = None
     retry_after: float | None = None
     skipped: bool = False  # nothing to send to (e.g. no e-mail address): done, not delivered
+    permanent: bool = False  # refused for good (an SMTP 5xx for the recipient): dead at once, no retry
+    body: str | None = field(default=None, repr=False)  # the start of the answer (robots answer errors in 200s)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def decide(result: SendResult, tries_before: int, schedule: tuple[float, ...], r
         return Decision("delivered")
     if status == GONE:
         return Decision("pending", delay=0.0, counts=False, disable=True)
+    if result.permanent:
+        return Decision("dead")
     tries = tries_before + 1
     if tries >= len(schedule):
         return Decision("dead")

@@ -35,7 +35,8 @@ ALERT_EVENTS = frozenset(
 class OutboxRoutes(Protocol):
     """`fulfil.notify.events.Routes`: which channels want a type, and the rows of one event."""
 
-    alert_quiet: float
+    @property
+    def alert_quiet(self) -> float: ...
 
     def wants(self, event_type: str) -> bool: ...
 

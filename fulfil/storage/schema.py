@@ -301,7 +301,7 @@ outbox = Table(
     Column("last_at", UTCDateTime),
     Column("done_at", UTCDateTime),
     UniqueConstraint("channel", "key", name="uq_outbox_channel"),
-    Index("ix_outbox_claim", "channel", "state", "next_at"),
+    Index("ix_outbox_due", "state", "next_at", "channel"),
     Index("ix_outbox_event", "event_id"),
     Index("ix_outbox_done", "done_at"),
 )

@@ -59,6 +59,15 @@ class Store(
             raise
         return cls(engine, dialect, cipher, install_id)
 
+    async def sibling(self) -> Store:
+        """Another store on the same database with an engine and connection pool of its own (the notification
+        dispatcher's, so its sends never hold the engine's connections); the same routes."""
+        url = self._engine.url.render_as_string(hide_password=False)
+        dialect, engine = database.create_store_engine(url)
+        other = type(self)(engine, dialect, self._cipher, self.install_id)
+        other.notify_routes = self.notify_routes
+        return other
+
     @staticmethod
     def upgrade(url: str) -> None:
         """Migrate the database to this fulfil's schema (alembic upgrade head). Synchronous."""

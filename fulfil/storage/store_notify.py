@@ -92,6 +92,16 @@ class NotifyOps(StoreBase):
             rows = (await conn.execute(stmt.values(**values).returning(*outbox.c))).all()
         return sorted((_row(row) for row in rows), key=lambda r: (r.next_at, r.id))
 
+    async def due_channels(self) -> set[str]:
+        """Channels with a row due now (or a sender's lease run out): a read, so an idle poll writes nothing."""
+        now = db_now(self.dialect)
+        due = or_(
+            and_(outbox.c.state == PENDING, outbox.c.next_at <= now),
+            and_(outbox.c.state == SENDING, outbox.c.lease_until <= now),
+        )
+        async with self._read() as conn:
+            return set((await conn.execute(select(outbox.c.channel).where(due).distinct())).scalars())
+
     async def finish_outbox(
         self,
         row_id: int,

@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("done_at", ts),
         sa.UniqueConstraint("channel", "key", name="uq_outbox_channel"),
     )
-    op.create_index("ix_outbox_claim", "outbox", ["channel", "state", "next_at"])
+    op.create_index("ix_outbox_due", "outbox", ["state", "next_at", "channel"])
     op.create_index("ix_outbox_event", "outbox", ["event_id"])
     op.create_index("ix_outbox_done", "outbox", ["done_at"])
     op.create_table(
@@ -75,5 +75,5 @@ def downgrade() -> None:
     op.drop_table("notify_endpoints")
     op.drop_index("ix_outbox_done", table_name="outbox")
     op.drop_index("ix_outbox_event", table_name="outbox")
-    op.drop_index("ix_outbox_claim", table_name="outbox")
+    op.drop_index("ix_outbox_due", table_name="outbox")
     op.drop_table("outbox")

@@ -1,0 +1,438 @@
+"""The dispatcher: sends the outbox, beside the worker, never in its way.
+
+One task polls for channels with rows due (a read), claims up to each channel's free slots (a short write
+transaction, `FOR UPDATE SKIP LOCKED` on PostgreSQL) and sends each row in a task of its own; a channel's
+in-flight sends never exceed its `concurrency`, so a slow or dead endpoint fills only its own slots. It uses
+a store (engine and connection pool) of its own, so sends never hold the engine's connections.
+
+Beside sending it runs its own periodic jobs: delay warnings (`order.delayed`), operator alerts that come
+from looking (review queue age, invalid-key spikes) and pruning finished outbox rows.
+
+Every try's outcome is decided by `retry.decide`; the row's update is fenced by the lease (a daemon that lost
+the row does not overwrite the try of the one that took it). A crash between a send and its update leaves the
+row leased: it is sent again when the lease runs out (or, on SQLite, at the next start), with the same id and
+body: at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from fulfil.config import Config
+from fulfil.notify import delay
+from fulfil.notify.channels import Channel, Message, build_channels
+from fulfil.notify.events import Routes, build_routes, webhook_channel
+from fulfil.notify.retry import Decision, SendResult, decide
+from fulfil.storage.store_notify import PENDING, OrderNotice, OutboxRow
+
+log = logging.getLogger("fulfil.notify")
+
+_DISABLED_REFRESH = 5.0  # seconds between reads of which endpoints are disabled
+_DURATIONS_REFRESH = 300.0  # seconds between reads of recent delivery times (delay thresholds)
+_FINISH_TRIES = 5
+
+
+class NotifyStore(Protocol):
+    """What the dispatcher uses of `fulfil.storage.Store`."""
+
+    notify_routes: Any
+    dialect: str
+
+    async def claim_outbox(self, channel: str, owner: str, limit: int, lease: float) -> list[OutboxRow]: ...
+
+    async def due_channels(self) -> set[str]: ...
+
+    async def finish_outbox(
+        self,
+        row_id: int,
+        owner: str,
+        state: str,
+        *,
+        counts: bool,
+        delay: float,
+        status: int | None,
+        error: str | None,
+        now: datetime,
+    ) -> bool: ...
+
+    async def release_outbox(self, owner: str | None = None) -> int: ...
+
+    async def order_notices(self, wanted: dict[int, datetime]) -> dict[int, OrderNotice]: ...
+
+    async def disabled_endpoints(self) -> dict[str, tuple[datetime, str | None]]: ...
+
+    async def disable_endpoint(
+        self, name: str, reason: str, now: datetime, alert: tuple[str, str, dict[str, Any], float] | None = None
+    ) -> bool: ...
+
+    async def raise_alert(self, kind: str, subject: str, data: dict[str, Any], quiet: float, now: datetime) -> bool: ...
+
+    async def delivery_durations(self, since: datetime, limit: int = ...) -> dict[str, list[float]]: ...
+
+    async def open_orders_since(
+        self, created_before: datetime, limit: int = ...
+    ) -> list[tuple[int, str, datetime]]: ...
+
+    async def mark_delayed(self, delayed: dict[int, dict[str, Any]], now: datetime) -> int: ...
+
+    async def review_backlog(self) -> tuple[int, datetime | None]: ...
+
+    async def invalid_key_claims(self, since: datetime) -> dict[str, int]: ...
+
+    async def prune_outbox(self, before: datetime, batch_size: int) -> int: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _ChannelState:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.paused_until = 0.0  # monotonic
+
+    def free(self) -> int:
+        return max(self.channel.concurrency - len(self.in_flight), 0)
+
+
+class Dispatcher:
+    """Sends the outbox until `stopping` is set; `serve` returns after in-flight sends end (or are cut at
+    `grace` seconds, their rows released)."""
+
+    name = "notify"
+
+    def __init__(
+        self,
+        store: NotifyStore,
+        config: Callable[[], Config],
+        *,
+        owner: str,
+        config_dir: Path | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        poll_interval: float = 1.0,
+        grace: float = 5.0,
+        rng: random.Random | None = None,
+        release_all_at_start: bool = False,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.owner = owner
+        self.config_dir = config_dir
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.grace = grace
+        self.rng = rng or random.Random()
+        self.release_all_at_start = release_all_at_start
+        self.sent = 0  # tries that ended delivered
+        self.tried = 0
+        self._wakeup = asyncio.Event()
+        self._notify_config: Any = None
+        self._channels: dict[str, _ChannelState] = {}
+        self._retired: list[Channel] = []
+        self._disabled: dict[str, tuple[datetime, str | None]] = {}
+        self._disabled_at = float("-inf")
+        self._durations: dict[str, list[float]] = {}
+        self._durations_at = float("-inf")
+        self._next_job: dict[str, float] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    @property
+    def routes(self) -> Routes:
+        return build_routes(self.config().notify)
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def serve(self, stopping: asyncio.Event) -> None:
+        self._refresh_channels()
+        if self.release_all_at_start:
+            released = await self.store.release_outbox()
+            if released:
+                log.info("notify.released", extra={"count": released, "reason": "start"})
+        log.info("notify.started", extra={"owner": self.owner, "channels": sorted(self._channels)})
+        try:
+            while not stopping.is_set():
+                self._wakeup.clear()
+                more = False
+                try:
+                    more = await self._tick()
+                except Exception:
+                    # The database may be away for a while: nothing is lost, the rows wait in the outbox.
+                    log.error("notify.poll_failed", exc_info=True)
+                if not more:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_interval):
+                            await _first(self._wakeup.wait(), stopping.wait())
+        finally:
+            await self._shutdown()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def _shutdown(self) -> None:
+        tasks = [t for state in self._channels.values() for t in state.in_flight] + list(self._jobs)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            released = await self.store.release_outbox(self.owner)
+            if released:
+                log.info("notify.released", extra={"count": released, "reason": "shutdown"})
+        for state in self._channels.values():
+            await state.channel.aclose()
+        for channel in self._retired:
+            await channel.aclose()
+        log.info("notify.stopped", extra={"owner": self.owner, "sent": self.sent, "tried": self.tried})
+
+    def _refresh_channels(self) -> None:
+        """(Re)build the channels when the `notify:` section changed (SIGHUP); the routes follow it."""
+        notify = self.config().notify
+        if notify is self._notify_config:
+            return
+        self._notify_config = notify
+        self.store.notify_routes = build_routes(notify)
+        fresh = build_channels(notify.webhooks, notify.email, notify.alerts, self.config_dir)
+        old = self._channels
+        self._channels = {}
+        for name, channel in fresh.items():
+            state = _ChannelState(channel)
+            if name in old:
+                state.in_flight = old[name].in_flight
+                state.paused_until = old[name].paused_until
+            self._channels[name] = state
+        self._retired.extend(state.channel for state in old.values())
+
+    # --- sending --------------------------------------------------------------------------------------
+
+    async def _tick(self) -> bool:
+        """One poll: periodic jobs when due, then claims for channels with room. True if a claim came back
+        full (poll again at once)."""
+        self._refresh_channels()
+        self._start_jobs()
+        now_mono = time.monotonic()
+        if now_mono - self._disabled_at > _DISABLED_REFRESH:
+            self._disabled = await self.store.disabled_endpoints()
+            self._disabled_at = now_mono
+        due = await self.store.due_channels()
+        more = False
+        lease = self.config().notify.lease
+        for name in sorted(due):
+            state = self._channels.get(name)
+            if state is None or name.partition(":")[2] in self._disabled or name in self._disabled:
+                continue
+            if state.paused_until > now_mono or state.free() == 0:
+                continue
+            want = state.free()
+            rows = await self.store.claim_outbox(name, self.owner, want, state.channel.timeout + lease)
+            if not rows:
+                continue
+            more = more or len(rows) == want
+            notices = await self._notices(rows)
+            for row in rows:
+                message = Message(row, notices.get(row.order_id) if row.order_id is not None else None)
+                task = asyncio.create_task(self._deliver(state, message), name=f"notify-{row.id}")
+                state.in_flight.add(task)
+                task.add_done_callback(self._sent_callback(state))
+        return more
+
+    def _sent_callback(self, state: _ChannelState) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            state.in_flight.discard(task)
+            self._wakeup.set()
+
+        return done
+
+    async def _notices(self, rows: list[OutboxRow]) -> dict[int, OrderNotice]:
+        wanted: dict[int, datetime] = {}
+        for row in rows:
+            if row.order_id is not None:
+                at = wanted.get(row.order_id)
+                wanted[row.order_id] = row.created_at if at is None else max(at, row.created_at)
+        if not wanted:
+            return {}
+        notices = await self.store.order_notices(wanted)
+        # Each row sees only the keys delivered by its own event's time (a later reissue adds keys).
+        return notices
+
+    async def _deliver(self, state: _ChannelState, message: Message) -> None:
+        row = message.row
+        channel = state.channel
+        notice = message.notice
+        if notice is not None:
+            cards = tuple(c for c in notice.cards if c[0] <= row.created_at)
+            if cards != notice.cards:
+                message = Message(row, OrderNotice(**{**notice.__dict__, "cards": cards}))
+        now = self.clock()
+        try:
+            result = await channel.send(message, now)
+        except Exception as exc:  # a sender's bug must not stop the dispatcher: the row is retried
+            log.error("notify.send_crashed", extra={"channel": channel.name, "event_id": row.event_id}, exc_info=True)
+            result = SendResult(None, f"{type(exc).__name__}")
+        self.tried += 1
+        decision = decide(result, row.attempts, channel.schedule, self.rng)
+        await self._apply(state, row, result, decision)
+
+    async def _apply(self, state: _ChannelState, row: OutboxRow, result: SendResult, decision: Decision) -> None:
+        channel = state.channel
+        now = self.clock()
+        extra = {
+            "channel": channel.name,
+            "event_id": row.event_id,
+            "type": row.type,
+            "status": result.status,
+            "try": row.attempts + (1 if decision.counts else 0),
+        }
+        if decision.disable:
+            await self._disable(channel, row, now)
+        if decision.pause:
+            state.paused_until = max(state.paused_until, time.monotonic() + decision.pause)
+            log.warning("notify.slowed_down", extra={**extra, "pause": round(decision.pause, 3)})
+        for attempt in range(_FINISH_TRIES):
+            try:
+                kept = await self.store.finish_outbox(
+                    row.id,
+                    self.owner,
+                    decision.state,
+                    counts=decision.counts,
+                    delay=decision.delay,
+                    status=result.status,
+                    error=result.error,
+                    now=now,
+                )
+                break
+            except Exception:
+                if attempt == _FINISH_TRIES - 1:
+                    # The row stays leased and is sent again when the lease runs out: at least once.
+                    log.error("notify.finish_failed", extra=extra, exc_info=True)
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))
+        if not kept:
+            log.warning("notify.lease_lost", extra=extra)
+            return
+        if decision.state == "delivered":
+            self.sent += 1
+            log.info("notify.delivered", extra=extra)
+        elif decision.state == "dead":
+            log.error("notify.dead", extra={**extra, "error": result.error})
+        elif decision.state == "skipped":
+            log.info("notify.skipped", extra={**extra, "error": result.error})
+        elif decision.state == PENDING and not decision.disable:
+            log.warning("notify.retry", extra={**extra, "error": result.error, "in": round(decision.delay, 3)})
+
+    async def _disable(self, channel: Channel, row: OutboxRow, now: datetime) -> None:
+        name = channel.name.partition(":")[2] or channel.name
+        self._disabled[name] = (now, "410 Gone")
+        quiet = self.config().notify.alert_rules.quiet
+        alert = ("system.webhook_disabled", name, {"url": channel.shown_url, "reason": "410 Gone"}, quiet)
+        try:
+            newly = await self.store.disable_endpoint(name, "410 Gone", now, alert)
+        except Exception:
+            log.error("notify.disable_failed", extra={"channel": channel.name}, exc_info=True)
+            return
+        if newly:
+            log.error(
+                "notify.endpoint_disabled",
+                extra={"channel": channel.name, "url": channel.shown_url, "event_id": row.event_id},
+            )
+
+    # --- periodic jobs --------------------------------------------------------------------------------
+
+    def _start_jobs(self) -> None:
+        config = self.config()
+        routes = self.store.notify_routes
+        jobs: dict[str, tuple[float, Callable[[datetime], Any]]] = {}
+        if routes.wants("order.delayed"):
+            jobs["delay"] = (config.notify.delay.interval, self._delays)
+        if routes.wants("system.alert") or routes.wants("supplier.alert"):
+            jobs["alerts"] = (config.notify.alert_rules.interval, self._alert_rules)
+        if config.notify.retention is not None:
+            jobs["prune"] = (config.retention.interval, self._prune)
+        now = time.monotonic()
+        running = {task.get_name() for task in self._jobs}
+        for name, (interval, job) in jobs.items():
+            if now < self._next_job.get(name, now) or f"notify-job-{name}" in running:
+                continue
+            self._next_job[name] = now + interval
+            task = asyncio.create_task(self._run_job(name, job), name=f"notify-job-{name}")
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    async def _run_job(self, name: str, job: Callable[[datetime], Any]) -> None:
+        try:
+            await job(self.clock())
+        except Exception:
+            log.error("notify.job_failed", extra={"job": name}, exc_info=True)
+
+    async def _delays(self, now: datetime) -> None:
+        config = self.config()
+        settings = config.notify.delay
+        mono = time.monotonic()
+        if mono - self._durations_at > min(_DURATIONS_REFRESH, settings.window):
+            self._durations = await self.store.delivery_durations(now - timedelta(seconds=settings.window))
+            self._durations_at = mono
+        limits = delay.thresholds(self._durations, config.products, settings)
+        if not limits:
+            return
+        candidates = await self.store.open_orders_since(now - timedelta(seconds=min(limits.values())))
+        late = delay.delayed(candidates, limits, now)
+        if late:
+            written = await self.store.mark_delayed(late, now)
+            if written:
+                log.info("notify.delayed", extra={"orders": len(late), "rows": written})
+                self.wake()
+
+    async def _alert_rules(self, now: datetime) -> None:
+        rules = self.config().notify.alert_rules
+        if rules.review_age is not None:
+            count, oldest = await self.store.review_backlog()
+            if oldest is not None and (now - oldest).total_seconds() > rules.review_age:
+                waited = round((now - oldest).total_seconds() / 60, 1)
+                data = {"orders": count, "oldest_minutes": waited, "limit_minutes": round(rules.review_age / 60, 1)}
+                if await self.store.raise_alert("system.review_backlog", "review", data, rules.quiet, now):
+                    log.warning("alert.review_backlog", extra=data)
+        since = now - timedelta(seconds=rules.invalid_window)
+        for supplier, count in (await self.store.invalid_key_claims(since)).items():
+            if count >= rules.invalid_keys:
+                data = {"claims": count, "window_minutes": round(rules.invalid_window / 60, 1)}
+                if await self.store.raise_alert("supplier.invalid_keys", supplier, data, rules.quiet, now):
+                    log.warning("alert.invalid_keys", extra={"supplier": supplier, **data})
+        self.wake()
+
+    async def _prune(self, now: datetime) -> None:
+        config = self.config()
+        keep = config.notify.retention
+        if keep is None:
+            return
+        before = now - timedelta(seconds=keep)
+        pruned = 0
+        for _ in range(config.retention.max_batches):
+            deleted = await self.store.prune_outbox(before, config.retention.batch_size)
+            pruned += deleted
+            if deleted < config.retention.batch_size:
+                break
+            await asyncio.sleep(0)
+        if pruned:
+            log.info("retention.pruned", extra={"table": "outbox", "count": pruned, "before": before.isoformat()})
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+__all__ = ["Dispatcher", "webhook_channel"]
