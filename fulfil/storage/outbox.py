@@ -112,9 +112,12 @@ async def raise_alert(
         return False
     insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # One conditional upsert decides, so two daemons seeing the same thing raise it once.
-    new = insert_(alert_state).values(key=f"{kind}:{subject}"[:200], last_at=now)
+    # On the database's clock, like leases: daemons whose clocks disagree still keep one quiet period.
+    new = insert_(alert_state).values(key=f"{kind}:{subject}"[:200], last_at=db_after(dialect, 0))
     stmt = new.on_conflict_do_update(
-        index_elements=["key"], set_={"last_at": now}, where=alert_state.c.last_at <= db_after(dialect, -quiet)
+        index_elements=["key"],
+        set_={"last_at": db_after(dialect, 0)},
+        where=alert_state.c.last_at <= db_after(dialect, -quiet),
     ).returning(alert_state.c.key)
     if await conn.scalar(stmt) is None:
         return False
