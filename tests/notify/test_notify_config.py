@@ -22,15 +22,32 @@ def test_the_issue_shape_loads_with_its_defaults() -> None:
     config = _load(
         {
             "webhooks": [
-                {"name": "shop", "url": "https://shop.example/fulfil-hook", "secret": "${SHOP_WEBHOOK_SECRET}",
-                 "events": ["order.*", "aftersales.*"], "include_keys": False}
+                {
+                    "name": "shop",
+                    "url": "https://shop.example/fulfil-hook",
+                    "secret": "${SHOP_WEBHOOK_SECRET}",
+                    "events": ["order.*", "aftersales.*"],
+                    "include_keys": False,
+                }
             ],
-            "email": {"host": "smtp.example.com", "port": 587, "starttls": True, "user": "${SMTP_USER}",
-                      "password": "${SMTP_PASSWORD}", "from": "shop@example.com",
-                      "events": ["order.delivered", "order.delayed"], "include_keys": False},
+            "email": {
+                "host": "smtp.example.com",
+                "port": 587,
+                "starttls": True,
+                "user": "${SMTP_USER}",
+                "password": "${SMTP_PASSWORD}",
+                "from": "shop@example.com",
+                "events": ["order.delivered", "order.delayed"],
+                "include_keys": False,
+            },
             "alerts": [
-                {"name": "oncall", "type": "telegram", "url": "http://127.0.0.1:9", "secret": "bot-token",
-                 "chat_id": "-100"},
+                {
+                    "name": "oncall",
+                    "type": "telegram",
+                    "url": "http://127.0.0.1:9",
+                    "secret": "bot-token",
+                    "chat_id": "-100",
+                },
                 {"name": "ops", "type": "wecom", "secret": "robot-key"},
                 {"name": "pager", "type": "webhook", "url": "http://localhost:8080/hook", "secret": SECRET},
             ],
@@ -49,8 +66,13 @@ def test_every_mistake_is_named_by_its_path_and_no_secret_is_shown() -> None:
             {
                 "webhooks": [
                     {"name": "shop", "url": "ftp://shop.example/x", "secret": bad_secret, "events": ["orders.*"]},
-                    {"name": "shop", "url": "https://user:pw@shop.example/x", "secret": SECRET,
-                     "events": ["order.*"], "retry_schedule": []},
+                    {
+                        "name": "shop",
+                        "url": "https://user:pw@shop.example/x",
+                        "secret": SECRET,
+                        "events": ["order.*"],
+                        "retry_schedule": [],
+                    },
                 ],
                 "email": {"host": "smtp.example.com", "from": "shop@example.com", "tls": True},
                 "alerts": [{"name": "tg", "type": "telegram", "secret": "t"}, {"name": "w", "type": "pager"}],
