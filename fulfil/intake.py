@@ -70,17 +70,21 @@ def validate_order(order: NewOrder, config: Config) -> list[str]:
         reasons.append(f"qty {order.qty} is above max_qty {product.max_qty} for {order.sku}")
     if product is not None and product.kind == "direct" and not order.account:
         reasons.append(f"account is required for direct top-up product '{order.sku}'")
-    if order.account is not None and len(order.account) > MAX_ACCOUNT_LENGTH:
-        reasons.append(f"account is longer than {MAX_ACCOUNT_LENGTH} characters")
-    elif order.account is not None and not order.account.isprintable():
-        reasons.append("account contains control characters")  # a NUL cannot even be stored on PostgreSQL
-    if order.contact is not None and len(order.contact) > MAX_CONTACT_LENGTH:
-        reasons.append(f"contact is longer than {MAX_CONTACT_LENGTH} characters")
-    elif order.contact is not None and not order.contact.isprintable():
-        reasons.append("contact contains control characters")
+    reasons.extend(_text_reasons("account", order.account, MAX_ACCOUNT_LENGTH))
+    reasons.extend(_text_reasons("contact", order.contact, MAX_CONTACT_LENGTH))
     if order.amount is not None:
         reasons.extend(_amount_reasons(order.amount))
     return reasons
+
+
+def _text_reasons(name: str, value: str | None, longest: int) -> list[str]:
+    if value is None:
+        return []
+    if len(value) > longest:
+        return [f"{name} is longer than {longest} characters"]
+    if not value.isprintable():
+        return [f"{name} contains control characters"]  # a NUL cannot even be stored on PostgreSQL
+    return []
 
 
 def _amount_reasons(amount: Decimal) -> list[str]:

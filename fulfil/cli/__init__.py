@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "review": "fulfil.cli.review:review",
     "held": "fulfil.cli.held:held",
     "claims": "fulfil.cli.claims:claims",
+    "webhooks": "fulfil.cli.webhooks:webhooks",
 }
 # Commands other modules provide; absent until those modules exist.
 OPTIONAL_COMMANDS: dict[str, str] = {
