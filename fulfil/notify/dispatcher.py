@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from fulfil import failpoints
 from fulfil.config import Config
 from fulfil.notify import delay
 from fulfil.notify.channels import Channel, Message, build_channels
@@ -279,6 +280,7 @@ class Dispatcher:
             log.error("notify.send_crashed", extra={"channel": channel.name, "event_id": row.event_id}, exc_info=True)
             result = SendResult(None, f"{type(exc).__name__}")
         self.tried += 1
+        await failpoints.pause("notify_after_send")  # tests: a kill here is a send whose outcome is not written
         decision = decide(result, row.attempts, channel.schedule, self.rng)
         await self._apply(state, row, result, decision)
 
