@@ -111,6 +111,7 @@ class _Sender:
             owner=worker.owner,
             config_dir=config_dir,
             release_all_at_start=store.dialect == "sqlite",  # one daemon per SQLite file: rows leased are ours
+            routes_for=[store],  # a reloaded notify: section changes what the engine's changes write
         )
         stopping = asyncio.Event()
         task = asyncio.create_task(dispatcher.serve(stopping), name="notify")

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -123,6 +123,7 @@ class Dispatcher:
         grace: float = 5.0,
         rng: random.Random | None = None,
         release_all_at_start: bool = False,
+        routes_for: Sequence[Any] = (),
     ) -> None:
         self.store = store
         self.config = config
@@ -133,6 +134,7 @@ class Dispatcher:
         self.grace = grace
         self.rng = rng or random.Random()
         self.release_all_at_start = release_all_at_start
+        self._routes_for = tuple(routes_for)  # other stores whose outbox writes follow the config (the engine's)
         self.sent = 0  # tries that ended delivered
         self.tried = 0
         self._wakeup = asyncio.Event()
@@ -201,7 +203,10 @@ class Dispatcher:
         if notify is self._notify_config:
             return
         self._notify_config = notify
-        self.store.notify_routes = build_routes(notify)
+        routes = build_routes(notify)
+        self.store.notify_routes = routes
+        for other in self._routes_for:
+            other.notify_routes = routes
         fresh = build_channels(notify.webhooks, notify.email, notify.alerts, self.config_dir)
         old = self._channels
         self._channels = {}
