@@ -32,13 +32,14 @@ from fulfil.notify import delay
 from fulfil.notify.channels import Channel, Message, build_channels
 from fulfil.notify.events import Routes, build_routes, webhook_channel
 from fulfil.notify.retry import Decision, SendResult, decide
-from fulfil.storage.store_notify import PENDING, OrderNotice, OutboxRow
+from fulfil.storage.store_notify import PENDING, OrderNotice, OutboxRow, TryOutcome
 
 log = logging.getLogger("fulfil.notify")
 
 _DISABLED_REFRESH = 5.0  # seconds between reads of which endpoints are disabled
 _DURATIONS_REFRESH = 300.0  # seconds between reads of recent delivery times (delay thresholds)
 _FINISH_TRIES = 5
+_FLUSH_AT = 32  # outcomes waiting to be recorded that make the loop record them at once
 
 
 class NotifyStore(Protocol):
@@ -51,18 +52,7 @@ class NotifyStore(Protocol):
 
     async def due_channels(self) -> set[str]: ...
 
-    async def finish_outbox(
-        self,
-        row_id: int,
-        owner: str,
-        state: str,
-        *,
-        counts: bool,
-        delay: float,
-        status: int | None,
-        error: str | None,
-        now: datetime,
-    ) -> bool: ...
+    async def finish_outbox_many(self, owner: str, outcomes: Sequence[TryOutcome]) -> set[int]: ...
 
     async def release_outbox(self, owner: str | None = None) -> int: ...
 
@@ -96,13 +86,25 @@ def utc_now() -> datetime:
 
 
 class _ChannelState:
+    """A channel's sends in flight: at most `batch` rows claimed, at most `concurrency` requests at once."""
+
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.in_flight: set[asyncio.Task[None]] = set()
         self.paused_until = 0.0  # monotonic
+        self.slots = asyncio.Semaphore(channel.concurrency)
+        # Rows claimed per transaction: several per slot, so claims and their records are few commits.
+        self.batch = min(max(channel.concurrency * 8, 16), 200)
 
-    def free(self) -> int:
-        return max(self.channel.concurrency - len(self.in_flight), 0)
+    def room(self) -> int:
+        """Rows to claim now: a refill once half the batch is done, none before."""
+        left = len(self.in_flight)
+        return self.batch - left if left <= self.batch // 2 else 0
+
+    def lease(self, margin: float) -> float:
+        """Long enough for the whole batch through the channel's slots at its timeout, plus the margin."""
+        rounds = -(-self.batch // self.channel.concurrency)
+        return self.channel.timeout * rounds + margin
 
 
 class Dispatcher:
@@ -147,6 +149,7 @@ class Dispatcher:
         self._durations_at = float("-inf")
         self._next_job: dict[str, float] = {}
         self._jobs: set[asyncio.Task[None]] = set()
+        self._outcomes: list[tuple[_ChannelState, OutboxRow, SendResult, Decision, datetime]] = []
 
     @property
     def routes(self) -> Routes:
@@ -188,6 +191,8 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(Exception):
+            await self._flush()  # what was sent is recorded as sent, not released to be sent again
+        with contextlib.suppress(Exception):
             released = await self.store.release_outbox(self.owner)
             if released:
                 log.info("notify.released", extra={"count": released, "reason": "shutdown"})
@@ -221,25 +226,29 @@ class Dispatcher:
     # --- sending --------------------------------------------------------------------------------------
 
     async def _tick(self) -> bool:
-        """One poll: periodic jobs when due, then claims for channels with room. True if a claim came back
-        full (poll again at once)."""
+        """One round: record finished sends (one transaction), run periodic jobs when due, claim for channels
+        with room. True if a claim came back full (go again at once)."""
+        await self._flush()
         self._refresh_channels()
         self._start_jobs()
         now_mono = time.monotonic()
         if now_mono - self._disabled_at > _DISABLED_REFRESH:
             self._disabled = await self.store.disabled_endpoints()
             self._disabled_at = now_mono
+        ready = {
+            name: state
+            for name, state in self._channels.items()
+            if state.room() > 0 and state.paused_until <= now_mono and not self._is_disabled(name)
+        }
+        if not ready:
+            return False
         due = await self.store.due_channels()
         more = False
-        lease = self.config().notify.lease
-        for name in sorted(due):
-            state = self._channels.get(name)
-            if state is None or name.partition(":")[2] in self._disabled or name in self._disabled:
-                continue
-            if state.paused_until > now_mono or state.free() == 0:
-                continue
-            want = state.free()
-            rows = await self.store.claim_outbox(name, self.owner, want, state.channel.timeout + lease)
+        margin = self.config().notify.lease
+        for name in sorted(due & set(ready)):
+            state = ready[name]
+            want = state.room()
+            rows = await self.store.claim_outbox(name, self.owner, want, state.lease(margin))
             if not rows:
                 continue
             more = more or len(rows) == want
@@ -251,12 +260,46 @@ class Dispatcher:
                 task.add_done_callback(self._sent_callback(state))
         return more
 
+    def _is_disabled(self, channel: str) -> bool:
+        return (channel.partition(":")[2] or channel) in self._disabled
+
     def _sent_callback(self, state: _ChannelState) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             state.in_flight.discard(task)
-            self._wakeup.set()
+            if len(state.in_flight) <= state.batch // 2 or len(self._outcomes) >= _FLUSH_AT:
+                self._wakeup.set()
 
         return done
+
+    async def _flush(self) -> None:
+        """Record the tries that ended since the last round, in one transaction."""
+        if not self._outcomes:
+            return
+        taken, self._outcomes = self._outcomes, []
+        outcomes = [
+            TryOutcome(
+                row.id,
+                decision.state,
+                decision.counts,
+                at + timedelta(seconds=decision.delay),
+                result.status,
+                result.error,
+                at,
+            )
+            for _, row, result, decision, at in taken
+        ]
+        for attempt in range(_FINISH_TRIES):
+            try:
+                kept = await self.store.finish_outbox_many(self.owner, outcomes)
+                break
+            except Exception:
+                if attempt == _FINISH_TRIES - 1:
+                    # The rows stay leased and are sent again when the lease runs out: at least once.
+                    log.error("notify.finish_failed", extra={"count": len(outcomes)}, exc_info=True)
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))
+        for state, row, result, decision, _ in taken:
+            self._log(state, row, result, decision, kept=row.id in kept)
 
     async def _notices(self, rows: list[OutboxRow]) -> dict[int, OrderNotice]:
         wanted: dict[int, datetime] = {}
@@ -275,23 +318,32 @@ class Dispatcher:
         channel = state.channel
         notice = message.notice
         if notice is not None:
+            # Only the keys delivered by this event's time (a later reissue adds keys to the order).
             cards = tuple(c for c in notice.cards if c[0] <= row.created_at)
             if cards != notice.cards:
                 message = Message(row, OrderNotice(**{**notice.__dict__, "cards": cards}))
-        now = self.clock()
-        try:
-            result = await channel.send(message, now)
-        except Exception as exc:  # a sender's bug must not stop the dispatcher: the row is retried
-            log.error("notify.send_crashed", extra={"channel": channel.name, "event_id": row.event_id}, exc_info=True)
-            result = SendResult(None, f"{type(exc).__name__}")
+        async with state.slots:
+            paused = state.paused_until - time.monotonic()
+            if paused > 0:  # slowed down (429/503 + Retry-After) while this row waited for a slot
+                await asyncio.sleep(paused)
+            now = self.clock()
+            try:
+                result = await channel.send(message, now)
+            except Exception as exc:  # a sender's bug must not stop the dispatcher: the row is retried
+                extra = {"channel": channel.name, "event_id": row.event_id}
+                log.error("notify.send_crashed", extra=extra, exc_info=True)
+                result = SendResult(None, f"{type(exc).__name__}")
         self.tried += 1
         await failpoints.pause("notify_after_send")  # tests: a kill here is a send whose outcome is not written
         decision = decide(result, row.attempts, channel.schedule, self.rng)
-        await self._apply(state, row, result, decision)
+        if decision.disable:
+            await self._disable(channel, row, self.clock())
+        if decision.pause:
+            state.paused_until = max(state.paused_until, time.monotonic() + decision.pause)
+        self._outcomes.append((state, row, result, decision, self.clock()))
 
-    async def _apply(self, state: _ChannelState, row: OutboxRow, result: SendResult, decision: Decision) -> None:
+    def _log(self, state: _ChannelState, row: OutboxRow, result: SendResult, decision: Decision, *, kept: bool) -> None:
         channel = state.channel
-        now = self.clock()
         extra = {
             "channel": channel.name,
             "event_id": row.event_id,
@@ -299,40 +351,17 @@ class Dispatcher:
             "status": result.status,
             "try": row.attempts + (1 if decision.counts else 0),
         }
-        if decision.disable:
-            await self._disable(channel, row, now)
-        if decision.pause:
-            state.paused_until = max(state.paused_until, time.monotonic() + decision.pause)
-            log.warning("notify.slowed_down", extra={**extra, "pause": round(decision.pause, 3)})
-        for attempt in range(_FINISH_TRIES):
-            try:
-                kept = await self.store.finish_outbox(
-                    row.id,
-                    self.owner,
-                    decision.state,
-                    counts=decision.counts,
-                    delay=decision.delay,
-                    status=result.status,
-                    error=result.error,
-                    now=now,
-                )
-                break
-            except Exception:
-                if attempt == _FINISH_TRIES - 1:
-                    # The row stays leased and is sent again when the lease runs out: at least once.
-                    log.error("notify.finish_failed", extra=extra, exc_info=True)
-                    return
-                await asyncio.sleep(0.2 * (attempt + 1))
         if not kept:
             log.warning("notify.lease_lost", extra=extra)
-            return
-        if decision.state == "delivered":
+        elif decision.state == "delivered":
             self.sent += 1
-            log.info("notify.delivered", extra=extra)
+            log.debug("notify.delivered", extra=extra)
         elif decision.state == "dead":
             log.error("notify.dead", extra={**extra, "error": result.error})
         elif decision.state == "skipped":
             log.info("notify.skipped", extra={**extra, "error": result.error})
+        elif decision.pause:
+            log.warning("notify.slowed_down", extra={**extra, "pause": round(decision.pause, 3)})
         elif decision.state == PENDING and not decision.disable:
             log.warning("notify.retry", extra={**extra, "error": result.error, "in": round(decision.delay, 3)})
 

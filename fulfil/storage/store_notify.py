@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -20,7 +20,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from fulfil.domain import ClaimReason, OrderStatus
 from fulfil.storage.base import StoreBase, chunks
 from fulfil.storage.dbclock import db_after, db_now
-from fulfil.storage.outbox import raise_alert, write_rows
+from fulfil.storage.outbox import raise_alert
 from fulfil.storage.schema import claims, deliveries, notify_endpoints, orders, outbox
 
 SENDING = "sending"
@@ -46,6 +46,19 @@ class OutboxRow:
     last_error: str | None = None
     last_at: datetime | None = None
     done_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TryOutcome:
+    """What one send of an outbox row came to, to be recorded."""
+
+    row_id: int
+    state: str  # pending (again, at next_at) | delivered | dead | skipped
+    counts: bool  # the try counts against the retry schedule
+    next_at: datetime
+    status: int | None
+    error: str | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -113,34 +126,43 @@ class NotifyOps(StoreBase):
         status: int | None,
         error: str | None,
         now: datetime,
-        alert_rows: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        """Record a try of a row `owner` still holds: delivered/dead/skipped, or pending again in `delay` s.
-        False when the lease was lost (another daemon has the row now; its try counts instead)."""
-        values: dict[str, Any] = {
-            "state": state,
-            "lease_owner": None,
-            "lease_until": None,
-            "last_status": status,
-            "last_error": error[:500] if error else None,
-            "last_at": now,
-        }
-        if counts:
-            values["attempts"] = outbox.c.attempts + 1
-        if state == PENDING:
-            values["next_at"] = db_after(self.dialect, delay)
-        else:
-            values["done_at"] = now
+        """Record one try of a row `owner` still holds (see `finish_outbox_many`)."""
+        done = TryOutcome(row_id, state, counts, now + timedelta(seconds=delay), status, error, now)
+        return row_id in await self.finish_outbox_many(owner, [done])
+
+    async def finish_outbox_many(self, owner: str, outcomes: Sequence[TryOutcome]) -> set[int]:
+        """Record tries of rows `owner` still holds, in one transaction (one commit for a batch of sends):
+        delivered/dead/skipped, or pending again at `next_at`. Returns the ids recorded; a row whose lease was
+        lost (another daemon has it now: its try counts instead) is left alone."""
+        kept: set[int] = set()
+        if not outcomes:
+            return kept
         async with self._write() as conn:
-            found = await conn.scalar(
-                update(outbox)
-                .where(outbox.c.id == row_id, outbox.c.lease_owner == owner, outbox.c.state == SENDING)
-                .values(**values)
-                .returning(outbox.c.id)
-            )
-            if found is not None:
-                await write_rows(conn, self.dialect, alert_rows)
-        return found is not None
+            for done in outcomes:
+                values: dict[str, Any] = {
+                    "state": done.state,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "last_status": done.status,
+                    "last_error": done.error[:500] if done.error else None,
+                    "last_at": done.at,
+                }
+                if done.counts:
+                    values["attempts"] = outbox.c.attempts + 1
+                if done.state == PENDING:
+                    values["next_at"] = done.next_at
+                else:
+                    values["done_at"] = done.at
+                found = await conn.scalar(
+                    update(outbox)
+                    .where(outbox.c.id == done.row_id, outbox.c.lease_owner == owner, outbox.c.state == SENDING)
+                    .values(**values)
+                    .returning(outbox.c.id)
+                )
+                if found is not None:
+                    kept.add(found)
+        return kept
 
     async def release_outbox(self, owner: str | None = None) -> int:
         """Rows being sent go back to pending: `owner`'s (shutdown), or all (SQLite start, instance lock held)."""
