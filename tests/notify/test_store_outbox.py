@@ -172,3 +172,25 @@ async def test_the_contact_is_stored_encrypted(store: Store, now: datetime, db_u
     assert b"buyer" not in bytes(row["contact_enc"])
     notices = await store.order_notices({added.order_id: now})
     assert notices[added.order_id].contact == "buyer@example.com"
+
+
+async def test_breaker_balance_and_demotion_events_are_alerts_in_their_own_transaction(
+    store: Store, now: datetime
+) -> None:
+    from fulfil.storage.store_quality import QualityEvent
+
+    store.notify_routes = routes(alerts=[{"name": "ops", "type": "wecom", "secret": "k"}], webhooks=[])
+    events = [
+        QualityEvent("supplier.breaker_opened", now, "fulu", {"failures": 5}),
+        QualityEvent("supplier.balance_low", now, "fulu", {"balance": "12.00", "floor": "500"}),
+        QualityEvent("supplier.demoted", now, "acg", {"score": 12.5}),
+        QualityEvent("supplier.balance_ok", now, "acg", {}),  # not an alert
+        QualityEvent("supplier.breaker_opened", now, "fulu", {"failures": 6}),  # within the quiet period
+    ]
+    await store.record_quality([], events)
+    rows = await _outbox(store)
+    assert sorted((r.data["kind"], r.subject) for r in rows) == [
+        ("supplier.balance_low", "fulu"),
+        ("supplier.breaker_opened", "fulu"),
+        ("supplier.demoted", "acg"),
+    ]
