@@ -50,11 +50,14 @@ class AdminServer:
         *,
         environ: Mapping[str, str] | None = None,
         clock: Clock | None = None,
+        on_intake: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.config = config
         self.clock = clock or SystemClock()
+        # Called when an order was taken in: the worker claims it now instead of at its next poll.
+        self.on_intake = on_intake
         env = os.environ if environ is None else environ
         self.token = env.get(config().http.token_env, "")
         self._runner: web.AppRunner | None = None
@@ -143,6 +146,8 @@ class AdminServer:
         if result.status == "conflict":
             return _error(409, f"ref '{order.ref}' already exists with different content")
         code = 201 if result.status == "accepted" else 200
+        if result.status == "accepted" and self.on_intake is not None:
+            self.on_intake()
         return web.json_response({"ref": order.ref, "result": result.status}, status=code)
 
     async def show_order(self, request: web.Request) -> web.Response:

@@ -77,7 +77,7 @@ async def daemon(
         if store.notify_routes and (notify if notify is not None else True):
             sender = await _Sender.start(store, worker, config_dir)
         if config.http.enabled if serve_http is None else serve_http:
-            admin = AdminServer(store, engine, lambda: worker.config)
+            admin = AdminServer(store, engine, lambda: worker.config, on_intake=worker.wake)
             await admin.start(config.http.listen)
         yield Daemon(store, engine, worker, suppliers, admin, sender.dispatcher if sender else None)
     finally:

@@ -336,6 +336,8 @@ class Engine:
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
         try:
             while self.clock.monotonic() < hold_until:
+                if unwritten:
+                    await failpoints.pause("accepted_unwritten")  # tests: a kill lands before anything is written
                 await self._nap(waker, nap)
                 nap = interval
                 outcome = await self._call(supplier, "query", self._request(run, attempt, offer, None))
@@ -578,7 +580,12 @@ class Engine:
             await self.store.deliver(run.order.id, run.owner, attempt.id, (), now)
             log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
             return Step.DONE
-        verdict = await self._verdict(receipt.cards, attempt.qty, run.product)
+        # Judged first without asking the database which keys were delivered before: the delivery's unique
+        # fingerprint refuses those (DuplicateCard, judged again below), and a batch failing for another
+        # reason is judged again with them, so its claim names every bad key.
+        verdict = self._judge(receipt.cards, attempt.qty, run.product, set())
+        if not verdict.ok:
+            verdict = await self._verdict(receipt.cards, attempt.qty, run.product)
         known: set[str] = set()
         for _ in range(3):  # a key found delivered meanwhile: judge again; surplus keys may still cover the order
             if not verdict.ok:
@@ -646,6 +653,9 @@ class Engine:
     ) -> CardVerdict:
         fingerprints = {self.fingerprint(card) for card in cards}
         before = await self.store.delivered_fingerprints(fingerprints) | (known or set())
+        return self._judge(cards, qty, product, before)
+
+    def _judge(self, cards: Sequence[Card], qty: int, product: ProductConfig, before: set[str]) -> CardVerdict:
         return check_cards(
             cards,
             qty=qty,

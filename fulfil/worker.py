@@ -201,6 +201,11 @@ class Worker:
         self._stop_event.set()
         self._wakeup.set()
 
+    def wake(self) -> None:
+        """New work was taken in (HTTP intake, a shop source): claim now rather than at the next poll. The
+        poll stays the fallback (another daemon's intake, orders parked until later)."""
+        self._wakeup.set()
+
     def reload(self, config: Config) -> None:
         """Apply a new, already validated config: daemon settings from the next poll, job intervals now."""
         old, self.config = self.config, config

@@ -7,17 +7,18 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, String, Table, cast, func, insert, literal, select, update
+from sqlalchemy import Row, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
+from fulfil.storage import statements
 from fulfil.storage.database import WRITE
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
 from fulfil.storage.outbox import NO_ROUTES, OutboxRoutes, write_outbox
-from fulfil.storage.schema import attempts, deliveries, events, held_cards, orders, receipts
+from fulfil.storage.schema import deliveries, events, held_cards, orders
 from suppliers import values
 from suppliers.taxonomy import Card
 
@@ -93,11 +94,7 @@ def attempt_from_row(row: Row[Any]) -> AttemptRecord:
 
 async def mark_receipt_applied(conn: AsyncConnection, attempt_id: int, now: datetime) -> None:
     """Part of the transaction that makes an attempt final: its receipt has been acted on."""
-    await conn.execute(
-        update(receipts)
-        .where(receipts.c.attempt_id == attempt_id, receipts.c.applied_at.is_(None))
-        .values(applied_at=now)
-    )
+    await conn.execute(statements.receipt_applied(), {"p_attempt": attempt_id, "now": now})
 
 
 class StoreBase:
@@ -168,16 +165,7 @@ class StoreBase:
         An UPDATE rather than a SELECT: it takes the row lock on PostgreSQL, so a claim by another worker
         (FOR UPDATE SKIP LOCKED) cannot slip in between this check and the caller's writes.
         """
-        held = await conn.scalar(
-            update(orders)
-            .where(
-                orders.c.id == order_id,
-                orders.c.lease_owner == owner,
-                orders.c.status == OrderStatus.PROCESSING.value,
-            )
-            .values(updated_at=now)
-            .returning(orders.c.id)
-        )
+        held = await conn.scalar(statements.fence(), {"order_id": order_id, "owner": owner, "now": now})
         if held is None:
             raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
 
@@ -194,21 +182,8 @@ class StoreBase:
         """One INSERT that picks the new id and makes the number from it (the number is unique, so a clash
         fails the statement rather than sending one number for two attempts)."""
         self._number(0)  # no install id: refuse before writing anything
-        if self.dialect == "postgresql":
-            new_id: Any = func.nextval(func.pg_get_serial_sequence("attempts", "id"))
-        else:  # under BEGIN IMMEDIATE no other writer can take the same id between this read and the insert
-            new_id = select(func.coalesce(func.max(attempts.c.id), 0) + 1).scalar_subquery()
-        picked = select(new_id.label("id")).subquery("picked")
-        digits = (
-            func.lpad(cast(picked.c.id, String), 10, "0")
-            if self.dialect == "postgresql"
-            else func.printf("%010d", picked.c.id)
-        )
-        names = list(values)
-        row_values = [literal(values[name], attempts.c[name].type) for name in names]
-        chosen = select(picked.c.id, literal(f"F{self.install_id}", String) + digits, *row_values)
-        stmt = insert(attempts).from_select(["id", "number", *names], chosen).returning(*attempts.c)
-        row = (await conn.execute(stmt)).one()
+        stmt = statements.insert_attempt(self.dialect, f"F{self.install_id}", tuple(values))
+        row = (await conn.execute(stmt, values)).one()
         if row.number != self._number(row.id):  # e.g. an id past ten digits: never send a cut-off number
             raise StoreError(f"attempt {row.id} got the number {row.number!r}, not {self._number(row.id)!r}")
         return attempt_from_row(row)
@@ -244,19 +219,8 @@ class StoreBase:
 
         With `owner`, the order update is the lease fence (LeaseLost if it is gone). It comes first: it locks
         the order row before the attempt's, in the order every other writer takes them."""
-        stmt = update(orders).where(orders.c.id == order_id)
-        if owner is not None:
-            stmt = stmt.where(orders.c.lease_owner == owner, orders.c.status == OrderStatus.PROCESSING.value)
-        delivered = await conn.scalar(
-            stmt.values(
-                status=OrderStatus.DELIVERED.value,
-                reason=None,
-                delivered_at=now,
-                updated_at=now,
-                lease_owner=None,
-                lease_expires=None,
-            ).returning(orders.c.id)
-        )
+        params = {"order_id": order_id, "owner": owner, "now": now}
+        delivered = await conn.scalar(statements.deliver_order(owner is not None), params)
         if delivered is None:
             raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
         if rows:
@@ -265,10 +229,7 @@ class StoreBase:
                 [{**row, "order_id": order_id, "attempt_id": attempt_id, "created_at": now} for row in rows],
             )
         found = await conn.scalar(
-            update(attempts)
-            .where(attempts.c.id == attempt_id, attempts.c.order_id == order_id)
-            .values(state=AttemptState.SUCCEEDED.value, finished_at=now)
-            .returning(attempts.c.id)
+            statements.attempt_succeeded(), {"p_attempt": attempt_id, "p_order": order_id, "now": now}
         )
         if found is None:
             raise NotFound(f"no attempt {attempt_id} for order {order_id}")

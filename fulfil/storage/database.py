@@ -31,6 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from fulfil.storage import sqlite_driver
 from fulfil.storage.errors import SchemaOutOfDate, StoreError
 from fulfil.storage.types import SchemaStatus
 
@@ -142,7 +143,11 @@ def create_store_engine(url: str) -> tuple[str, AsyncEngine]:
     if dialect == "sqlite":
         # SQLite has one writer: a second connection only lets a read overlap a write. Both are kept open: an
         # overflow connection would be opened and closed again (an aiosqlite thread each) on every busy moment.
-        engine = create_async_engine(parsed, pool_size=2, max_overflow=0, pool_timeout=60)
+        assert parsed.database is not None
+        path = str(Path(parsed.database).expanduser())
+        engine = create_async_engine(
+            parsed, pool_size=2, max_overflow=0, pool_timeout=60, async_creator=sqlite_driver.connector(path)
+        )
         _sqlite_setup(engine.sync_engine)
     else:
         engine = create_async_engine(parsed, pool_size=16, max_overflow=0, pool_timeout=60, pool_pre_ping=True)

@@ -16,6 +16,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Receipt, ReceiptKind
+from fulfil.storage import statements
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks
 from fulfil.storage.errors import NotFound
 from fulfil.storage.schema import attempts, receipt_cards, receipts
@@ -48,19 +49,7 @@ class ReceiptOps(StoreBase):
         stored = tuple(Card(password=c.password, number=c.number, expires=bounded_expires(c.expires)) for c in cards)
         async with self._write() as conn:
             # The attempt and its receipt (if any) in one read.
-            found = (
-                await conn.execute(
-                    select(
-                        attempts.c.order_id,
-                        attempts.c.supplier_order_id,
-                        attempts.c.supplier_cost,
-                        attempts.c.evidence,
-                        *[c.label(f"r_{c.name}") for c in receipts.c],
-                    )
-                    .select_from(attempts.outerjoin(receipts, receipts.c.attempt_id == attempts.c.id))
-                    .where(attempts.c.id == attempt_id)
-                )
-            ).first()
+            found = (await conn.execute(statements.attempt_with_receipt(), {"attempt_id": attempt_id})).first()
             if found is None:
                 raise NotFound(f"no attempt {attempt_id}")
             m = found._mapping
@@ -77,11 +66,8 @@ class ReceiptOps(StoreBase):
             }
             written: Receipt | None = None
             if current is None:
-                receipt_id = await conn.scalar(
-                    insert(receipts)
-                    .values(attempt_id=attempt_id, order_id=m["order_id"], created_at=now, **values)
-                    .returning(receipts.c.id)
-                )
+                row = {"attempt_id": attempt_id, "order_id": m["order_id"], "created_at": now, **values}
+                receipt_id = await conn.scalar(statements.insert_receipt(), row)
                 assert receipt_id is not None
                 await self._insert_cards(conn, receipt_id, stored)
                 written = Receipt(

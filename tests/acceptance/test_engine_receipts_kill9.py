@@ -34,11 +34,13 @@ from daemonkit import (
 from test_engine_kit import (
     BACKUP,
     CARD_PRODUCT,
+    PRIMARY,
     claims_json,
     log_counts,
     open_orders,
     reconcile,
     sim_requests,
+    two_fulu_config,
     wait_settled,
 )
 
@@ -174,3 +176,33 @@ def test_kill_9_between_the_receipt_and_the_delivery(tmp_path: Path, env: dict[s
     # claim; an answer that reached its receipt is never bought again.
     assert books.suppliers[BACKUP].charged == books.suppliers[ACG].claimed
     assert books.claims_by_reason.keys() <= {"charged_not_delivered"}
+
+
+def test_kill_9_after_fulu_accepted_a_purchase_before_anything_about_it_was_written(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """An accepted purchase is written down only when the first query does not settle it (one transaction
+    less per order): a kill between the acceptance and that query leaves the attempt `sent`, and whoever takes
+    the order over asks the supplier by our number and delivers it. Never bought again from the backup."""
+    primary = start_sim(write_scenario(tmp_path / "primary.yaml", seed=5))
+    backup = start_sim(write_scenario(tmp_path / "backup.yaml", seed=8))
+    config = two_fulu_config(tmp_path, primary, backup, daemon={"concurrency": 16, "batch_size": 32})
+    upgrade(config, env)
+    import_orders(config, env, [order_line(f"A{i:04d}", SKU, 1 + i % 3) for i in range(ORDERS)], tmp_path / "o.jsonl")
+    # Every accepted purchase waits 0.3 s before its first query: most kills land in that window.
+    paused = {**env, "FULFIL_FAILPOINTS": "accepted_unwritten=0.3"}
+    daemon, kills = kill_repeatedly(config, paused, 8, random.Random(41), (0.2, 0.9), serving=True)
+    counts = wait_settled(config, paused, ORDERS, timeout=240)
+    time.sleep(2.0)
+    assert daemon.stop() == 0
+    views = order_views(config, paused)
+    books = reconcile(views, claims_json(config, paused), {PRIMARY: primary.ledger(), BACKUP: backup.ledger()})
+    events = log_counts(tmp_path, ("attempt.settling", "receipt.written", "order.delivered"))
+    print(f"\n{ORDERS} orders through {kills} kills: {counts}; log {events}\n{books.summary()}")
+    assert kills >= 5
+    assert events["attempt.settling"] > 0, "kills left attempts open for the next daemon to settle"
+    assert not books.problems, "\n".join(books.problems[:20])
+    assert counts["delivered"] == ORDERS
+    assert books.suppliers[BACKUP].charged == 0, "an accepted purchase was bought again elsewhere"
+    assert books.suppliers[PRIMARY].charged == books.suppliers[PRIMARY].delivered
+    assert not books.claims_by_reason

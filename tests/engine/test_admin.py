@@ -260,3 +260,42 @@ async def test_bodies_over_the_cap_are_413(admin: tuple[AdminServer, httpx.Async
     huge = b'{"pad":"' + b"x" * MAX_BODY + b'"}'
     assert (await client.post("/callbacks/fulu-main", content=huge)).status_code == 413
     assert (await client.post("/orders", content=huge, headers=AUTH)).status_code == 413
+
+
+async def test_an_order_taken_over_http_is_claimed_at_once_not_at_the_next_poll(
+    store: Store, cipher: CardCipher
+) -> None:
+    from fulfil.app import daemon
+
+    base = config_for()
+    config = base.model_copy(
+        update={
+            "daemon": base.daemon.model_copy(update={"poll_interval": 60.0}),
+            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
+        }
+    )
+    key = "WAKE0000WAKE0000"
+    await store.import_stock("steam", [Card(password=key)], datetime.now(UTC))
+    async with daemon(config, store, cipher, serve_http=True) as running:
+        assert running.admin is not None
+        running.admin.token = TOKEN
+        worker = asyncio.create_task(running.worker.run())
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.admin.port}") as client:
+                # The first poll happens at start; wait until the worker sleeps on its 60 s poll interval.
+                await asyncio.sleep(0.3)
+                started = time.monotonic()
+                body = {"ref": "wake-1", "sku": "steam", "qty": 1}
+                answer = await client.post("/orders", json=body, headers=AUTH)
+                assert answer.status_code == 201
+                while (
+                    view := await store.get_order("wake-1")
+                ) is not None and view.order.status is not OrderStatus.DELIVERED:
+                    assert time.monotonic() - started < 10, f"not delivered: {view.order.status}"
+                    await asyncio.sleep(0.02)
+                waited = time.monotonic() - started
+        finally:
+            running.worker.stop()
+            await worker
+    assert view is not None and [c.password for c in view.cards] == [key]
+    assert waited < 5, f"took {waited:.2f}s: the intake did not wake the worker (poll interval 60s)"
