@@ -40,6 +40,7 @@ _DISABLED_REFRESH = 5.0  # seconds between reads of which endpoints are disabled
 _DURATIONS_REFRESH = 300.0  # seconds between reads of recent delivery times (delay thresholds)
 _FINISH_TRIES = 5
 _FLUSH_AT = 32  # outcomes waiting to be recorded that make the loop record them at once
+_FLUSH_AFTER = 0.05  # seconds an outcome waits at most for the next round to record it
 
 
 class NotifyStore(Protocol):
@@ -149,6 +150,7 @@ class Dispatcher:
         self._durations_at = float("-inf")
         self._next_job: dict[str, float] = {}
         self._jobs: set[asyncio.Task[None]] = set()
+        self._flush_soon = False
         self._outcomes: list[tuple[_ChannelState, OutboxRow, SendResult, Decision, datetime]] = []
 
     @property
@@ -268,11 +270,16 @@ class Dispatcher:
             state.in_flight.discard(task)
             if len(state.in_flight) <= state.batch // 2 or len(self._outcomes) >= _FLUSH_AT:
                 self._wakeup.set()
+            elif self._outcomes and not self._flush_soon:
+                # Record what was sent within _FLUSH_AFTER: a crash repeats at most that much, fewer commits.
+                self._flush_soon = True
+                asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._wakeup.set)
 
         return done
 
     async def _flush(self) -> None:
         """Record the tries that ended since the last round, in one transaction."""
+        self._flush_soon = False
         if not self._outcomes:
             return
         taken, self._outcomes = self._outcomes, []

@@ -42,7 +42,7 @@ from daemonkit import (
     write_config,
     write_scenario,
 )
-from notifykit import SECRET, ReceiverThread
+from hookreceiver import SECRET, ReceiverThread
 
 pytestmark = pytest.mark.slow
 

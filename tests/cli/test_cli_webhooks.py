@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import Env
+
+if TYPE_CHECKING:
+    from tests.cli.conftest import Env
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 NOTIFY = """
