@@ -78,6 +78,7 @@ class Channel(Protocol):
     schedule: tuple[float, ...]
     concurrency: int
     timeout: float
+    needs_cards: bool  # its messages may carry keys (include_keys): read and decrypt them
 
     async def send(self, message: Message, now: datetime) -> SendResult: ...
 
@@ -149,6 +150,7 @@ class WebhookChannel:
         self.url = url
         self.shown_url = mask_url(url)
         self.audience = audience
+        self.needs_cards = audience.include_keys
         self.schedule = schedule
         self.timeout = timeout
         self.concurrency = concurrency
@@ -180,6 +182,7 @@ class WeComChannel:
     """A WeCom (企业微信) group robot: POST {"msgtype": "text", "text": {"content": …}} to send?key=…"""
 
     kind = "wecom"
+    needs_cards = False
 
     def __init__(
         self, name: str, url: str, key: str, timeout: float, concurrency: int, schedule: tuple[float, ...]
@@ -209,6 +212,7 @@ class TelegramChannel:
     """A Telegram bot: POST {base}/bot{token}/sendMessage {"chat_id", "text"}."""
 
     kind = "telegram"
+    needs_cards = False
 
     def __init__(
         self,
@@ -273,6 +277,7 @@ class EmailChannel:
         self.timeout = config.timeout
         self.concurrency = config.concurrency
         self.audience = Audience(include_keys=config.include_keys, include_contact=True)
+        self.needs_cards = config.include_keys
         folders = []
         if config.templates:
             own = Path(config.templates)

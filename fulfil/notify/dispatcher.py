@@ -53,11 +53,11 @@ class NotifyStore(Protocol):
 
     async def due_channels(self) -> set[str]: ...
 
-    async def finish_outbox_many(self, owner: str, outcomes: Sequence[TryOutcome]) -> set[int]: ...
+    async def finish_outbox_many(self, owner: str, outcomes: Sequence[TryOutcome]) -> int: ...
 
     async def release_outbox(self, owner: str | None = None) -> int: ...
 
-    async def order_notices(self, wanted: dict[int, datetime]) -> dict[int, OrderNotice]: ...
+    async def order_notices(self, wanted: dict[int, datetime], *, with_cards: bool = ...) -> dict[int, OrderNotice]: ...
 
     async def disabled_endpoints(self) -> dict[str, tuple[datetime, str | None]]: ...
 
@@ -95,7 +95,7 @@ class _ChannelState:
         self.paused_until = 0.0  # monotonic
         self.slots = asyncio.Semaphore(channel.concurrency)
         # Rows claimed per transaction: several per slot, so claims and their records are few commits.
-        self.batch = min(max(channel.concurrency * 8, 16), 200)
+        self.batch = min(max(channel.concurrency * 16, 32), 200)
 
     def room(self) -> int:
         """Rows to claim now: a refill once half the batch is done, none before."""
@@ -254,7 +254,7 @@ class Dispatcher:
             if not rows:
                 continue
             more = more or len(rows) == want
-            notices = await self._notices(rows)
+            notices = await self._notices(rows, state.channel.needs_cards)
             for row in rows:
                 message = Message(row, notices.get(row.order_id) if row.order_id is not None else None)
                 task = asyncio.create_task(self._deliver(state, message), name=f"notify-{row.id}")
@@ -297,7 +297,7 @@ class Dispatcher:
         ]
         for attempt in range(_FINISH_TRIES):
             try:
-                kept = await self.store.finish_outbox_many(self.owner, outcomes)
+                await self.store.finish_outbox_many(self.owner, outcomes)
                 break
             except Exception:
                 if attempt == _FINISH_TRIES - 1:
@@ -306,9 +306,9 @@ class Dispatcher:
                     return
                 await asyncio.sleep(0.2 * (attempt + 1))
         for state, row, result, decision, _ in taken:
-            self._log(state, row, result, decision, kept=row.id in kept)
+            self._log(state, row, result, decision)
 
-    async def _notices(self, rows: list[OutboxRow]) -> dict[int, OrderNotice]:
+    async def _notices(self, rows: list[OutboxRow], with_cards: bool) -> dict[int, OrderNotice]:
         wanted: dict[int, datetime] = {}
         for row in rows:
             if row.order_id is not None:
@@ -316,7 +316,7 @@ class Dispatcher:
                 wanted[row.order_id] = row.created_at if at is None else max(at, row.created_at)
         if not wanted:
             return {}
-        notices = await self.store.order_notices(wanted)
+        notices = await self.store.order_notices(wanted, with_cards=with_cards)
         # Each row sees only the keys delivered by its own event's time (a later reissue adds keys).
         return notices
 
@@ -349,7 +349,7 @@ class Dispatcher:
             state.paused_until = max(state.paused_until, time.monotonic() + decision.pause)
         self._outcomes.append((state, row, result, decision, self.clock()))
 
-    def _log(self, state: _ChannelState, row: OutboxRow, result: SendResult, decision: Decision, *, kept: bool) -> None:
+    def _log(self, state: _ChannelState, row: OutboxRow, result: SendResult, decision: Decision) -> None:
         channel = state.channel
         extra = {
             "channel": channel.name,
@@ -358,9 +358,7 @@ class Dispatcher:
             "status": result.status,
             "try": row.attempts + (1 if decision.counts else 0),
         }
-        if not kept:
-            log.warning("notify.lease_lost", extra=extra)
-        elif decision.state == "delivered":
+        if decision.state == "delivered":
             self.sent += 1
             log.debug("notify.delivered", extra=extra)
         elif decision.state == "dead":

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from fulfil.domain import ClaimReason, OrderStatus
 from fulfil.storage.base import StoreBase, chunks
+from fulfil.storage.coltypes import UTCDateTime
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.outbox import raise_alert
 from fulfil.storage.schema import claims, deliveries, notify_endpoints, orders, outbox
@@ -129,40 +130,67 @@ class NotifyOps(StoreBase):
     ) -> bool:
         """Record one try of a row `owner` still holds (see `finish_outbox_many`)."""
         done = TryOutcome(row_id, state, counts, now + timedelta(seconds=delay), status, error, now)
-        return row_id in await self.finish_outbox_many(owner, [done])
-
-    async def finish_outbox_many(self, owner: str, outcomes: Sequence[TryOutcome]) -> set[int]:
-        """Record tries of rows `owner` still holds, in one transaction (one commit for a batch of sends):
-        delivered/dead/skipped, or pending again at `next_at`. Returns the ids recorded; a row whose lease was
-        lost (another daemon has it now: its try counts instead) is left alone."""
-        kept: set[int] = set()
-        if not outcomes:
-            return kept
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id == row_id, outbox.c.lease_owner == owner, outbox.c.state == SENDING)
+            .values(
+                state=state,
+                lease_owner=None,
+                lease_until=None,
+                attempts=outbox.c.attempts + (1 if counts else 0),
+                next_at=done.next_at if state == PENDING else now,
+                done_at=None if state == PENDING else now,
+                last_status=status,
+                last_error=error[:500] if error else None,
+                last_at=now,
+            )
+            .returning(outbox.c.id)
+        )
         async with self._write() as conn:
-            for done in outcomes:
-                values: dict[str, Any] = {
-                    "state": done.state,
-                    "lease_owner": None,
-                    "lease_until": None,
-                    "last_status": done.status,
-                    "last_error": done.error[:500] if done.error else None,
-                    "last_at": done.at,
-                }
-                if done.counts:
-                    values["attempts"] = outbox.c.attempts + 1
-                if done.state == PENDING:
-                    values["next_at"] = done.next_at
-                else:
-                    values["done_at"] = done.at
-                found = await conn.scalar(
-                    update(outbox)
-                    .where(outbox.c.id == done.row_id, outbox.c.lease_owner == owner, outbox.c.state == SENDING)
-                    .values(**values)
-                    .returning(outbox.c.id)
-                )
-                if found is not None:
-                    kept.add(found)
-        return kept
+            return await conn.scalar(stmt) is not None
+
+    async def finish_outbox_many(self, owner: str, outcomes: Sequence[TryOutcome]) -> int:
+        """Record tries of rows `owner` still holds, in one transaction and one statement (executemany): a batch
+        of sends costs one commit. Delivered/dead/skipped, or pending again at `next_at`. A row whose lease was
+        lost (another daemon has it now: its try counts instead) is left alone. Returns how many were given."""
+        if not outcomes:
+            return 0
+        stmt = (
+            update(outbox)
+            .where(
+                outbox.c.id == bindparam("b_id"),
+                outbox.c.lease_owner == bindparam("b_owner"),
+                outbox.c.state == SENDING,
+            )
+            .values(
+                state=bindparam("b_state"),
+                lease_owner=None,
+                lease_until=None,
+                attempts=outbox.c.attempts + bindparam("b_inc"),
+                next_at=bindparam("b_next", type_=UTCDateTime()),
+                done_at=bindparam("b_done", type_=UTCDateTime()),
+                last_status=bindparam("b_status"),
+                last_error=bindparam("b_error"),
+                last_at=bindparam("b_at", type_=UTCDateTime()),
+            )
+        )
+        params = [
+            {
+                "b_id": done.row_id,
+                "b_owner": owner,
+                "b_state": done.state,
+                "b_inc": 1 if done.counts else 0,
+                "b_next": done.next_at if done.state == PENDING else done.at,
+                "b_done": None if done.state == PENDING else done.at,
+                "b_status": done.status,
+                "b_error": done.error[:500] if done.error else None,
+                "b_at": done.at,
+            }
+            for done in outcomes
+        ]
+        async with self._write() as conn:
+            await conn.execute(stmt, params)
+        return len(outcomes)
 
     async def release_outbox(self, owner: str | None = None) -> int:
         """Rows being sent go back to pending: `owner`'s (shutdown), or all (SQLite start, instance lock held)."""
@@ -173,8 +201,8 @@ class NotifyOps(StoreBase):
             result = await conn.execute(stmt.values(state=PENDING, lease_owner=None, lease_until=None))
             return int(result.rowcount or 0)
 
-    async def order_notices(self, wanted: Mapping[int, datetime]) -> dict[int, OrderNotice]:
-        """For each order id, its facts and the keys delivered up to the given time (its event's)."""
+    async def order_notices(self, wanted: Mapping[int, datetime], *, with_cards: bool = True) -> dict[int, OrderNotice]:
+        """For each order id, its facts and (`with_cards`) the keys delivered up to the given time (its event's)."""
         found: dict[int, OrderNotice] = {}
         if not wanted:
             return found
@@ -183,9 +211,14 @@ class NotifyOps(StoreBase):
         async with self._read() as conn:
             for part in chunks(ids):
                 rows = (await conn.execute(select(orders).where(orders.c.id.in_(part)))).all()
-                for d in await conn.execute(
-                    select(deliveries).where(deliveries.c.order_id.in_(part)).order_by(deliveries.c.id)
-                ):
+                delivered = (
+                    await conn.execute(
+                        select(deliveries).where(deliveries.c.order_id.in_(part)).order_by(deliveries.c.id)
+                    )
+                    if with_cards
+                    else ()
+                )
+                for d in delivered:
                     if d.created_at <= wanted[d.order_id]:
                         card = self._card(d._mapping)
                         cards[d.order_id].append((d.created_at, card.number, card.password, card.expires))
