@@ -61,9 +61,10 @@ class Store(
 
     async def sibling(self) -> Store:
         """Another store on the same database with an engine and connection pool of its own (the notification
-        dispatcher's, so its sends never hold the engine's connections); the same routes."""
+        dispatcher's, so its sends never hold the engine's connections; `create_store_engine(side=True)`); the
+        same routes."""
         url = self._engine.url.render_as_string(hide_password=False)
-        dialect, engine = database.create_store_engine(url)
+        dialect, engine = database.create_store_engine(url, side=True)
         other = type(self)(engine, dialect, self._cipher, self.install_id)
         other.notify_routes = self.notify_routes
         return other
