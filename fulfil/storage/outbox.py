@@ -94,6 +94,28 @@ async def write_outbox(
     await write_rows(conn, dialect, rows)
 
 
+async def write_outbox_many(
+    conn: AsyncConnection,
+    dialect: str,
+    routes: OutboxRoutes,
+    install_id: str,
+    event_type: str,
+    order_ids: Sequence[int],
+    now: datetime,
+    data: Mapping[str, Any],
+) -> None:
+    """Part of the caller's transaction: one event of this type per order, one INSERT for all (e.g.
+    `order.accepted` for every order an intake took in, whichever intake: CLI, HTTP, a shop source)."""
+    if not order_ids or not routes.wants(event_type):
+        return
+    rows = [
+        row
+        for order_id in order_ids
+        for row in routes.rows(install_id, event_type, now, order_id=order_id, data=data)
+    ]
+    await write_rows(conn, dialect, rows)
+
+
 async def raise_alert(
     conn: AsyncConnection,
     dialect: str,

@@ -13,7 +13,7 @@ from fulfil.domain import ClaimRecord, NewOrder, Order, OrderStatus, OrderView
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks, order_from_row
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, StoreError
-from fulfil.storage.outbox import write_rows
+from fulfil.storage.outbox import write_outbox_many
 from fulfil.storage.schema import attempts, deliveries, orders
 from fulfil.storage.store_claims import claims_query
 from fulfil.storage.types import AddResult, AddStatus
@@ -98,15 +98,10 @@ class OrderOps(StoreBase):
 
     async def _notify_accepted(self, conn: AsyncConnection, order_ids: Sequence[int], now: datetime) -> None:
         """`order.accepted` for the orders this intake took in: one INSERT for all of them, in its transaction."""
-        if not order_ids or not self.notify_routes.wants("order.accepted"):
-            return
         data = {"status": _PENDING, "reason": None}
-        rows = [
-            row
-            for order_id in order_ids
-            for row in self.notify_routes.rows(self.install_id, "order.accepted", now, order_id=order_id, data=data)
-        ]
-        await write_rows(conn, self.dialect, rows)
+        await write_outbox_many(
+            conn, self.dialect, self.notify_routes, self.install_id, "order.accepted", order_ids, now, data
+        )
 
     # -- leases ---------------------------------------------------------------------------------------
 
