@@ -148,6 +148,7 @@ class Dispatcher:
         self._disabled_at = float("-inf")
         self._durations: dict[str, list[float]] = {}
         self._durations_at = float("-inf")
+        self._delayed_done: set[int] = set()
         self._next_job: dict[str, float] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._flush_soon = False
@@ -425,9 +426,12 @@ class Dispatcher:
         if not limits:
             return
         candidates = await self.store.open_orders_since(now - timedelta(seconds=min(limits.values())))
-        late = delay.delayed(candidates, limits, now)
+        # Orders this daemon already marked are not written again (the database would refuse them anyway).
+        self._delayed_done &= {order_id for order_id, _, _ in candidates}
+        late = {k: v for k, v in delay.delayed(candidates, limits, now).items() if k not in self._delayed_done}
         if late:
             written = await self.store.mark_delayed(late, now)
+            self._delayed_done |= set(late)
             if written:
                 log.info("notify.delayed", extra={"orders": len(late), "rows": written})
                 self.wake()
