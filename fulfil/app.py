@@ -93,8 +93,9 @@ async def daemon(
 
 class _Sender:
     """The notification dispatcher as a companion of the worker: its own store (connection pool) and task;
-    stopped after the worker, so the last changes' events go out. If it dies, the worker is stopped: a daemon
-    that no longer notifies must not look healthy."""
+    stopped after the worker (what it claimed is sent and recorded, or released; the rest waits in the outbox
+    for the next start). If it dies, the worker is stopped: a daemon that no longer notifies must not look
+    healthy. (With issue 9's `Worker(services=...)` this becomes one of the worker's services.)"""
 
     def __init__(self, dispatcher: Dispatcher, store: Store, task: asyncio.Task[None], stopping: asyncio.Event):
         self.dispatcher = dispatcher

@@ -30,7 +30,7 @@ from fulfil import failpoints
 from fulfil.config import Config
 from fulfil.notify import delay
 from fulfil.notify.channels import Channel, Message, build_channels
-from fulfil.notify.events import Routes, build_routes, webhook_channel
+from fulfil.notify.events import build_routes, webhook_channel
 from fulfil.notify.retry import Decision, SendResult, decide
 from fulfil.storage.store_notify import PENDING, OrderNotice, OutboxRow, TryOutcome
 
@@ -153,10 +153,6 @@ class Dispatcher:
         self._jobs: set[asyncio.Task[None]] = set()
         self._flush_soon = False
         self._outcomes: list[tuple[_ChannelState, OutboxRow, SendResult, Decision, datetime]] = []
-
-    @property
-    def routes(self) -> Routes:
-        return build_routes(self.config().notify)
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
