@@ -40,6 +40,7 @@ _DISABLED_REFRESH = 5.0  # seconds between reads of which endpoints are disabled
 _DURATIONS_REFRESH = 300.0  # seconds between reads of recent delivery times (delay thresholds)
 _FINISH_TRIES = 5
 _FLUSH_AT = 32  # outcomes waiting to be recorded that make the loop record them at once
+_MIN_ROUND = 0.02  # seconds between two rounds at least
 _FLUSH_AFTER = 0.05  # seconds an outcome waits at most for the next round to record it
 
 
@@ -164,7 +165,14 @@ class Dispatcher:
                 log.info("notify.released", extra={"count": released, "reason": "start"})
         log.info("notify.started", extra={"owner": self.owner, "channels": sorted(self._channels)})
         try:
+            last = float("-inf")
             while not stopping.is_set():
+                # Rounds at most every _MIN_ROUND: under a stream of events many sends end between two rounds,
+                # and one round claims and records them all (one commit each) instead of one per send.
+                spacing = last + _MIN_ROUND - time.monotonic()
+                if spacing > 0:
+                    await asyncio.sleep(spacing)
+                last = time.monotonic()
                 self._wakeup.clear()
                 more = False
                 try:
