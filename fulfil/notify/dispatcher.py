@@ -39,9 +39,7 @@ log = logging.getLogger("fulfil.notify")
 _DISABLED_REFRESH = 5.0  # seconds between reads of which endpoints are disabled
 _DURATIONS_REFRESH = 300.0  # seconds between reads of recent delivery times (delay thresholds)
 _FINISH_TRIES = 5
-_FLUSH_AT = 32  # outcomes waiting to be recorded that make the loop record them at once
 _MIN_ROUND = 0.02  # seconds between two rounds at least
-_FLUSH_AFTER = 0.05  # seconds an outcome waits at most for the next round to record it
 
 
 class NotifyStore(Protocol):
@@ -152,7 +150,8 @@ class Dispatcher:
         self._delayed_done: set[int] = set()
         self._next_job: dict[str, float] = {}
         self._jobs: set[asyncio.Task[None]] = set()
-        self._flush_soon = False
+        self._recorded = asyncio.Event()  # set when tries wait to be recorded
+        self._closing = False
         self._outcomes: list[tuple[_ChannelState, OutboxRow, SendResult, Decision, datetime]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -164,6 +163,7 @@ class Dispatcher:
             if released:
                 log.info("notify.released", extra={"count": released, "reason": "start"})
         log.info("notify.started", extra={"owner": self.owner, "channels": sorted(self._channels)})
+        recorder = asyncio.create_task(self._record_loop(), name="notify-recorder")
         try:
             last = float("-inf")
             while not stopping.is_set():
@@ -185,20 +185,36 @@ class Dispatcher:
                         async with asyncio.timeout(self.poll_interval):
                             await _first(self._wakeup.wait(), stopping.wait())
         finally:
-            await self._shutdown()
+            await self._shutdown(recorder)
+
+    async def _record_loop(self) -> None:
+        """Records tries as they end, group-commit style: whatever ended while the last commit ran goes in the
+        next one. A quiet endpoint costs a commit per send; a busy one a commit per many, and a crash repeats
+        only the sends of one commit's time."""
+        while True:
+            await self._recorded.wait()
+            self._recorded.clear()
+            await self._flush()
+            if self._closing and not self._outcomes:
+                return
 
     def wake(self) -> None:
         self._wakeup.set()
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, recorder: asyncio.Task[None]) -> None:
         tasks = [t for state in self._channels.values() for t in state.in_flight] + list(self._jobs)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._flush()  # what was sent is recorded as sent, not released to be sent again
+        # What was sent is recorded as sent (not released to be sent again): the recorder's last commits.
+        self._closing = True
+        self._recorded.set()
+        done, _ = await asyncio.wait([recorder], timeout=self.grace)
+        if not done:
+            recorder.cancel()
+            await asyncio.gather(recorder, return_exceptions=True)
         with contextlib.suppress(Exception):
             released = await self.store.release_outbox(self.owner)
             if released:
@@ -233,9 +249,8 @@ class Dispatcher:
     # --- sending --------------------------------------------------------------------------------------
 
     async def _tick(self) -> bool:
-        """One round: record finished sends (one transaction), run periodic jobs when due, claim for channels
-        with room. True if a claim came back full (go again at once)."""
-        await self._flush()
+        """One round: periodic jobs when due, claims for channels with room. True if a claim came back full
+        (go again at once)."""
         self._refresh_channels()
         self._start_jobs()
         now_mono = time.monotonic()
@@ -273,18 +288,13 @@ class Dispatcher:
     def _sent_callback(self, state: _ChannelState) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             state.in_flight.discard(task)
-            if len(state.in_flight) <= state.batch // 2 or len(self._outcomes) >= _FLUSH_AT:
+            if len(state.in_flight) <= state.batch // 2:
                 self._wakeup.set()
-            elif self._outcomes and not self._flush_soon:
-                # Record what was sent within _FLUSH_AFTER: a crash repeats at most that much, fewer commits.
-                self._flush_soon = True
-                asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._wakeup.set)
 
         return done
 
     async def _flush(self) -> None:
         """Record the tries that ended since the last round, in one transaction."""
-        self._flush_soon = False
         if not self._outcomes:
             return
         taken, self._outcomes = self._outcomes, []
@@ -353,6 +363,7 @@ class Dispatcher:
         if decision.pause:
             state.paused_until = max(state.paused_until, time.monotonic() + decision.pause)
         self._outcomes.append((state, row, result, decision, self.clock()))
+        self._recorded.set()
 
     def _log(self, state: _ChannelState, row: OutboxRow, result: SendResult, decision: Decision) -> None:
         channel = state.channel
