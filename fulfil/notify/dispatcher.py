@@ -355,8 +355,9 @@ class Dispatcher:
                 extra = {"channel": channel.name, "event_id": row.event_id}
                 log.error("notify.send_crashed", extra=extra, exc_info=True)
                 result = SendResult(None, f"{type(exc).__name__}")
+            # Tests: a kill here is a send whose outcome is not written (inside the slot, like a slow commit).
+            await failpoints.pause("notify_after_send")
         self.tried += 1
-        await failpoints.pause("notify_after_send")  # tests: a kill here is a send whose outcome is not written
         decision = decide(result, row.attempts, channel.schedule, self.rng)
         if decision.disable:
             await self._disable(channel, row, self.clock())
