@@ -136,8 +136,9 @@ def _run(db_url: str, tmp_path: Path, env: dict[str, str], daemons: int) -> None
             f"\n{'postgresql' if db_url.startswith('postgresql') else 'sqlite'} x{daemons}: {ORDERS} orders, "
             f"{len(ids)} events, {KILLS} kills, {len(rx.snapshot())} requests "
             f"(200: {answers[200]}, 500: {answers[500]}, late: {answers[0]}), every event answered 2xx; "
-            f"at the kills {pending_at_kills} rows committed not yet sent, {len(sending_at_kills)} mid-send; "
-            f"duplicates {len(duplicates)} (all mid-send at a kill); tries {sum(r.attempts for r in rows)}; "
+            f"at the kills {pending_at_kills} rows committed not yet sent, "
+            f"{len(sending_at_kills)} leased (claimed or mid-send); "
+            f"duplicates {len(duplicates)} (all leased at a kill); tries {sum(r.attempts for r in rows)}; "
             f"{took:.1f}s"
         )
 
