@@ -39,7 +39,8 @@ log = logging.getLogger("fulfil.notify")
 _DISABLED_REFRESH = 5.0  # seconds between reads of which endpoints are disabled
 _DURATIONS_REFRESH = 300.0  # seconds between reads of recent delivery times (delay thresholds)
 _FINISH_TRIES = 5
-_MIN_ROUND = 0.02  # seconds between two rounds at least
+_MIN_ROUND = 0.02  # seconds between two rounds at least (claims), and between two commits of tries
+_GIVE_BACK = Decision("pending", delay=0.0, counts=False)  # a claimed row not tried: due again at once
 
 
 class NotifyStore(Protocol):
@@ -193,6 +194,8 @@ class Dispatcher:
         only the sends of one commit's time."""
         while True:
             await self._recorded.wait()
+            if not self._closing:
+                await asyncio.sleep(_MIN_ROUND)  # gather what ends meanwhile: one commit for them all
             self._recorded.clear()
             await self._flush()
             if self._closing and not self._outcomes:
@@ -270,14 +273,18 @@ class Dispatcher:
         for name in sorted(due & set(ready)):
             state = ready[name]
             want = state.room()
-            rows = await self.store.claim_outbox(name, self.owner, want, state.lease(margin))
+            lease = state.lease(margin)
+            # Measured from before the claim: never later than the lease the database gives (its own clock).
+            deadline = time.monotonic() + lease
+            rows = await self.store.claim_outbox(name, self.owner, want, lease)
             if not rows:
                 continue
             more = more or len(rows) == want
             notices = await self._notices(rows, state.channel.needs_cards)
             for row in rows:
                 message = Message(row, notices.get(row.order_id) if row.order_id is not None else None)
-                task = asyncio.create_task(self._deliver(state, message), name=f"notify-{row.id}")
+                work = self._deliver(state, message, deadline - margin / 2)
+                task = asyncio.create_task(work, name=f"notify-{row.id}")
                 state.in_flight.add(task)
                 task.add_done_callback(self._sent_callback(state))
         return more
@@ -335,7 +342,10 @@ class Dispatcher:
         # Each row sees only the keys delivered by its own event's time (a later reissue adds keys).
         return notices
 
-    async def _deliver(self, state: _ChannelState, message: Message) -> None:
+    async def _deliver(self, state: _ChannelState, message: Message, start_by: float) -> None:
+        """Send one claimed row, if there is time: a send must start early enough to end (timeout) and be
+        recorded (half the lease margin) before the lease runs out, or another daemon could take the row and
+        send it too. A row that waited too long for a slot goes back, untried."""
         row = message.row
         channel = state.channel
         notice = message.notice
@@ -348,6 +358,10 @@ class Dispatcher:
             paused = state.paused_until - time.monotonic()
             if paused > 0:  # slowed down (429/503 + Retry-After) while this row waited for a slot
                 await asyncio.sleep(paused)
+            if time.monotonic() + channel.timeout > start_by:
+                self._outcomes.append((state, row, SendResult(None), _GIVE_BACK, self.clock()))
+                self._recorded.set()
+                return
             now = self.clock()
             try:
                 result = await channel.send(message, now)
@@ -375,7 +389,9 @@ class Dispatcher:
             "status": result.status,
             "try": row.attempts + (1 if decision.counts else 0),
         }
-        if decision.state == "delivered":
+        if decision is _GIVE_BACK:
+            log.info("notify.given_back", extra={**extra, "why": "waited for a slot until the lease ran short"})
+        elif decision.state == "delivered":
             self.sent += 1
             log.debug("notify.delivered", extra=extra)
         elif decision.state == "dead":

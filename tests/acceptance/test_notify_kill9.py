@@ -61,7 +61,7 @@ def _notify(url: str) -> dict[str, Any]:
         "concurrency": 8,
         "retry_schedule": SCHEDULE,
     }
-    return {"webhooks": [hook], "lease": "2s"}
+    return {"webhooks": [hook], "lease": "5s"}
 
 
 def _outbox(config: Path, env: dict[str, str]) -> list[Any]:

@@ -227,3 +227,22 @@ async def test_telegram_and_the_review_queue_alert(store: Store, receiver: Recei
     assert request["path"] == "/bot123:TOKEN/sendMessage"
     sent = json.loads(request["body"])
     assert sent["chat_id"] == "-1001" and "system.review_backlog review" in sent["text"] and "orders=1" in sent["text"]
+
+
+async def test_a_row_whose_lease_ran_short_while_it_waited_goes_back_untried(store: Store, receiver: Receiver) -> None:
+    from fulfil.notify.channels import Message
+    from fulfil.notify.dispatcher import _ChannelState
+
+    config = _config([_hook(receiver.url)])
+    store.notify_routes = build_routes(config.notify)
+    await store.add_order(NewOrder("L1", "steam-100", 1), _now())
+    dispatcher = Dispatcher(store, lambda: config, owner="t1", poll_interval=0.05)
+    dispatcher._refresh_channels()
+    state: _ChannelState = dispatcher._channels["webhook:shop"]
+    (row,) = await store.claim_outbox("webhook:shop", "t1", 10, 60)
+    await dispatcher._deliver(state, Message(row), start_by=time.monotonic())  # no time left for a send
+    await dispatcher._flush()
+    assert receiver.requests == []
+    (back,) = await store.outbox_rows()
+    assert (back.state, back.attempts, back.event_id) == ("pending", 0, row.event_id)
+    await state.channel.aclose()
