@@ -94,6 +94,7 @@ class _ChannelState:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.paused_until = 0.0  # monotonic
         self.slots = asyncio.Semaphore(channel.concurrency)
+        self.backlog = False  # the last claim came back full: more rows may be due
         # Rows claimed per transaction: several per slot, so claims and their records are few commits.
         self.batch = min(max(channel.concurrency * 16, 32), 200)
 
@@ -278,8 +279,10 @@ class Dispatcher:
             deadline = time.monotonic() + lease
             rows = await self.store.claim_outbox(name, self.owner, want, lease)
             if not rows:
+                state.backlog = False
                 continue
-            more = more or len(rows) == want
+            state.backlog = len(rows) == want
+            more = more or state.backlog
             notices = await self._notices(rows, state.channel.needs_cards)
             for row in rows:
                 message = Message(row, notices.get(row.order_id) if row.order_id is not None else None)
@@ -295,7 +298,9 @@ class Dispatcher:
     def _sent_callback(self, state: _ChannelState) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             state.in_flight.discard(task)
-            if len(state.in_flight) <= state.batch // 2:
+            # More may be waiting only when the last claim came back full: then refill at half a batch. Otherwise
+            # the next poll finds what arrived meanwhile, all in one claim (a trickle costs no claim per event).
+            if state.backlog and len(state.in_flight) <= state.batch // 2:
                 self._wakeup.set()
 
         return done
