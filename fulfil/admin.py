@@ -4,28 +4,36 @@ Everything but `/healthz`, `/openapi.json` (the API's OpenAPI 3.1 document, `ful
 callbacks needs `Authorization: Bearer <token>`, the token taken from the environment variable named by
 `http.token_env` (never the YAML); without one those endpoints answer 401.
 Callbacks are authenticated by the supplier's own signature, and are only a hint: the engine confirms them
-with a query before acting.
+with a query before acting. A shop's push (`POST /sources/{name}/push`, dujiaoka's goods `api_hook`) is accepted
+from the source's `push.allow` addresses or with its `push.secret` as `?secret=`, and is only a wake-up for that
+source's poller: the order itself is always read from the shop's database.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from fulfil.clock import Clock, SystemClock
-from fulfil.config import Config
+from fulfil.config import Config, PushConfig
 from fulfil.engine import Engine
 from fulfil.intake import MAX_REF_LENGTH, FieldError, order_from_fields, shown, validate_order
 from fulfil.render import order_to_dict
 from fulfil.storage import Store
 from suppliers import values
+
+if TYPE_CHECKING:
+    from fulfil.sources.runner import SourceRunner
 
 log = logging.getLogger("fulfil.admin")
 
@@ -33,6 +41,17 @@ log = logging.getLogger("fulfil.admin")
 MAX_BODY = 64 * 1024
 # Paths anyone may ask for: the callbacks carry their supplier's own signature instead of the token.
 PUBLIC_PATHS = ("/healthz", "/openapi.json")
+# Paths that carry their own authentication instead of the token: supplier callbacks (a signature), shop pushes
+# (an allowed address or the source's secret).
+PUBLIC_PREFIXES = ("/callbacks/", "/sources/")
+# A shop sends one push at most twice (dujiaoka: a retry after its 30 s timeout): one wake-up per order number.
+PUSH_DEDUP_SECONDS = 600.0
+PUSH_DEDUP_SIZE = 10_000
+MAX_ORDER_SN = 150
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 @cache
@@ -50,11 +69,14 @@ class AdminServer:
         *,
         environ: Mapping[str, str] | None = None,
         clock: Clock | None = None,
+        sources: SourceRunner | None = None,
         on_intake: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.config = config
+        self.sources = sources
+        self._pushed: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.clock = clock or SystemClock()
         # Called when an order was taken in: the worker claims it now instead of at its next poll.
         self.on_intake = on_intake
@@ -71,6 +93,7 @@ class AdminServer:
         app.router.add_post("/orders", self.add_order)
         app.router.add_get("/orders/{ref}", self.show_order)
         app.router.add_post("/callbacks/{supplier}", self.callback)
+        app.router.add_post("/sources/{name}/push", self.source_push)
         return app
 
     async def start(self, listen: str) -> None:
@@ -95,8 +118,7 @@ class AdminServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        public = request.path in PUBLIC_PATHS or request.path.startswith("/callbacks/")
-        if not public:
+        if not is_public(request.path):
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not self.token or not hmac.compare_digest(given.encode(), self.token.encode()):
                 return _error(401, "missing or wrong bearer token")
@@ -182,6 +204,53 @@ class AdminServer:
         )
         # The protocol wants the plain text `success`, or it sends again.
         return web.Response(text="success")
+
+
+    async def source_push(self, request: web.Request) -> web.Response:
+        """A shop says an order was paid (dujiaoka's api_hook JSON: order_sn, email, ...): wake the source's
+        poller. Nothing is recorded from the push itself; the poller reads the order from the shop."""
+        name = request.match_info["name"]
+        entry = next((s for s in self.config().sources if s.name == name and s.enabled), None)
+        if entry is None or entry.push is None or self.sources is None:
+            return _error(404, f"no source '{shown(name)}' taking pushes")
+        if not _push_allowed(request, entry.push):
+            log.warning("source.push_refused", extra={"source": name, "remote": request.remote})
+            return _error(403, "push refused: not from an allowed address and no valid secret")
+        try:
+            body = values.load_json(await request.read())
+        except values.JsonError as exc:
+            return _error(400, f"body is not JSON ({exc})")
+        order_sn = body.get("order_sn") if isinstance(body, dict) else None
+        if isinstance(order_sn, int) and not isinstance(order_sn, bool):
+            order_sn = str(order_sn)
+        if not isinstance(order_sn, str) or not 0 < len(order_sn) <= MAX_ORDER_SN or not order_sn.isprintable():
+            return _error(400, "body must be a JSON object with order_sn (the shop's order number)")
+        if self._seen_push(name, order_sn):
+            return web.json_response({"result": "duplicate"})
+        self.sources.wake(name)
+        log.info("source.push", extra={"source": name, "ref": order_sn})
+        return web.json_response({"result": "accepted"})
+
+    def _seen_push(self, name: str, order_sn: str) -> bool:
+        now = time.monotonic()
+        while self._pushed and (len(self._pushed) > PUSH_DEDUP_SIZE or next(iter(self._pushed.values())) < now):
+            self._pushed.popitem(last=False)
+        key = (name, order_sn)
+        if key in self._pushed:
+            return True
+        self._pushed[key] = now + PUSH_DEDUP_SECONDS
+        return False
+
+
+def _push_allowed(request: web.Request, push: PushConfig) -> bool:
+    given = request.query.get("secret", "")
+    if push.secret and given and hmac.compare_digest(given.encode(), push.secret.encode()):
+        return True
+    try:
+        remote = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    return any(remote in ipaddress.ip_network(allowed, strict=False) for allowed in push.allow)
 
 
 def _error(status: int, message: str, *, field: str | None = None) -> web.Response:

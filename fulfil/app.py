@@ -1,4 +1,4 @@
-"""The composition root: config + store + card cipher → suppliers, engine, admin server, worker.
+"""The composition root: config + store + card cipher → suppliers, engine, shop sources, admin server, worker.
 
 `fulfil run`, `fulfil demo` and the acceptance tests build the daemon here, so they run the same parts.
 """
@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fulfil.admin import AdminServer
 from fulfil.clock import Clock, SystemClock
@@ -20,9 +21,12 @@ from fulfil.engine import Engine
 from fulfil.notify import Dispatcher, build_routes
 from fulfil.quality import SupplierQuality
 from fulfil.storage import Store
-from fulfil.worker import Worker
+from fulfil.worker import Service, Worker
 from suppliers.base import Supplier
 from suppliers.registry import build_supplier
+
+if TYPE_CHECKING:
+    from fulfil.sources.runner import SourceRunner
 
 
 @dataclass
@@ -32,7 +36,20 @@ class Daemon:
     worker: Worker
     suppliers: dict[str, Supplier]
     admin: AdminServer | None
+    sources: SourceRunner | None = None
     notify: Dispatcher | None = None
+
+
+def build_sources(config: Config, store: Store, clock: Clock | None = None) -> SourceRunner | None:
+    """The shop sources' runner when the config has enabled sources (importing their drivers only then)."""
+    entries = [entry for entry in config.sources if entry.enabled]
+    if not entries:
+        return None
+    from fulfil.sources import build_source
+    from fulfil.sources.runner import SourceRunner
+
+    sources = {entry.name: build_source(entry) for entry in entries}
+    return SourceRunner(store, sources, lambda: config, clock=clock)
 
 
 def build_suppliers(config: Config, store: Store) -> dict[str, Supplier]:
@@ -70,19 +87,27 @@ async def daemon(
     store.notify_routes = build_routes(config.notify)
     suppliers = build_suppliers(config, store)
     engine = build_engine(config, store, cipher, suppliers)
-    worker = Worker(store, engine, config, owner=owner)
+    sources = build_sources(config, store)
+    services: list[Service] = [sources] if sources is not None else []
+    worker = Worker(store, engine, config, owner=owner, services=services)
+    if sources is not None:
+        sources.config = lambda: worker.config
+        sources.on_taken = worker.wake  # orders just taken from a shop are claimed at once
     admin: AdminServer | None = None
     sender: _Sender | None = None
     try:
         if store.notify_routes and (notify if notify is not None else True):
             sender = await _Sender.start(store, worker, config_dir)
         if config.http.enabled if serve_http is None else serve_http:
-            admin = AdminServer(store, engine, lambda: worker.config, on_intake=worker.wake)
+            admin = AdminServer(store, engine, lambda: worker.config, on_intake=worker.wake, sources=sources)
             await admin.start(config.http.listen)
-        yield Daemon(store, engine, worker, suppliers, admin, sender.dispatcher if sender else None)
+        notifier = sender.dispatcher if sender else None
+        yield Daemon(store, engine, worker, suppliers, admin, sources=sources, notify=notifier)
     finally:
         if admin is not None:
             await admin.stop()
+        if sources is not None:
+            await sources.aclose()
         if sender is not None:
             await sender.stop()
         if isinstance(engine.health, SupplierQuality):

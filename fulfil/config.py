@@ -7,6 +7,7 @@ in one round instead of one error per restart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -32,6 +33,10 @@ DEFAULT_PATH = Path("config/fulfil.yaml")
 MAX_SKU_LENGTH = 128
 MAX_NAME_LENGTH = 128  # supplier names, offers' product ids
 BUILTIN_SUPPLIER_TYPES = ("stock", "fulu", "acg_faka")
+BUILTIN_SOURCE_TYPES = ("dujiaoka", "acg_faka_shop")
+MAX_SOURCE_NAME_LENGTH = 64
+# Schemes a built-in shop source takes: both shops run on MySQL or MariaDB (driver: asyncmy).
+SHOP_URL_SCHEMES = ("mysql", "mysql+asyncmy", "mariadb", "mariadb+asyncmy")
 
 _FROM_FILE = "from_file"
 
@@ -375,6 +380,58 @@ class ProductConfig(_Frozen):
     offers: tuple[OfferConfig, ...] = Field(min_length=1)
 
 
+def _goods_keys(value: object) -> object:
+    """YAML gives `{12: sku}` as an integer key: the shop's goods id is its text either way."""
+    if isinstance(value, dict):
+        return {str(key) if isinstance(key, int) and not isinstance(key, bool) else key: v for key, v in value.items()}
+    return value
+
+
+def _goods_ids(value: object) -> object:
+    if isinstance(value, list | tuple):
+        return [str(item) if isinstance(item, int) and not isinstance(item, bool) else item for item in value]
+    return value
+
+
+class PushConfig(_Frozen):
+    """Pushes from the shop (dujiaoka's goods `api_hook`): only a wake-up for the poller, never a record.
+
+    A push is accepted from an address in `allow` (addresses or networks) or with `?secret=` equal to `secret`."""
+
+    allow: tuple[str, ...] = ()
+    secret: str | None = Field(None, min_length=16)
+
+
+class SourceConfig(_Frozen):
+    """A shop whose paid orders fulfil takes, fulfils and writes back (fulfil/sources)."""
+
+    name: str = Field(min_length=1, max_length=MAX_SOURCE_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: str
+    enabled: bool = True
+    url: str = Field(min_length=1)
+    poll_interval: Duration = 2.0
+    # The shop's goods id -> a fulfil sku. Orders of goods not in the map are left alone (and counted).
+    goods: Annotated[dict[str, str], BeforeValidator(_goods_keys)] = Field(default_factory=dict)
+    # dujiaoka: the label of the info line holding the recharge account; acg_faka_shop: the widget's name.
+    account_field: str | None = Field(None, min_length=1, max_length=200)
+    # dujiaoka only: also take automatic goods' orders left abnormal (status 6: the shop ran out of keys).
+    rescue_abnormal: Annotated[tuple[str, ...], BeforeValidator(_goods_ids)] = ()
+    # Table name prefix: dujiaoka default "" (Laravel's DB_PREFIX), acg_faka_shop default "acg_".
+    table_prefix: str | None = Field(None, max_length=32, pattern=r"^[A-Za-z0-9_]*$")
+    batch_size: int = Field(200, ge=1, le=5000)  # shop rows read per page, and orders taken per poll at most
+    timeout: Duration = 10.0  # each statement at the shop; longer counts as the shop being unavailable
+    # A write-back the shop cannot take (its database down) is retried with backoff ...
+    retry_backoff: Duration = 1.0
+    max_backoff: Duration = 60.0
+    # ... and after failing this long goes to a person (`fulfil sources`), the keys safe in fulfil.
+    give_up_after: Duration = 3600.0
+    topup_text: str = Field("充值成功", min_length=1, max_length=200)  # what a delivered top-up writes back
+    # acg_faka_shop: what a failed (refundable) order writes into `secret`; null leaves it as it is.
+    failure_text: str | None = Field("自动发货失败，请联系客服处理退款", max_length=500)
+    push: PushConfig | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # for third-party source plug-ins
+
+
 class Config(_Frozen):
     database: DatabaseConfig = DatabaseConfig()
     security: SecurityConfig = SecurityConfig()
@@ -390,9 +447,16 @@ class Config(_Frozen):
     suppliers: tuple[SupplierConfig, ...] = ()
     products: dict[str, ProductConfig] = Field(default_factory=dict)
     notify: NotifyConfig = NotifyConfig()
+    sources: tuple[SourceConfig, ...] = ()
 
     def supplier(self, name: str) -> SupplierConfig:
         for entry in self.suppliers:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def source(self, name: str) -> SourceConfig:
+        for entry in self.sources:
             if entry.name == name:
                 return entry
         raise KeyError(name)
@@ -516,6 +580,78 @@ def _check_offer(
         errors.append(f"{where}.supplier: local stock cannot serve a direct top-up product")
 
 
+_GOODS_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+def known_source_types() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return set(BUILTIN_SOURCE_TYPES) | {ep.name for ep in entry_points(group="fulfil.sources")}
+
+
+def _check_sources(raw: Any, products: Any, errors: list[str]) -> None:
+    """Checks across fields of `sources:` (names, types, the goods map against the products, URLs)."""
+    if not isinstance(raw, list):
+        return
+    known = known_source_types()
+    names: set[str] = set()
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            continue
+        where = f"sources[{i}]"
+        name, kind = entry.get("name"), entry.get("type")
+        if isinstance(name, str):
+            if name in names:
+                errors.append(f"{where}.name: duplicate source name '{name}'")
+            names.add(name)
+        if isinstance(kind, str) and kind not in known:
+            errors.append(f"{where}.type: unknown source type '{kind}' (known: {', '.join(sorted(known))})")
+        builtin = kind in BUILTIN_SOURCE_TYPES
+        url = entry.get("url")
+        if builtin and isinstance(url, str) and url and url.split("://", 1)[0] not in SHOP_URL_SCHEMES:
+            errors.append(
+                f"{where}.url: a {kind} shop is on MySQL or MariaDB: expected mysql+asyncmy://user:password@host/db, "
+                f"got '{url.split(':', 1)[0]}:…'"
+            )
+        _check_source_goods(entry, where, kind, products if isinstance(products, dict) else {}, errors)
+        push = entry.get("push")
+        if isinstance(push, dict) and not push.get("allow") and not push.get("secret"):
+            errors.append(f"{where}.push: give allow (addresses the shop pushes from) or secret, or leave push out")
+        allow = push.get("allow") if isinstance(push, dict) else None
+        for j, address in enumerate(allow if isinstance(allow, list) else []):
+            try:
+                ipaddress.ip_network(str(address), strict=False)
+            except ValueError:
+                errors.append(f"{where}.push.allow[{j}]: not an IP address or network: '{address}'")
+
+
+def _check_source_goods(
+    entry: dict[str, Any], where: str, kind: object, products: dict[str, Any], errors: list[str]
+) -> None:
+    goods = entry.get("goods")
+    goods = {str(k): v for k, v in goods.items()} if isinstance(goods, dict) else {}
+    direct = []
+    for goods_id, sku in goods.items():
+        if not _GOODS_ID.match(goods_id):
+            errors.append(f"{where}.goods.{goods_id[:40]}: a goods id is the shop's numeric id, got '{goods_id[:40]}'")
+        if isinstance(sku, str) and sku not in products:
+            errors.append(f"{where}.goods.{goods_id}: unknown sku '{sku}' (not under products:)")
+        product = products.get(sku) if isinstance(sku, str) else None
+        if isinstance(product, dict) and product.get("kind") == "direct":
+            direct.append(f"{goods_id} -> {sku}")
+    if direct and not entry.get("account_field"):
+        errors.append(
+            f"{where}.account_field: required: goods {', '.join(direct)} are direct top-ups and need the buyer's "
+            "recharge account (dujiaoka: the info label; acg_faka_shop: the widget's name)"
+        )
+    rescue = entry.get("rescue_abnormal")
+    if rescue and kind == "acg_faka_shop":
+        errors.append(f"{where}.rescue_abnormal: only for dujiaoka (acg-faka has no abnormal orders to rescue)")
+    for j, goods_id in enumerate(rescue if isinstance(rescue, list) else []):
+        if str(goods_id) not in goods:
+            errors.append(f"{where}.rescue_abnormal[{j}]: goods '{goods_id}' is not in the goods map")
+
+
 def _check_database(raw: Any, errors: list[str]) -> None:
     url = raw.get("url") if isinstance(raw, dict) else None
     if isinstance(url, str) and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
@@ -586,6 +722,7 @@ def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Con
     data = _substitute(data, environ, (), errors)
     suppliers = _check_suppliers(data.get("suppliers"), errors)
     _check_products(data.get("products"), suppliers, errors)
+    _check_sources(data.get("sources"), data.get("products"), errors)
     _check_database(data.get("database"), errors)
     _check_listen(data.get("http"), errors)
     _check_notify(data.get("notify"), data.get("products"), errors)

@@ -9,7 +9,9 @@ Its lifecycle follows procrastinate's Worker:
   their leases are still renewed, then the rest are cancelled and their leases released in a write
   shielded from cancellation;
 - a side task that dies stops the worker, and `run()` raises `WorkerCrashed` once the shutdown is done:
-  the daemon exits non-zero (systemd restarts it) rather than limp on without renewal or recovery.
+  the daemon exits non-zero (systemd restarts it) rather than limp on without renewal or recovery;
+- services (the shop sources' runner) run beside it as side tasks until `stop()`, and `wake()` makes the poll
+  loop claim at once (a source just took orders).
 
 No fulfilment logic lives here. Correctness rests on the store's fenced single-transaction writes, so a
 missed tick, a lost lease or a cancelled order only ever delays an order.
@@ -24,7 +26,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +45,7 @@ Clock = Callable[[], datetime]
 Tick = Callable[[datetime], Awaitable[object]]
 
 # Sections a running daemon cannot switch: they are read once, at start (supplier adapters included).
-RESTART_ONLY = ("database", "security", "http", "suppliers")
+RESTART_ONLY = ("database", "security", "http", "suppliers", "sources")
 _MIN_INTERVAL = 0.01  # a zero duration in the config must not turn a wait into a busy loop
 
 
@@ -80,6 +82,15 @@ class Processor(Protocol):
     async def periodic(self, now: datetime) -> None:
         """A tick (resolver and the like); correctness must never depend on it."""
         ...
+
+
+class Service(Protocol):
+    """A companion that runs as long as the worker serves (not with `run(once=True)`): `serve` returns soon
+    after `stopping` is set; raising stops the worker (a side task that died)."""
+
+    name: str
+
+    async def serve(self, stopping: asyncio.Event) -> None: ...
 
 
 @runtime_checkable
@@ -149,6 +160,7 @@ class Worker:
         owner: str | None = None,
         clock: Clock = utc_now,
         notifier: Notifier | None = None,
+        services: Sequence[Service] = (),
     ) -> None:
         self.store = store
         self.processor = processor
@@ -168,6 +180,8 @@ class Worker:
         self._intervals: dict[str, float] = {}
         self._last_ping = float("-inf")
         self._started = False
+        self._services = tuple(services)
+        self._service_tasks: list[asyncio.Task[None]] = []
 
     @property
     def in_flight(self) -> int:
@@ -231,6 +245,8 @@ class Worker:
         self._notifier.send("STATUS=starting")
         renewer = self._side_task(self._renew_leases(), "lease-renewer")
         recovery = self._side_task(self._recover(), "recovery")
+        if not once:
+            self._service_tasks = [self._side_task(s.serve(self._stop_event), s.name) for s in self._services]
         try:
             self._scheduler = self._start_scheduler()
             await self._poll_loop(once)
@@ -481,6 +497,7 @@ class Worker:
             self._scheduler.pause()  # no new ticks
         # The renewer keeps running meanwhile, so draining orders keep their leases.
         draining = [entry.task for entry in self._in_flight.values()] + list(self._ticks)
+        draining += [task for task in self._service_tasks if not task.done()]  # they end on the stop event
         if not recovery.done():
             draining.append(recovery)
         pending: set[asyncio.Task[None]] = set()

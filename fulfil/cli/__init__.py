@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "held": "fulfil.cli.held:held",
     "claims": "fulfil.cli.claims:claims",
     "webhooks": "fulfil.cli.webhooks:webhooks",
+    "sources": "fulfil.cli.sources_cmd:sources",
 }
 # Commands other modules provide; absent until those modules exist.
 OPTIONAL_COMMANDS: dict[str, str] = {

@@ -268,6 +268,51 @@ receipt_cards = Table(
 # The retention job deletes the oldest events first, in small batches (`Store.prune_events`).
 Index("ix_events_at", events.c.at)
 
+# --- shop sources (migration 0005) -------------------------------------------------------------------------
+
+# fulfil's record of each shop order a source saw and took (fulfil/sources): committed *before* the shop's own
+# "taken" mark (state `taking`), so a crash between the two databases is repaired by looking at the shop row
+# again; then `taken` with the order it became; `written` once the keys (or the failure) are in the shop's row.
+# `refused` rows are shop orders fulfil cannot take as they are (the reason says why); `review` ones need a
+# person. One row per (source, shop order number): a second poll can never take an order twice.
+source_orders = Table(
+    "source_orders",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("ref", String(160), nullable=False),  # the shop's order number (dujiaoka order_sn is varchar(150))
+    Column("shop_id", BigInteger, nullable=False),  # the shop row's primary key
+    Column("goods_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),  # manual | abnormal
+    Column("seen_status", Integer, nullable=False),  # the shop's status when fulfil saw the row
+    Column("mark", String(64)),  # what fulfil's take wrote at the shop besides the status (dujiaoka updated_at)
+    Column("sku", String(128), nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("account", String(256)),
+    Column("amount", Money),
+    Column("state", String(16), nullable=False),  # refused | taking | taken | written | review
+    Column("order_id", Id, ForeignKey("orders.id"), unique=True),
+    Column("outcome", String(16)),  # written back: delivered | failed
+    Column("reason", Text),  # why refused / in review; the last write-back error
+    Column("tries", Integer, nullable=False, server_default="0"),
+    Column("failing_since", UTCDateTime),  # the write-back has failed since (the shop's database unreachable)
+    Column("next_try_at", UTCDateTime),  # the database's clock: when this row is looked at next
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "ref", name="uq_source_orders_source_ref"),
+    Index("ix_source_orders_state", "source", "state", "next_try_at"),
+)
+
+# Each source's last poll, for `fulfil sources` (another process).
+source_polls = Table(
+    "source_polls",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("polled_at", UTCDateTime, nullable=False),
+    Column("ok_at", UTCDateTime),
+    Column("error", Text),
+)
+
 # --- notifications (migration 0006) ------------------------------------------------------------------------
 
 # The buyer's contact as intake gave it (e-mail or phone), encrypted like card keys; masked wherever shown.

@@ -23,6 +23,7 @@ from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_receipts import ReceiptOps
 from fulfil.storage.store_review import ReviewOps
+from fulfil.storage.store_sources import SourceOps
 from fulfil.storage.store_stock import StockOps
 from fulfil.storage.store_work import WorkOps
 from fulfil.storage.types import SchemaStatus
@@ -40,9 +41,10 @@ class Store(
     QualityOps,
     WorkOps,
     NotifyOps,
+    SourceOps,
 ):
-    """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs and supplier quality, on
-    SQLite or PostgreSQL."""
+    """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs, supplier quality and shop
+    sources' records, on SQLite or PostgreSQL."""
 
     @classmethod
     async def open(cls, url: str, cipher: CardCipher, *, check_schema: bool = True) -> Store:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -102,3 +103,75 @@ class HeldRelease:
     released_to: str
     recoveries: tuple[ClaimRecovery, ...] = ()
     order: Order | None = None
+
+
+# --- shop sources ------------------------------------------------------------------------------------------
+
+
+class SourceState(enum.StrEnum):
+    """Where fulfil stands with one shop order (table `source_orders`)."""
+
+    REFUSED = "refused"  # seen and not taken: the shop row cannot be read as an order (reason); looked at again
+    TAKING = "taking"  # fulfil's record is committed, the shop's own mark is not confirmed yet
+    TAKEN = "taken"  # ours: an order in fulfil; nothing written back yet
+    WRITTEN = "written"  # the keys (or the failure) are in the shop's row: done
+    REVIEW = "review"  # a person decides (a write-back the shop would not take); any keys are safe in fulfil
+
+
+@dataclass(frozen=True)
+class SourceDraft:
+    """A shop order as a source read it, mapped to what the fulfil order will be."""
+
+    source: str
+    ref: str
+    shop_id: int
+    goods_id: str
+    kind: str  # manual | abnormal
+    seen_status: int
+    sku: str
+    qty: int
+    account: str | None
+    amount: Decimal | None
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """fulfil's record of one shop order; `order_status`/`order_reason` are its fulfil order's, when read."""
+
+    id: int
+    source: str
+    ref: str
+    shop_id: int
+    goods_id: str
+    kind: str
+    seen_status: int
+    mark: str | None
+    sku: str
+    qty: int
+    account: str | None
+    amount: Decimal | None
+    state: SourceState
+    order_id: int | None
+    outcome: str | None
+    reason: str | None
+    tries: int
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    order_status: str | None = None
+    order_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """One source's figures for `fulfil sources`."""
+
+    source: str
+    states: dict[str, int]  # rows per SourceState
+    written: dict[str, int]  # written back per outcome (delivered, failed, by_hand)
+    waiting_write_back: int  # ours, finished in fulfil, not yet in the shop's row
+    in_progress: int  # ours, still being fulfilled
+    in_review: int  # ours, in fulfil's own review queue (`fulfil review list`): nothing to write back yet
+    polled_at: datetime | None
+    ok_at: datetime | None
+    error: str | None

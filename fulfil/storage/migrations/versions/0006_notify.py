@@ -3,7 +3,7 @@ state (disabled by a 410), alert de-duplication, the buyer's contact (encrypted)
 statistics.
 
 Revision ID: 0006
-Revises: 0004 (at the merge with issue 9's 0005: set `down_revision = "0005"`; nothing else changes)
+Revises: 0005
 Create Date: 2026-12-02
 
 Self-contained on purpose (plain SQLAlchemy types, no imports from fulfil), like 0001.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"  # -> "0005" once issue 9's migration is on main
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,93 @@
+"""The floor under the daemon's CPU per order: what one statement and one transaction cost through the
+store's own stack (SQLAlchemy Core, async), with no fulfil code around them.
+
+    python -m benchmarks.sql_floor                      # SQLite (aiosqlite and the one-hand-off driver)
+    python -m benchmarks.sql_floor --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+For each: CPU µs (this process's utime+stime; the SQLite connection's thread included) per UPDATE ...
+RETURNING built on every call, the same statement built once with bound parameters, and one short write
+transaction (pool checkout, BEGIN, that statement, COMMIT). The happy path runs ~10 statements in ~3.3
+transactions per order, so statements × the prebuilt figure + transactions × the transaction figure is the
+part of an order's CPU no change inside fulfil's engine can remove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from fulfil.storage import sqlite_driver
+
+meta = MetaData()
+rows = Table("floor_rows", meta, Column("id", Integer, primary_key=True), Column("a", String), Column("c", String))
+
+
+async def measure(engine: AsyncEngine, n: int) -> dict[str, float]:
+    async with engine.begin() as conn:
+        await conn.run_sync(meta.drop_all)
+        await conn.run_sync(meta.create_all)
+        await conn.execute(insert(rows), [{"id": i, "a": "x", "c": "y"} for i in range(1, 101)])
+    prebuilt = (
+        update(rows)
+        .where(rows.c.id == bindparam("k"), rows.c.c == bindparam("cc"))
+        .values(a=bindparam("aa"))
+        .returning(rows.c.id)
+    )
+    out: dict[str, float] = {}
+
+    async def built(conn: Any, i: int) -> None:
+        await conn.execute(
+            update(rows).where(rows.c.id == i % 100 + 1, rows.c.c == "y").values(a="z").returning(rows.c.id)
+        )
+
+    async def bound(conn: Any, i: int) -> None:
+        await conn.execute(prebuilt, {"k": i % 100 + 1, "cc": "y", "aa": "z"})
+
+    for name, run in (("statement_built_us", built), ("statement_prebuilt_us", bound)):
+        start = time.process_time()
+        async with engine.connect() as conn, conn.begin():
+            for i in range(n):
+                await run(conn, i)
+        out[name] = (time.process_time() - start) / n * 1e6
+    start = time.process_time()
+    for i in range(n // 4):
+        async with engine.connect() as conn, conn.begin():
+            await bound(conn, i)
+    out["transaction_us"] = (time.process_time() - start) / (n // 4) * 1e6
+    async with engine.begin() as conn:
+        await conn.run_sync(meta.drop_all)
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--statements", type=int, default=3000)
+    parser.add_argument("--pg-url", help="also measure PostgreSQL (a table floor_rows is made and dropped)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "floor.db")
+        engines = {
+            "sqlite aiosqlite": create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=2, max_overflow=0),
+            "sqlite one-hop": create_async_engine(
+                f"sqlite+aiosqlite:///{path}", pool_size=2, max_overflow=0, async_creator=sqlite_driver.connector(path)
+            ),
+        }
+        if args.pg_url:
+            engines["postgresql psycopg"] = create_async_engine(args.pg_url, pool_size=2, max_overflow=0)
+        for name, engine in engines.items():
+            try:
+                figures = await measure(engine, args.statements)
+            finally:
+                await engine.dispose()
+            print(f"{name:20} " + " | ".join(f"{k} {v:.0f}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
