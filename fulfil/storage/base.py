@@ -278,9 +278,9 @@ class StoreBase:
         data: dict[str, Any] | None = None,
     ) -> None:
         """The event's outbox rows in this transaction, when a configured channel wants its type."""
+        routes, install = self.notify_routes, self.install_id
         await write_outbox(
-            conn, self.dialect, self.notify_routes, self.install_id, event_type, now,
-            order_id=order_id, subject=subject, data=data,
+            conn, self.dialect, routes, install, event_type, now, order_id=order_id, subject=subject, data=data
         )
 
     async def _order_by_ref(self, conn: AsyncConnection, ref: str) -> Row[Any] | None:
