@@ -65,9 +65,16 @@ class _NoRoutes:
 NO_ROUTES: OutboxRoutes = _NoRoutes()
 
 
+_INSERTS: dict[str, Any] = {}
+
+
 def insert_outbox(dialect: str) -> Any:
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(outbox).on_conflict_do_nothing(index_elements=["channel", "key"])
+    """INSERT ... ON CONFLICT (channel, key) DO NOTHING, built once per dialect (it is on the delivery path)."""
+    stmt = _INSERTS.get(dialect)
+    if stmt is None:
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = _INSERTS[dialect] = insert_(outbox).on_conflict_do_nothing(index_elements=["channel", "key"])
+    return stmt
 
 
 async def write_rows(conn: AsyncConnection, dialect: str, rows: Sequence[dict[str, Any]]) -> None:
