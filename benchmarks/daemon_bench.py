@@ -27,6 +27,7 @@ the daemons' whole life (startup, both phases and shutdown), a cross-check of th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import subprocess
@@ -41,6 +42,7 @@ import httpx
 import yaml
 
 from benchmarks import ceiling, procs
+from benchmarks.receiver import Receiver
 from fulfil.crypto import CardCipher, load_card_key
 
 SQL_FIELDS = ("statement", "begin", "commit", "rollback", "connect", "checkout")
@@ -59,10 +61,11 @@ class BenchConfig:
     profile: Path | None = None  # py-spy raw output of daemon 0 over the throughput phase
     profile_gil: bool = False  # py-spy --gil: only the thread holding the GIL (Python's own CPU)
     keep: bool = False
+    webhook: bool = False  # one webhook endpoint (events order.*) on a loopback receiver
 
     @property
     def name(self) -> str:
-        return f"{self.db}/{self.daemons}"
+        return f"{self.db}/{self.daemons}" + ("+hook" if self.webhook else "")
 
 
 @dataclass
@@ -76,6 +79,14 @@ class _Snapshot:
 def run(config: BenchConfig) -> dict[str, Any]:
     if config.db == "sqlite" and config.daemons != 1:
         raise ValueError("SQLite takes one daemon per database (a second one refuses to start)")
+    if config.webhook:
+        with Receiver() as receiver:
+            settings = dataclasses.replace(config.settings, notify=receiver.notify_section())
+            result = run(dataclasses.replace(config, webhook=False, settings=settings))
+            result["config"] = config.name
+            # Received once the run is over: the daemons stop after their dispatchers sent what they had.
+            result["webhook"] = {"requests": receiver.received, "events": len(receiver.ids)}
+            return result
     with procs.Workdir(config.keep) as work:
         sim = procs.start_sim(work.path)
         pg = procs.PgDatabase(config.pg_url) if config.db == "pg" else None
@@ -374,6 +385,7 @@ def _report(
     result: dict[str, Any] = {
         "config": config.name,
         "db": config.db,
+        "notify": config.settings.notify is not None,
         "daemons": config.daemons,
         "settings": config.settings.as_dict(),
         "ok": statuses.get("delivered", 0) == all_orders and all(c == 0 for c in codes) and top.failures == 0,
@@ -436,5 +448,7 @@ def summary_line(r: Mapping[str, Any]) -> str:
         f"p50/p95/p99 {r['p50_ms']:.0f}/{r['p95_ms']:.0f}/{r['p99_ms']:.0f} ms "
         f"(supplier {r['supplier_pair_ms']['p50_ms']:.1f} ms, overhead p99 {r['overhead_p99_ms']:.0f} ms) | "
         f"ceiling {r['ceiling_pairs_per_s']:.0f} pairs/s | ratio {r['ratio']:.3f} | "
-        f"load {r['loadavg_before'][0]:.1f}{flag}"
+        f"load {r['loadavg_before'][0]:.1f}"
+        + (f" | webhook events {r['webhook']['events']}" if r.get("webhook") else "")
+        + flag
     )

@@ -161,6 +161,7 @@ class DaemonSettings:
     batch_size: int = 100
     supplier_poll_interval: str = "200ms"  # how soon an accepted fulu purchase is first queried
     supplier_max_concurrency: int | None = None  # None: the daemon's concurrency
+    notify: dict[str, Any] | None = None  # a `notify:` section (--webhook: one endpoint on a loopback receiver)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +207,8 @@ def write_config(path: Path, db_url: str, sim: Sim, port: int, settings: DaemonS
             }
         },
     }
+    if settings.notify is not None:
+        data["notify"] = settings.notify
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
 

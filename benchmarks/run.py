@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: sample only the thread "
                         "holding the GIL (where Python's own CPU goes; C work without the GIL is not seen)")
     parser.add_argument("--keep", action="store_true", help="keep each configuration's folder (logs, configs)")
+    parser.add_argument("--webhook", choices=["off", "on", "both"], default="off", help="one webhook endpoint "
+                        "(order.*) on a loopback receiver; both: each configuration without, then with it")
     args = parser.parse_args(argv)  # fmt: skip
 
     settings = procs.DaemonSettings(
@@ -91,8 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": [],
     }
     failed = False
-    for db, daemons in _configs(args):
+    hooks = {"off": [False], "on": [True], "both": [False, True]}[args.webhook]
+    for (db, daemons), webhook in [(c, w) for c in _configs(args) for w in hooks]:
         config = daemon_bench.BenchConfig(
+            webhook=webhook,
             db=db,
             daemons=daemons,
             orders=args.orders,

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+)
 
 from fulfil.durations import parse_duration
 
@@ -164,6 +172,174 @@ class RetentionConfig(_Frozen):
     max_batches: int = Field(100, ge=1)  # per prune, so one tick never runs for long; the next goes on
 
 
+# --- notifications (fulfil/notify) -----------------------------------------------------------------------
+
+# Event types fulfil publishes (`events:` of an endpoint matches them, `*` as a wildcard: "order.*").
+EVENT_TYPES = (
+    "order.accepted",
+    "order.delivered",
+    "order.delayed",
+    "order.failed",
+    "order.review",
+    "order.held",
+    "aftersales.opened",
+    "aftersales.resolved",
+    "supplier.alert",
+    "system.alert",
+)
+DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+MAX_CHANNEL_NAME = 64
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host and no credentials in it (they would be printed with it); loopback is fine."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"expected an http:// or https:// URL, got scheme {parts.scheme or '(none)'!r}")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the URL are refused (use `secret:` from the environment)")
+    return value
+
+
+def _event_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    import fnmatch
+
+    for pattern in value:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in EVENT_TYPES):
+            raise ValueError(f"{pattern!r} matches no event type (known: {', '.join(EVENT_TYPES)})")
+    return value
+
+
+def _schedule(value: tuple[float, ...]) -> tuple[float, ...]:
+    if not value:
+        raise ValueError("at least one delay (the first try's, usually 0s)")
+    return value
+
+
+def _whsec(value: str) -> str:
+    """whsec_<base64>, several space-separated during a rotation; the value is never repeated in an error."""
+    import base64
+    import binascii
+
+    for i, part in enumerate(value.split()):
+        body = part.removeprefix("whsec_")
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"secret {i + 1} is not whsec_<base64> (value not shown)") from None
+        if len(raw) < 16:
+            raise ValueError(f"secret {i + 1} is shorter than 16 bytes once decoded (value not shown)")
+    if not value.split():
+        raise ValueError("empty")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+WebhookSecret = Annotated[str, AfterValidator(_whsec)]
+Schedule = Annotated[tuple[DurationOrZero, ...], AfterValidator(_schedule), Field(max_length=50)]
+EventPatterns = Annotated[tuple[str, ...], AfterValidator(_event_patterns)]
+ChannelName = Annotated[str, Field(min_length=1, max_length=MAX_CHANNEL_NAME, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class WebhookConfig(_Frozen):
+    """One Standard Webhooks endpoint. `secret`: whsec_<base64> (or several, space-separated, in rotation)."""
+
+    name: ChannelName
+    url: HttpUrl
+    secret: WebhookSecret
+    events: EventPatterns = Field(min_length=1)
+    # Card keys in `order.delivered` events: off unless the operator says so (README: "include_keys").
+    include_keys: bool = False
+    # The buyer's contact in full; masked (b***@example.com) otherwise.
+    include_contact: bool = False
+    timeout: Duration = 15.0
+    concurrency: int = Field(4, ge=1, le=256)
+    retry_schedule: Schedule = DEFAULT_RETRY_SCHEDULE
+    enabled: bool = True
+
+
+class EmailConfig(_Frozen):
+    """The buyer's e-mail through SMTP: templates per event type in `templates` (beside the config file)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    tls: bool = False  # implicit TLS (port 465); not with starttls
+    user: str | None = None
+    password: str | None = None
+    from_: str = Field(alias="from", min_length=3)
+    events: EventPatterns = ("order.delivered", "order.delayed")
+    include_keys: bool = False
+    lang: str = Field("en", pattern=r"^[a-z]{2}(-[A-Za-z]{2})?$")
+    templates: str | None = None  # a folder of <lang>/<event type>.{subject,txt,html}; packaged ones otherwise
+    timeout: Duration = 30.0
+    concurrency: int = Field(2, ge=1, le=64)
+    retry_schedule: Schedule = DEFAULT_RETRY_SCHEDULE
+    enabled: bool = True
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class AlertChannelConfig(_Frozen):
+    """An operator channel: a signed webhook, a WeCom group robot or a Telegram bot."""
+
+    name: ChannelName
+    type: Literal["webhook", "wecom", "telegram"]
+    url: HttpUrl | None = None  # webhook: the endpoint; wecom/telegram: the API base (tests: loopback)
+    secret: str | None = None  # webhook: whsec_…; wecom: the robot's key; telegram: the bot token
+    chat_id: str | None = None  # telegram
+    events: EventPatterns = ("supplier.alert", "system.alert")
+    timeout: Duration = 15.0
+    concurrency: int = Field(2, ge=1, le=64)
+    retry_schedule: Schedule = DEFAULT_RETRY_SCHEDULE
+    enabled: bool = True
+
+
+class DelayProductConfig(_Frozen):
+    enabled: bool = True
+    floor: Duration | None = None  # default: notify.delay.floor x the product's promise
+    ceiling: Duration | None = None  # default: notify.delay.ceiling x the product's promise
+
+
+class DelayConfig(_Frozen):
+    """`order.delayed`: an order processing longer than its product's recent typical time (the `percentile`
+    of payment-to-delivery over `window`), bounded by fractions of the product's `promise`."""
+
+    window: Duration = 86400.0
+    percentile: float = Field(75.0, gt=0, le=100)
+    min_samples: int = Field(10, ge=1)  # fewer: the ceiling (a cold start waits for the promise)
+    floor: float = Field(0.25, ge=0, le=100)  # x promise
+    ceiling: float = Field(1.0, ge=0, le=100)  # x promise
+    interval: Duration = 10.0  # how often open orders are looked at
+    products: dict[str, DelayProductConfig] = Field(default_factory=dict)
+
+
+class AlertRulesConfig(_Frozen):
+    quiet: Duration = 900.0  # the same alert (kind, subject) is sent once per quiet period
+    review_age: Duration | None = 3600.0  # an order waiting in review longer than this
+    invalid_keys: int = Field(5, ge=1)  # invalid-key claims of one supplier within `invalid_window`
+    invalid_window: Duration = 3600.0
+    interval: Duration = 60.0  # how often review age and invalid keys are looked at
+
+
+class NotifyConfig(_Frozen):
+    webhooks: tuple[WebhookConfig, ...] = ()
+    email: EmailConfig | None = None
+    alerts: tuple[AlertChannelConfig, ...] = ()
+    delay: DelayConfig = DelayConfig()
+    alert_rules: AlertRulesConfig = AlertRulesConfig()
+    retention: Duration | None = 30 * 86400.0  # delivered, dead and skipped outbox rows are pruned after this
+    lease: Duration = 120.0  # a row being sent is another daemon's again after timeout + this
+
+
 class SupplierConfig(_Frozen):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
     type: str
@@ -270,6 +446,7 @@ class Config(_Frozen):
     retention: RetentionConfig = RetentionConfig()
     suppliers: tuple[SupplierConfig, ...] = ()
     products: dict[str, ProductConfig] = Field(default_factory=dict)
+    notify: NotifyConfig = NotifyConfig()
     sources: tuple[SourceConfig, ...] = ()
 
     def supplier(self, name: str) -> SupplierConfig:
@@ -491,6 +668,49 @@ def _check_listen(raw: Any, errors: list[str]) -> None:
             errors.append(f"http.listen: expected HOST:PORT, got '{listen}'")
 
 
+def _check_notify(raw: Any, products: Any, errors: list[str]) -> None:
+    """Checks across notify's entries: unique channel names, what each alert type needs."""
+    if not isinstance(raw, dict):
+        return
+    names: set[str] = set()
+    for section in ("webhooks", "alerts"):
+        entries = raw.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue
+            name = entry.get("name")
+            if isinstance(name, str):
+                if name in names:
+                    errors.append(f"notify.{section}[{i}].name: duplicate channel name '{name}'")
+                names.add(name)
+            if section == "alerts":
+                _check_alert(entry, f"notify.alerts[{i}]", errors)
+    email = raw.get("email")
+    if isinstance(email, dict) and email.get("tls") and email.get("starttls", True):
+        errors.append("notify.email.tls: implicit TLS and starttls exclude each other (set starttls: false)")
+    delay = raw.get("delay")
+    configured = products if isinstance(products, dict) else {}
+    if isinstance(delay, dict) and isinstance(delay.get("products"), dict):
+        for sku in delay["products"]:
+            if sku not in configured:
+                errors.append(f"notify.delay.products.{sku}: unknown product '{sku}'")
+
+
+def _check_alert(entry: dict[str, Any], where: str, errors: list[str]) -> None:
+    kind = entry.get("type")
+    needs = {"webhook": ("url", "secret"), "wecom": ("secret",), "telegram": ("secret", "chat_id")}
+    for field in needs.get(str(kind), ()):
+        path = f"{where}.{field}"
+        reported = any(e.startswith(path + ":") for e in errors)
+        if not entry.get(field) and not reported:
+            errors.append(f"{path}: required for a {kind} alert channel")
+    if kind == "webhook" and isinstance(entry.get("secret"), str):
+        try:
+            _whsec(entry["secret"])
+        except ValueError as exc:
+            errors.append(f"{where}.secret: {exc}")
+
+
 def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     """Validate already-parsed YAML data; raises ConfigError with every problem found."""
     environ = os.environ if environ is None else environ
@@ -505,6 +725,7 @@ def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Con
     _check_sources(data.get("sources"), data.get("products"), errors)
     _check_database(data.get("database"), errors)
     _check_listen(data.get("http"), errors)
+    _check_notify(data.get("notify"), data.get("products"), errors)
     config: Config | None = None
     try:
         config = Config.model_validate(data, context={_FROM_FILE: True})

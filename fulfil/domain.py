@@ -67,6 +67,8 @@ class NewOrder:
     qty: int
     account: str | None = None
     amount: Decimal | None = None
+    # The buyer's e-mail or phone, for notifications: stored encrypted, masked wherever it is shown.
+    contact: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from fulfil.config import MAX_SKU_LENGTH, Config
 from fulfil.domain import NewOrder
 from suppliers import values
 
-FIELDS = ("ref", "sku", "qty", "account", "amount")
+FIELDS = ("ref", "sku", "qty", "account", "amount", "contact")
 REQUIRED = ("ref", "sku", "qty")
 # The orders table's columns (fulfil/storage/schema.py): a longer value would fail the write on PostgreSQL.
 MAX_REF_LENGTH = 128
 MAX_ACCOUNT_LENGTH = 256
+MAX_CONTACT_LENGTH = 256  # an e-mail address or a phone number (encrypted at rest, so no column bounds it)
 # Far above any max_qty, far below what prints or stores badly.
 MAX_QTY = 1_000_000
 # An amount paid: below 10^15 (a Money column, and a sum people can read), at most 8 decimal places.
@@ -69,13 +70,21 @@ def validate_order(order: NewOrder, config: Config) -> list[str]:
         reasons.append(f"qty {order.qty} is above max_qty {product.max_qty} for {order.sku}")
     if product is not None and product.kind == "direct" and not order.account:
         reasons.append(f"account is required for direct top-up product '{order.sku}'")
-    if order.account is not None and len(order.account) > MAX_ACCOUNT_LENGTH:
-        reasons.append(f"account is longer than {MAX_ACCOUNT_LENGTH} characters")
-    elif order.account is not None and not order.account.isprintable():
-        reasons.append("account contains control characters")  # a NUL cannot even be stored on PostgreSQL
+    reasons.extend(_text_reasons("account", order.account, MAX_ACCOUNT_LENGTH))
+    reasons.extend(_text_reasons("contact", order.contact, MAX_CONTACT_LENGTH))
     if order.amount is not None:
         reasons.extend(_amount_reasons(order.amount))
     return reasons
+
+
+def _text_reasons(name: str, value: str | None, longest: int) -> list[str]:
+    if value is None:
+        return []
+    if len(value) > longest:
+        return [f"{name} is longer than {longest} characters"]
+    if not value.isprintable():
+        return [f"{name} contains control characters"]  # a NUL cannot even be stored on PostgreSQL
+    return []
 
 
 def _amount_reasons(amount: Decimal) -> list[str]:
@@ -173,6 +182,7 @@ def order_from_fields(fields: Mapping[str, Any]) -> NewOrder:
         qty=_qty(fields.get("qty")),
         account=_text(fields.get("account"), "account", required=False),
         amount=_amount(fields.get("amount")),
+        contact=_text(fields.get("contact"), "contact", required=False),
     )
 
 

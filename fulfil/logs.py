@@ -29,7 +29,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDACTED = "<redacted>"
 # Field names that must never be printed, whatever their value; also matched as a suffix (`fulu_secret`).
 SENSITIVE_FIELDS = frozenset(
-    {"password", "secret", "app_key", "card", "cards", "sign", "card_key", "token", "authorization"}
+    {"password", "secret", "app_key", "card", "cards", "sign", "card_key", "token", "authorization", "contact"}
 )
 # Our own packages log at the chosen level; third-party loggers stay at WARNING so that, e.g., an HTTP
 # client's debug lines (URLs, bodies with signatures) never reach the journal.

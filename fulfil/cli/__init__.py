@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "review": "fulfil.cli.review:review",
     "held": "fulfil.cli.held:held",
     "claims": "fulfil.cli.claims:claims",
+    "webhooks": "fulfil.cli.webhooks:webhooks",
     "sources": "fulfil.cli.sources_cmd:sources",
 }
 # Commands other modules provide; absent until those modules exist.

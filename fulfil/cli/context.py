@@ -114,11 +114,16 @@ class CliState:
             # (or fail on a missing directory) as connecting would.
             if check_schema and _sqlite_file_missing(url):
                 raise schema_error(SchemaStatus(current=None, head=head_revision()))
-            return await Store.open(url, cipher or self.cipher(), check_schema=check_schema)
+            store = await Store.open(url, cipher or self.cipher(), check_schema=check_schema)
         except SchemaOutOfDate as exc:
             raise BadInput(str(exc)) from exc
         except StoreError as exc:
             raise CommandFailed(str(exc)) from exc
+        # Changes made by a command (an order taken in, refunded, resolved) notify like the daemon's do.
+        from fulfil.notify.events import build_routes
+
+        store.notify_routes = build_routes(self.config.notify)
+        return store
 
 
 def _sqlite_file_missing(url: str) -> bool:

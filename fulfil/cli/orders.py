@@ -50,11 +50,17 @@ def orders() -> None:
 @click.option("--qty", required=True, type=int, help="How many units.")
 @click.option("--account", help="Recharge account (required for direct top-up products).")
 @click.option("--amount", type=DecimalParam(), help="What the buyer paid.")
-def add(ref: str, sku: str, qty: int, account: str | None, amount: Decimal | None) -> None:
+@click.option("--contact", help="The buyer's e-mail or phone, for notifications (stored encrypted, masked).")
+def add(ref: str, sku: str, qty: int, account: str | None, amount: Decimal | None, contact: str | None) -> None:
     """Add one paid order. Re-adding an identical order changes nothing."""
     state = get_state()
     order = NewOrder(
-        ref=ref.strip(), sku=sku.strip(), qty=qty, account=(account or "").strip() or None, amount=amount
+        ref=ref.strip(),
+        sku=sku.strip(),
+        qty=qty,
+        account=(account or "").strip() or None,
+        amount=amount,
+        contact=(contact or "").strip() or None,
     )
     reasons = intake.validate_order(order, state.config)
     if reasons:

@@ -64,7 +64,9 @@ async def _serve(state: CliState, config: Config, cipher: CardCipher, *, once: b
             # We hold the instance lock, so no other daemon can own a lease here: a crashed predecessor's
             # orders are taken back now instead of when their leases expire.
             await store.release_all_leases(utc_now())
-        async with daemon(config, store, cipher, serve_http=config.http.enabled and not once) as d:
+        serve_http = config.http.enabled and not once
+        folder = state.resolved_config_path.resolve().parent
+        async with daemon(config, store, cipher, serve_http=serve_http, notify=not once, config_dir=folder) as d:
             with _signal_handlers(d.worker, state.resolved_config_path):
                 await d.worker.run(once=once)
     except WorkerCrashed as exc:

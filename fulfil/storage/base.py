@@ -17,6 +17,7 @@ from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage import statements
 from fulfil.storage.database import WRITE
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
+from fulfil.storage.outbox import NO_ROUTES, OutboxRoutes, write_outbox
 from fulfil.storage.schema import deliveries, events, held_cards, orders
 from suppliers import values
 from suppliers.taxonomy import Card
@@ -101,6 +102,8 @@ class StoreBase:
 
     dialect: str
     install_id: str
+    # Who wants which notification (fulfil.notify.events.Routes); none: no outbox row is ever written.
+    notify_routes: OutboxRoutes = NO_ROUTES
 
     def __init__(self, engine: AsyncEngine, dialect: str, cipher: CardCipher, install_id: str) -> None:
         self._engine = engine
@@ -231,6 +234,7 @@ class StoreBase:
         if found is None:
             raise NotFound(f"no attempt {attempt_id} for order {order_id}")
         await mark_receipt_applied(conn, attempt_id, now)
+        await self._notify(conn, "order.delivered", now, order_id=order_id, data={"status": "delivered"})
 
     async def _hold(
         self, conn: AsyncConnection, attempt_id: int, cards: Sequence[Card], reason: str, now: datetime
@@ -261,6 +265,22 @@ class StoreBase:
             insert(events).values(
                 at=now, name=name, order_id=order_id, supplier=supplier, operator=operator, data=data or {}
             )
+        )
+
+    async def _notify(
+        self,
+        conn: AsyncConnection,
+        event_type: str,
+        now: datetime,
+        *,
+        order_id: int | None = None,
+        subject: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """The event's outbox rows in this transaction, when a configured channel wants its type."""
+        routes, install = self.notify_routes, self.install_id
+        await write_outbox(
+            conn, self.dialect, routes, install, event_type, now, order_id=order_id, subject=subject, data=data
         )
 
     async def _order_by_ref(self, conn: AsyncConnection, ref: str) -> Row[Any] | None:

@@ -58,7 +58,7 @@ def parse_url(url: str) -> tuple[str, URL]:
     raise StoreError(f"database.url: unsupported database {backend!r} (use sqlite:/// or postgresql://)")
 
 
-def _sqlite_setup(sync_engine: Engine) -> None:
+def _sqlite_setup(sync_engine: Engine, synchronous: str = "FULL") -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver; we say BEGIN ourselves (see _on_begin).
@@ -68,7 +68,8 @@ def _sqlite_setup(sync_engine: Engine) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit that returned survives power loss (a lost "sent" row risks a double purchase).
-            cursor.execute("PRAGMA synchronous = FULL")
+            # (NORMAL only for the notification dispatcher's own engine: see `create_store_engine`.)
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
@@ -138,7 +139,12 @@ def _count_sql(engine: Engine) -> None:
         _sql_counts.watch(engine)
 
 
-def create_store_engine(url: str) -> tuple[str, AsyncEngine]:
+def create_store_engine(url: str, *, side: bool = False) -> tuple[str, AsyncEngine]:
+    """The store's engine. `side`: an engine for work beside the order path (the notification dispatcher): a
+    smaller PostgreSQL pool, and on SQLite `synchronous = NORMAL` (WAL): its commits (which deliveries were sent,
+    claims of outbox rows) survive a crash of the process but may be lost to a power cut, and losing one only
+    sends a notification again, with the same id. Orders, attempts, deliveries and the outbox rows themselves
+    are written by the main engine, FULL."""
     dialect, parsed = parse_url(url)
     if dialect == "sqlite":
         # SQLite has one writer: a second connection only lets a read overlap a write. Both are kept open: an
@@ -148,9 +154,10 @@ def create_store_engine(url: str) -> tuple[str, AsyncEngine]:
         engine = create_async_engine(
             parsed, pool_size=2, max_overflow=0, pool_timeout=60, async_creator=sqlite_driver.connector(path)
         )
-        _sqlite_setup(engine.sync_engine)
+        _sqlite_setup(engine.sync_engine, "NORMAL" if side else "FULL")
     else:
-        engine = create_async_engine(parsed, pool_size=16, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
+        size = 4 if side else 16
+        engine = create_async_engine(parsed, pool_size=size, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
     _count_sql(engine.sync_engine)
     return dialect, engine
 

@@ -312,3 +312,59 @@ source_polls = Table(
     Column("ok_at", UTCDateTime),
     Column("error", Text),
 )
+
+# --- notifications (migration 0006) ------------------------------------------------------------------------
+
+# The buyer's contact as intake gave it (e-mail or phone), encrypted like card keys; masked wherever shown.
+orders.append_column(Column("contact_enc", LargeBinary))
+# Delay statistics read recent deliveries by time.
+Index("ix_orders_delivered_at", orders.c.delivered_at)
+
+# The transactional outbox: one row per (event, channel), written in the transaction of the change when a
+# configured channel subscribes to the event's type. `event_id` is shared by an event's rows and is the
+# `webhook-id` on every try; `key` makes once-per-order events unique per channel (NULL: may repeat).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(48), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("channel", String(80), nullable=False),
+    Column("key", String(200)),
+    Column("order_id", Id),
+    Column("subject", String(160)),
+    Column("data", JSONText, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # pending -> sending (leased) -> delivered | pending (retry) | dead | skipped
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(128)),
+    Column("lease_until", UTCDateTime),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("last_at", UTCDateTime),
+    Column("done_at", UTCDateTime),
+    UniqueConstraint("channel", "key", name="uq_outbox_channel"),
+    Index("ix_outbox_due", "state", "next_at", "channel"),
+    Index("ix_outbox_event", "event_id"),
+    Index("ix_outbox_done", "done_at"),
+)
+
+# A channel the dispatcher stopped sending to (a 410 Gone); `fulfil webhooks enable NAME` clears it.
+notify_endpoints = Table(
+    "notify_endpoints",
+    metadata,
+    Column("name", String(80), primary_key=True),
+    Column("disabled_at", UTCDateTime),
+    Column("reason", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# When an alert (kind:subject) was last raised: one per quiet period, whichever daemon sees it.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("last_at", UTCDateTime, nullable=False),
+)

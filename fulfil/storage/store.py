@@ -17,6 +17,7 @@ from fulfil.storage.schema import meta
 from fulfil.storage.store_attempts import AttemptOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_held import HeldOps
+from fulfil.storage.store_notify import NotifyOps
 from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
@@ -39,6 +40,7 @@ class Store(
     ParkingOps,
     QualityOps,
     WorkOps,
+    NotifyOps,
     SourceOps,
 ):
     """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs, supplier quality and shop
@@ -58,6 +60,16 @@ class Store(
             await engine.dispose()
             raise
         return cls(engine, dialect, cipher, install_id)
+
+    async def sibling(self) -> Store:
+        """Another store on the same database with an engine and connection pool of its own (the notification
+        dispatcher's, so its sends never hold the engine's connections; `create_store_engine(side=True)`); the
+        same routes."""
+        url = self._engine.url.render_as_string(hide_password=False)
+        dialect, engine = database.create_store_engine(url, side=True)
+        other = type(self)(engine, dialect, self._cipher, self.install_id)
+        other.notify_routes = self.notify_routes
+        return other
 
     @staticmethod
     def upgrade(url: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fulfil.domain import CLAIM_TRANSITIONS, OPEN_ATTEMPT_STATES, ClaimReason, ClaimRecord, ClaimStatus, OrderStatus
 from fulfil.storage.base import StoreBase
 from fulfil.storage.errors import InvalidTransition, NotFound
+from fulfil.storage.outbox import alert_for_event
 from fulfil.storage.schema import attempts, claims, cooldowns, events, orders
 from fulfil.storage.types import EventRecord
 
@@ -222,6 +223,7 @@ class ClaimOps(StoreBase):
         """Append to the event log. `data` must be JSON-able; a Card in it is stored as "<card>"."""
         async with self._write() as conn:
             await self._event(conn, name, now, order_id=order_id, supplier=supplier, operator=operator, data=data)
+            await alert_for_event(conn, self.dialect, self.notify_routes, self.install_id, name, supplier, data, now)
 
     async def events(
         self, *, name: str | None = None, order_id: int | None = None, limit: int = 100

@@ -13,6 +13,7 @@ from fulfil.domain import ClaimRecord, NewOrder, Order, OrderStatus, OrderView
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks, order_from_row
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, StoreError
+from fulfil.storage.outbox import write_outbox_many
 from fulfil.storage.schema import attempts, deliveries, orders
 from fulfil.storage.store_claims import claims_query
 from fulfil.storage.types import AddResult, AddStatus
@@ -61,13 +62,15 @@ class OrderOps(StoreBase):
         async with self._write() as conn:
             for part in chunks(refs):
                 # ON CONFLICT DO NOTHING: a ref another intake inserted meanwhile is compared, not an error.
-                rows = [_values(first[ref], now) for ref in part]
+                rows = [self._order_values(first[ref], now) for ref in part]
                 result = await conn.execute(
                     self._insert_ignore(orders, ["ref"]).returning(orders.c.id, orders.c.ref), rows
                 )
-                for order_id, ref in result.all():
+                taken = result.all()
+                for order_id, ref in taken:
                     ids[ref] = order_id
                     accepted.add(ref)
+                await self._notify_accepted(conn, [order_id for order_id, _ in taken], now)
                 missing = [ref for ref in part if ref not in accepted]
                 if missing:
                     found = await conn.execute(select(orders).where(orders.c.ref.in_(missing)))
@@ -87,6 +90,18 @@ class OrderOps(StoreBase):
             seen.add(order.ref)
             results.append(AddResult(ref=order.ref, status=status, order_id=ids[order.ref]))
         return results
+
+    def _order_values(self, order: NewOrder, now: datetime) -> dict[str, Any]:
+        values = _values(order, now)
+        values["contact_enc"] = self._cipher.encrypt(order.contact) if order.contact else None
+        return values
+
+    async def _notify_accepted(self, conn: AsyncConnection, order_ids: Sequence[int], now: datetime) -> None:
+        """`order.accepted` for the orders this intake took in: one INSERT for all of them, in its transaction."""
+        data = {"status": _PENDING, "reason": None}
+        await write_outbox_many(
+            conn, self.dialect, self.notify_routes, self.install_id, "order.accepted", order_ids, now, data
+        )
 
     # -- leases ---------------------------------------------------------------------------------------
 
@@ -185,6 +200,8 @@ class OrderOps(StoreBase):
                 .values(status=status.value, reason=reason, lease_owner=None, lease_expires=None)
             )
             await self._event(conn, f"order.{status.value}", now, order_id=order_id, data={"reason": reason})
+            data = {"status": status.value, "reason": reason}
+            await self._notify(conn, f"order.{status.value}", now, order_id=order_id, data=data)
 
     # -- reading --------------------------------------------------------------------------------------
 

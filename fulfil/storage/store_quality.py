@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from fulfil.domain import AttemptState, ClaimReason
 from fulfil.scoring import WindowStats
 from fulfil.storage.base import StoreBase
+from fulfil.storage.outbox import alert_for_event
 from fulfil.storage.schema import attempts, claims, cooldowns, orders, supplier_calls, supplier_health
 
 # An attempt that "delivered" for quality purposes; these error classes on a succeeded attempt mean it did not.
@@ -119,6 +120,10 @@ class QualityOps(StoreBase):
                 )
             for event in events:
                 await self._event(conn, event.name, event.at, supplier=event.supplier, data=event.data)
+                await alert_for_event(
+                    conn, self.dialect, self.notify_routes, self.install_id, event.name, event.supplier, event.data,
+                    event.at,
+                )
 
     async def prune_call_counts(self, before: datetime) -> int:
         """Forget call counts of minutes that ended before `before` (older than the longest window)."""

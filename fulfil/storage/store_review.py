@@ -45,6 +45,8 @@ class ReviewOps(StoreBase):
             await self._event(
                 conn, "review.refund", now, order_id=row.id, operator=operator, data={"reason": row.reason}
             )
+            data = {"status": OrderStatus.FAILED.value, "reason": row.reason}
+            await self._notify(conn, "order.failed", now, order_id=row.id, data=data)
         return updated
 
     async def review_resolve(self, ref: str, cards: Sequence[Card], operator: str, now: datetime) -> Order:

@@ -26,6 +26,7 @@ from fulfil.domain import OrderStatus
 from fulfil.storage.base import StoreBase, chunks
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, NotFound
+from fulfil.storage.outbox import write_outbox_many
 from fulfil.storage.schema import deliveries, events, orders, source_orders, source_polls
 from fulfil.storage.types import SourceDraft, SourceRecord, SourceState, SourceSummary
 from suppliers.taxonomy import Card
@@ -351,6 +352,11 @@ class SourceOps(StoreBase):
         rows = [_order_values(record, now) for record in records]
         result = await conn.execute(self._insert_ignore(orders, ["ref"]).returning(orders.c.id, orders.c.ref), rows)
         ids = {ref: order_id for order_id, ref in result.all()}
+        # `order.accepted` for every order a shop source took in, like every other intake (notifications).
+        accepted = {"status": OrderStatus.PENDING.value, "reason": None}
+        await write_outbox_many(
+            conn, self.dialect, self.notify_routes, self.install_id, "order.accepted", list(ids.values()), now, accepted
+        )
         attached = [{"sid": r.id, "oid": ids[r.ref]} for r in records if r.ref in ids]
         if attached:
             await conn.execute(
