@@ -218,8 +218,7 @@ class Engine:
         return place_request(run.order, run.product.kind, attempt, offer, owner=run.owner, timeout=timeout)
 
     def _timeout(self, supplier: Supplier) -> float:
-        value = supplier.settings.get("timeout", 10.0)
-        return float(value) if isinstance(value, int | float) else 10.0
+        return _seconds(supplier, "timeout", 10.0)
 
     # --- placing --------------------------------------------------------------------------------------
 
@@ -320,8 +319,7 @@ class Engine:
         """Query by our number until the outcome is final, for as long as this worker holds the order."""
         if not supplier.can_query:
             return await self._unqueryable(run, attempt, supplier, offer)
-        poll = supplier.settings.get("poll_interval", 1.0)
-        interval = min(float(poll) if isinstance(poll, int | float) else 1.0, self.config.ambiguity.query_interval)
+        interval = min(_seconds(supplier, "poll_interval", 1.0), self.config.ambiguity.query_interval)
         hold_until = self.clock.monotonic() + self.config.retry.budget
         if ambiguous and self.config.ambiguity.policy == "failover":
             hold_until = self.clock.monotonic()  # move on at once; the resolver keeps asking about this one
@@ -331,8 +329,7 @@ class Engine:
         # attempt `sent`, which recovery asks about before anything else is bought.
         unwritten = exists and not attempt.evidence.get(ACKNOWLEDGED)
         accepted = outcome  # the answer that said so, with the supplier's order id if it gave one
-        first = supplier.settings.get("first_query", 0.0)
-        nap = min(float(first) if isinstance(first, int | float) else 0.0, interval)
+        nap = min(_seconds(supplier, "first_query", 0.0), interval)
         waker = self._wakers.setdefault(attempt.number, asyncio.Event())
         try:
             while self.clock.monotonic() < hold_until:
@@ -795,6 +792,12 @@ def receipt_kind(success: Outcome, product_kind: str | None) -> ReceiptKind:
 def _set_aside(attempt: AttemptRecord, claims: Sequence[ClaimRecord]) -> bool:
     """An open attempt already under a possible-double claim no longer blocks its order: the resolver owns it."""
     return any(c.attempt_id == attempt.id and c.reason is ClaimReason.POSSIBLE_DOUBLE for c in claims)
+
+
+def _seconds(supplier: Supplier, name: str, default: float) -> float:
+    """A duration from the supplier's settings (the config parsed it to seconds); `default` if absent."""
+    value = supplier.settings.get(name, default)
+    return float(value) if isinstance(value, int | float) else default
 
 
 def _with_order_id(*outcomes: Outcome | None) -> Outcome | None:
