@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage import statements
+from fulfil.storage.aftersales_rows import settle_reissue_case
 from fulfil.storage.database import WRITE
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
 from fulfil.storage.outbox import NO_ROUTES, OutboxRoutes, write_outbox
@@ -65,6 +66,8 @@ def order_from_row(row: Row[Any]) -> Order:
         delivered_at=m["delivered_at"],
         lease_owner=m["lease_owner"],
         lease_expires=m["lease_expires"],
+        reissue_of=m.get("reissue_of"),
+        avoid_supplier=m.get("avoid_supplier"),
     )
 
 
@@ -235,6 +238,20 @@ class StoreBase:
             raise NotFound(f"no attempt {attempt_id} for order {order_id}")
         await mark_receipt_applied(conn, attempt_id, now)
         await self._notify(conn, "order.delivered", now, order_id=order_id, data={"status": "delivered"})
+        await self._settle_reissue(conn, order_id, now, delivered=True)
+
+    async def _settle_reissue(
+        self, conn: AsyncConnection, order_id: int, now: datetime, *, delivered: bool, reason: str | None = None
+    ) -> None:
+        """Part of the transaction that ends an order: a reissue's case is resolved, or goes to a person."""
+        settled = await settle_reissue_case(conn, order_id, now, delivered=delivered, reason=reason)
+        if settled is None:
+            return
+        original, case_no, status = settled
+        name = "aftersales.resolved" if delivered else "aftersales.escalated"
+        data = {"case_no": case_no, "status": status, "outcome": "reissued" if delivered else None, "reason": reason}
+        await self._event(conn, name, now, order_id=original, data=data)
+        await self._notify(conn, name, now, order_id=original, data=data)
 
     async def _hold(
         self, conn: AsyncConnection, attempt_id: int, cards: Sequence[Card], reason: str, now: datetime

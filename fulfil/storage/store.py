@@ -14,6 +14,7 @@ from fulfil.crypto import CardCipher
 from fulfil.storage import database
 from fulfil.storage.errors import StoreError
 from fulfil.storage.schema import meta
+from fulfil.storage.store_aftersales import AftersalesOps
 from fulfil.storage.store_attempts import AttemptOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_held import HeldOps
@@ -22,6 +23,7 @@ from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_receipts import ReceiptOps
+from fulfil.storage.store_reissues import ReissueOps
 from fulfil.storage.store_review import ReviewOps
 from fulfil.storage.store_sources import SourceOps
 from fulfil.storage.store_stock import StockOps
@@ -38,6 +40,8 @@ class Store(
     HeldOps,
     ReviewOps,
     ParkingOps,
+    AftersalesOps,
+    ReissueOps,
     QualityOps,
     WorkOps,
     NotifyOps,

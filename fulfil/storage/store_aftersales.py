@@ -1,0 +1,617 @@
+"""After-sales cases: a buyer's report decided and written in one transaction (with its reissue order and claim
+when L1 reissues), operators' actions, and the clock's escalations.
+
+A reissue is a child order (`orders.reissue_of`) that the worker claims like any other: the engine buys it
+under every money rule (write-ahead attempts, receipts, leases, failover), routing the supplier that sold the
+bad key last. The decision, the child order, the `reissues` row and the claim against the original purchase
+are one transaction: a crash leaves either none of them or all, and the child order is bought at most once
+like any order. A second reissue of one case is refused while one is still under way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, select, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fulfil.aftersales.model import (
+    CLOCK,
+    Action,
+    Case,
+    CaseStatus,
+    Decision,
+    Facts,
+    Level,
+    Opened,
+    Outcome,
+    Problem,
+    Report,
+    ReportedKey,
+    Step,
+)
+from fulfil.config import AftersalesConfig
+from fulfil.domain import ClaimReason, ClaimStatus, OrderStatus
+from fulfil.storage.aftersales_rows import cases_in
+from fulfil.storage.base import StoreBase
+from fulfil.storage.errors import Conflict, InvalidTransition, NotFound
+from fulfil.storage.outbox import raise_alert
+from fulfil.storage.schema import (
+    aftersales_cases,
+    aftersales_keys,
+    attempts,
+    claims,
+    deliveries,
+    orders,
+    outbox,
+    reissues,
+)
+
+_OPEN = CaseStatus.OPEN.value
+_C = aftersales_cases.c
+# An L1 case still open this long after the report (a crash between the report and a supplier's answer, a
+# reissue order parked for long) is handed to a person rather than left waiting for nobody.
+L1_STALE = 600.0
+
+
+class AftersalesOps(StoreBase):
+    # -- the buyer's side -----------------------------------------------------------------------------
+
+    async def order_for_proof(self, ref: str) -> tuple[int, str | None] | None:
+        """(order id, its contact in plaintext) for checking a proof; None for an unknown ref."""
+        async with self._read() as conn:
+            row = (await conn.execute(select(orders.c.id, orders.c.contact_enc).where(orders.c.ref == ref))).first()
+        if row is None:
+            return None
+        return row.id, self._cipher.decrypt(row.contact_enc) if row.contact_enc else None
+
+    async def open_case(
+        self,
+        order_id: int,
+        report: Report,
+        *,
+        credit: int,
+        product_kind: str | None,
+        decide: Callable[[Facts], Decision],
+        config: AftersalesConfig,
+        reporter: str,
+        now: datetime,
+    ) -> Opened:
+        """Open a case for the report, or add the report to the open case of the same order and problem.
+
+        The L1 decision is taken on facts read in this transaction and written in it: a reissue's child order,
+        its ledger row and the claim against the original purchase commit together with the case."""
+        try:
+            async with self._write() as conn:
+                return await self._open_case(conn, order_id, report, credit, product_kind, decide, config, reporter, now)
+        except Conflict:
+            # Another report of the same order and problem opened the case meanwhile: this one repeats it.
+            async with self._write() as conn:
+                opened = await self._repeat(conn, order_id, report, now)
+            if opened is None:
+                raise
+            return opened
+
+    async def _open_case(
+        self,
+        conn: AsyncConnection,
+        order_id: int,
+        report: Report,
+        credit: int,
+        product_kind: str | None,
+        decide: Callable[[Facts], Decision],
+        config: AftersalesConfig,
+        reporter: str,
+        now: datetime,
+    ) -> Opened:
+        stmt = select(orders).where(orders.c.id == order_id)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()  # one report of an order at a time
+        order = (await conn.execute(stmt)).first()
+        if order is None:
+            raise NotFound(f"no order {order_id}")
+        repeated = await self._repeat(conn, order_id, report, now)
+        if repeated is not None:
+            return repeated
+        facts = await self._facts(conn, order, report, credit, product_kind)
+        decision = decide(facts)
+        to_person = decision.step is Step.TO_PERSON
+        level = Level.L2 if to_person else Level.L1
+        values = {
+            "order_id": order_id,
+            "problem": report.problem.value,
+            "status": _OPEN,
+            "level": level.value,
+            "reason": decision.reason,
+            "text": report.text,
+            "attachments": list(report.attachments),
+            "units": decision.units or facts.named,
+            "supplier": decision.supplier or facts.delivered_supplier,
+            "attempt_id": decision.attempt_id or facts.delivered_attempt,
+            "decided_by": reporter if to_person else "L1",
+            "reports": 1,
+            "open_key": f"{order_id}:{report.problem.value}",
+            "due_at": now + timedelta(seconds=config.levels.L2.limit_for(report.problem)) if to_person else None,
+            "opened_at": now,
+            "level_at": now,
+            "updated_at": now,
+        }
+        case_id = await conn.scalar(insert(aftersales_cases).values(**values).returning(_C.id))
+        case_no = f"AS-{now:%Y%m%d}-{case_id:06d}"
+        await conn.execute(update(aftersales_cases).where(_C.id == case_id).values(case_no=case_no))
+        if facts.matched:
+            rows = [
+                {"case_id": case_id, "delivery_id": k.delivery_id, "fingerprint": k.fingerprint, "created_at": now}
+                for k in facts.matched
+            ]
+            await conn.execute(insert(aftersales_keys), rows)
+        data = {"case_no": case_no, "problem": report.problem.value, "level": level.value, "reason": decision.reason}
+        await self._event(conn, "aftersales.opened", now, order_id=order_id, operator=reporter, data=data)
+        await self._notify(conn, "aftersales.opened", now, order_id=order_id, data=data)
+        step: Step | None = None
+        if decision.step is Step.REISSUE:
+            await self._reissue(conn, case_id, order, decision.units, decision.attempt_id, decision.reason, "L1", now)
+        elif decision.step is Step.RESEND:
+            await self._resend(conn, order_id, now)
+            await self._close(conn, case_id, order_id, Outcome.CONFIRMED, decision.reason, "L1", now)
+        elif decision.step is Step.QUERY_TOPUP:
+            step = Step.QUERY_TOPUP  # the caller asks the supplier, outside this transaction
+        return Opened(await self._case(conn, case_id), created=True, step=step)
+
+    async def _repeat(self, conn: AsyncConnection, order_id: int, report: Report, now: datetime) -> Opened | None:
+        """The report repeats the open case of its order and problem: counted on it, its attachments added."""
+        row = (
+            await conn.execute(select(aftersales_cases).where(_C.open_key == f"{order_id}:{report.problem.value}"))
+        ).first()
+        if row is None:
+            return None
+        attachments = list(row.attachments or [])
+        attachments += [a for a in report.attachments if a not in attachments]
+        await conn.execute(
+            update(aftersales_cases)
+            .where(_C.id == row.id)
+            .values(reports=_C.reports + 1, attachments=attachments, updated_at=now)
+        )
+        await self._event(conn, "aftersales.repeated", now, order_id=order_id, data={"case_no": row.case_no})
+        return Opened(await self._case(conn, row.id), created=False)
+
+    async def _facts(
+        self, conn: AsyncConnection, order: Row[Any], report: Report, credit: int, product_kind: str | None
+    ) -> Facts:
+        found = (
+            await conn.execute(
+                select(deliveries, attempts.c.supplier)
+                .join(attempts, attempts.c.id == deliveries.c.attempt_id)
+                .where(deliveries.c.order_id == order.id)
+                .order_by(deliveries.c.id)
+            )
+        ).all()
+        named = {key.strip() for key in report.keys if key.strip()}
+        matched: list[ReportedKey] = []
+        for row in found:
+            if self._cipher.decrypt(row.password_enc).strip() in named:
+                matched.append(ReportedKey(row.id, row.attempt_id, row.supplier, row.fingerprint))
+        if matched:
+            before = await conn.execute(
+                select(aftersales_keys.c.fingerprint, aftersales_cases.c.case_no)
+                .join(aftersales_cases, aftersales_cases.c.id == aftersales_keys.c.case_id)
+                .where(aftersales_keys.c.fingerprint.in_([k.fingerprint for k in matched]))
+            )
+            reported = {fp: case_no for fp, case_no in before}
+            under = await conn.execute(
+                select(claims.c.attempt_id, claims.c.claim_no).where(
+                    claims.c.attempt_id.in_({k.attempt_id for k in matched})
+                )
+            )
+            claimed = {attempt_id: claim_no for attempt_id, claim_no in under}
+            matched = [
+                ReportedKey(
+                    k.delivery_id,
+                    k.attempt_id,
+                    k.supplier,
+                    k.fingerprint,
+                    reported.get(k.fingerprint),
+                    claimed.get(k.attempt_id),
+                )
+                for k in matched
+            ]
+        delivered_attempt, delivered_supplier = await self._delivered_attempt(conn, order.id)
+        return Facts(
+            problem=report.problem,
+            sku=order.sku,
+            product_kind=product_kind,
+            order_status=order.status,
+            delivered_at=order.delivered_at,
+            delivered_units=len(found),
+            credit=credit,
+            named=len(named),
+            matched=tuple(matched),
+            delivered_attempt=delivered_attempt,
+            delivered_supplier=delivered_supplier,
+        )
+
+    async def _delivered_attempt(self, conn: AsyncConnection, order_id: int) -> tuple[int | None, str | None]:
+        row = (
+            await conn.execute(
+                select(attempts.c.id, attempts.c.supplier)
+                .where(
+                    attempts.c.order_id == order_id,
+                    attempts.c.state == "succeeded",
+                    attempts.c.error_class.is_(None),
+                )
+                .order_by(attempts.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return (row.id, row.supplier) if row is not None else (None, None)
+
+    # -- what a decision does -------------------------------------------------------------------------
+
+    async def _reissue(
+        self,
+        conn: AsyncConnection,
+        case_id: int,
+        order: Row[Any],
+        units: int,
+        attempt_id: int | None,
+        reason: str,
+        decided_by: str,
+        now: datetime,
+    ) -> str:
+        """The child order that buys `units` again, its ledger row and the claim on the original purchase."""
+        if units < 1:
+            raise InvalidTransition("a reissue needs at least one unit")
+        case = (await conn.execute(select(aftersales_cases).where(_C.id == case_id))).one()
+        under_way = (
+            await conn.execute(
+                select(orders.c.ref)
+                .join(reissues, reissues.c.reissue_order_id == orders.c.id)
+                .where(
+                    reissues.c.case_id == case_id,
+                    orders.c.status.in_((OrderStatus.PENDING.value, OrderStatus.PROCESSING.value)),
+                )
+            )
+        ).first()
+        if under_way is not None:
+            raise InvalidTransition(f"case {case.case_no}: reissue {under_way.ref} is still under way")
+        count = await conn.scalar(select(func.count()).select_from(reissues).where(reissues.c.case_id == case_id))
+        original = None
+        if attempt_id is not None:
+            original = (await conn.execute(select(attempts).where(attempts.c.id == attempt_id))).first()
+        claim_id = None
+        if original is not None and case.problem in (Problem.KEY_INVALID.value, Problem.TOPUP_NOT_ARRIVED.value):
+            claim_id = await self._case_claim(conn, case, original, units, now)
+        ref = f"RE-{case.case_no}-{(count or 0) + 1}"
+        child_id = await conn.scalar(
+            insert(orders)
+            .values(
+                ref=ref,
+                sku=order.sku,
+                qty=units,
+                account=order.account,
+                amount=None,  # nothing paid: the buyer paid for the original
+                status=OrderStatus.PENDING.value,
+                created_at=now,
+                updated_at=now,
+                contact_enc=order.contact_enc,  # the buyer hears of the new keys like of the first ones
+                reissue_of=order.id,
+                avoid_supplier=original.supplier if original is not None else None,
+            )
+            .returning(orders.c.id)
+        )
+        await conn.execute(
+            insert(reissues).values(
+                case_id=case_id,
+                order_id=order.id,
+                reissue_order_id=child_id,
+                original_attempt_id=attempt_id,
+                claim_id=claim_id,
+                units=units,
+                reason=reason,
+                decided_by=decided_by,
+                created_at=now,
+            )
+        )
+        data = {"case_no": case.case_no, "reissue": ref, "units": units, "reason": reason}
+        await self._event(conn, "aftersales.reissue", now, order_id=order.id, operator=decided_by, data=data)
+        return ref
+
+    async def _case_claim(self, conn: AsyncConnection, case: Row[Any], original: Row[Any], units: int, now: datetime) -> int:
+        """`invalid_key_reported` (or `topup_failed_after_charge`) on the purchase, with the evidence; the one
+        already there for (attempt, reason) otherwise."""
+        reason = (
+            ClaimReason.INVALID_KEY_REPORTED
+            if case.problem == Problem.KEY_INVALID.value
+            else ClaimReason.TOPUP_FAILED_AFTER_CHARGE
+        )
+        amount = original.cost * units if original.cost is not None else None
+        keys = (
+            await conn.execute(
+                select(deliveries.c.password_enc, deliveries.c.created_at)
+                .join(aftersales_keys, aftersales_keys.c.delivery_id == deliveries.c.id)
+                .where(aftersales_keys.c.case_id == case.id)
+            )
+        ).all()
+        from fulfil.crypto import mask
+
+        evidence = {
+            "case_no": case.case_no,
+            "reported_at": case.opened_at.isoformat(),
+            "buyer_said": (case.text or "")[:500],
+            "attachments": list(case.attachments or []),
+            "number": original.number,
+            "supplier_order_id": original.supplier_order_id,
+            "sold_at": original.finished_at.isoformat() if original.finished_at else None,
+            "keys": [
+                {"password": mask(self._cipher.decrypt(k.password_enc)), "delivered_at": k.created_at.isoformat()}
+                for k in keys
+            ],
+        }
+        stmt = self._insert_ignore(claims, ["attempt_id", "reason"]).values(
+            attempt_id=original.id,
+            order_id=original.order_id,
+            supplier=original.supplier,
+            reason=reason.value,
+            amount=amount,
+            qty=units,
+            status=ClaimStatus.OPEN.value,
+            evidence=evidence,
+            created_at=now,
+            updated_at=now,
+        )
+        claim_id = await conn.scalar(stmt.returning(claims.c.id))
+        if claim_id is None:
+            found = await conn.scalar(
+                select(claims.c.id).where(claims.c.attempt_id == original.id, claims.c.reason == reason.value)
+            )
+            assert found is not None
+            return int(found)
+        claim_no = f"C-{now:%Y%m%d}-{claim_id:06d}"
+        await conn.execute(update(claims).where(claims.c.id == claim_id).values(claim_no=claim_no))
+        data = {"claim_no": claim_no, "reason": reason.value, "amount": amount, "qty": units}
+        await self._event(conn, "claim.opened", now, order_id=original.order_id, supplier=original.supplier, data=data)
+        return int(claim_id)
+
+    async def _resend(self, conn: AsyncConnection, order_id: int, now: datetime) -> None:
+        """The delivery notification once more, on every channel that had it (the same event id: receivers
+        that de-duplicate see a retry)."""
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.order_id == order_id, outbox.c.type == "order.delivered")
+            .values(state="pending", next_at=now, lease_owner=None, lease_until=None)
+        )
+
+    async def _close(
+        self,
+        conn: AsyncConnection,
+        case_id: int,
+        order_id: int,
+        outcome: Outcome | None,
+        note: str | None,
+        operator: str,
+        now: datetime,
+        *,
+        status: CaseStatus = CaseStatus.RESOLVED,
+    ) -> None:
+        values = {
+            "status": status.value,
+            "outcome": outcome.value if outcome else None,
+            "closed_at": now,
+            "open_key": None,
+            "updated_at": now,
+            "decided_by": operator,
+        }
+        if note:
+            values["reason"] = note[:1000]
+        row = (
+            await conn.execute(
+                update(aftersales_cases)
+                .where(_C.id == case_id, _C.status == _OPEN)
+                .values(**values)
+                .returning(_C.case_no, _C.level)
+            )
+        ).first()
+        if row is None:
+            raise InvalidTransition(f"case {case_id} is not open")
+        data = {"case_no": row.case_no, "status": status.value, "level": row.level, "outcome": values["outcome"]}
+        await self._event(conn, "aftersales.resolved", now, order_id=order_id, operator=operator, data=data)
+        await self._notify(conn, "aftersales.resolved", now, order_id=order_id, data=data)
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    async def _case(self, conn: AsyncConnection, case_id: int) -> Case:
+        found = await cases_in(conn, _C.id == case_id)
+        if not found:
+            raise NotFound(f"no case {case_id}")
+        return found[0]
+
+    async def get_case(self, case_no: str) -> Case | None:
+        async with self._read() as conn:
+            found = await cases_in(conn, _C.case_no == case_no)
+        return found[0] if found else None
+
+    async def list_cases(
+        self, *, level: Level | None = None, status: CaseStatus | None = None, order_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Case]:
+        """Open cases first by default (`status`), oldest first: the queue a person works down."""
+        conditions = []
+        if level is not None:
+            conditions.append(_C.level == Level(level).value)
+        if status is not None:
+            conditions.append(_C.status == CaseStatus(status).value)
+        if order_id is not None:
+            conditions.append(_C.order_id == order_id)
+        async with self._read() as conn:
+            return await cases_in(conn, and_(true(), *conditions), limit=limit)
+
+    # -- a supplier's answer, operators, the clock --------------------------------------------------
+
+    async def settle_topup(
+        self, case_no: str, decision: Decision, evidence: dict[str, Any], config: AftersalesConfig, now: datetime
+    ) -> Case:
+        """What the supplier said about a top-up, acted on: confirmed, reissued, refunded, or to a person."""
+        async with self._write() as conn:
+            case = await self._case_row(conn, case_no)
+            order = (await conn.execute(select(orders).where(orders.c.id == case.order_id))).one()
+            data = {"case_no": case_no, "supplier_said": evidence, "decision": decision.step.value}
+            await self._event(conn, "aftersales.topup_checked", now, order_id=order.id, data=data)
+            if decision.step is Step.CONFIRM:
+                await self._close(conn, case.id, order.id, Outcome.CONFIRMED, decision.reason, "L1", now)
+            elif decision.step is Step.REFUND:
+                await self._close(conn, case.id, order.id, Outcome.REFUNDED, decision.reason, "L1", now)
+            elif decision.step is Step.REISSUE:
+                await self._reissue(conn, case.id, order, order.qty, case.attempt_id, decision.reason, "L1", now)
+            else:
+                await self._to_level(conn, case, Level.L2, decision.reason, CLOCK, config, now)
+            return await self._case(conn, case.id)
+
+    async def act_on_case(
+        self,
+        case_no: str,
+        action: Action,
+        note: str | None,
+        operator: str,
+        config: AftersalesConfig,
+        now: datetime,
+    ) -> Case:
+        """An operator's one-click action; each an event with the operator. Refused (InvalidTransition) on a
+        closed case, an escalation past L3, or a second reissue while one is under way."""
+        action = Action(action)
+        async with self._write() as conn:
+            case = await self._case_row(conn, case_no)
+            if case.status != _OPEN:
+                raise InvalidTransition(f"case {case_no} is {case.status}: no more actions")
+            order = (await conn.execute(select(orders).where(orders.c.id == case.order_id))).one()
+            data = {"case_no": case_no, "action": action.value, "note": note}
+            await self._event(conn, f"aftersales.{action.value}", now, order_id=order.id, operator=operator, data=data)
+            if action is Action.REISSUE:
+                units = case.units or order.qty
+                await self._reissue(conn, case.id, order, units, case.attempt_id, note or "reissue by an operator", operator, now)
+                await conn.execute(update(aftersales_cases).where(_C.id == case.id).values(decided_by=operator))
+            elif action is Action.REFUND:
+                await self._close(conn, case.id, order.id, Outcome.REFUNDED, note, operator, now)
+            elif action is Action.RESOLVE:
+                await self._close(conn, case.id, order.id, Outcome.ANSWERED, note, operator, now)
+            elif action is Action.REJECT:
+                await self._close(conn, case.id, order.id, None, note, operator, now, status=CaseStatus.REJECTED)
+            else:
+                target = {Level.L1.value: Level.L2, Level.L2.value: Level.L3}.get(case.level)
+                if target is None:
+                    raise InvalidTransition(f"case {case_no} is at L3 already")
+                await self._to_level(conn, case, target, note or "escalated by an operator", operator, config, now)
+            return await self._case(conn, case.id)
+
+    async def _case_row(self, conn: AsyncConnection, case_no: str) -> Row[Any]:
+        stmt = select(aftersales_cases).where(_C.case_no == case_no)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound(f"no case {case_no}")
+        return row
+
+    async def _to_level(
+        self,
+        conn: AsyncConnection,
+        case: Row[Any],
+        level: Level,
+        reason: str,
+        operator: str,
+        config: AftersalesConfig,
+        now: datetime,
+    ) -> None:
+        limits = {Level.L2: config.levels.L2, Level.L3: config.levels.L3}
+        due = now + timedelta(seconds=limits[level].limit_for(case.problem)) if level in limits else None
+        await conn.execute(
+            update(aftersales_cases)
+            .where(_C.id == case.id)
+            .values(level=level.value, level_at=now, due_at=due, reason=reason[:1000], updated_at=now)
+        )
+        data = {"case_no": case.case_no, "from": case.level, "to": level.value, "reason": reason}
+        await self._event(conn, "aftersales.escalated", now, order_id=case.order_id, operator=operator, data=data)
+        await self._notify(conn, "aftersales.escalated", now, order_id=case.order_id, data=data)
+
+    async def escalate_overdue(self, config: AftersalesConfig, now: datetime) -> list[Case]:
+        """The clock's pass: L2 cases past their limit go to L3 with an operator alert; L3 ones past theirs are
+        alerted once; L1 cases left open (L1_STALE) go to a person. Returns the cases it moved or alerted."""
+        moved: list[int] = []
+        async with self._write() as conn:
+            stale = await conn.execute(
+                select(aftersales_cases).where(
+                    _C.status == _OPEN, _C.level == Level.L1.value, _C.level_at <= now - timedelta(seconds=L1_STALE)
+                )
+            )
+            for case in stale.all():
+                if await self._reissue_under_way(conn, case.id):
+                    continue  # the engine is on it; its end settles the case
+                await self._to_level(conn, case, Level.L2, "automatic handling did not finish", CLOCK, config, now)
+                moved.append(case.id)
+            for problem in Problem:
+                limit = timedelta(seconds=config.levels.L2.limit_for(problem))
+                overdue = await conn.execute(
+                    select(aftersales_cases).where(
+                        _C.status == _OPEN,
+                        _C.level == Level.L2.value,
+                        _C.problem == problem.value,
+                        _C.level_at <= now - limit,
+                    )
+                )
+                for case in overdue.all():
+                    why = f"past the L2 time limit ({limit}) since {case.level_at.isoformat()}"
+                    await self._to_level(conn, case, Level.L3, why, CLOCK, config, now)
+                    await self._alert(conn, "aftersales.escalated", case, why, now)
+                    moved.append(case.id)
+                limit = timedelta(seconds=config.levels.L3.limit_for(problem))
+                late = await conn.execute(
+                    select(aftersales_cases).where(
+                        _C.status == _OPEN,
+                        _C.level == Level.L3.value,
+                        _C.problem == problem.value,
+                        _C.alerted_at.is_(None),
+                        _C.level_at <= now - limit,
+                    )
+                )
+                for case in late.all():
+                    why = f"past the L3 time limit ({limit}) since {case.level_at.isoformat()}"
+                    await conn.execute(update(aftersales_cases).where(_C.id == case.id).values(alerted_at=now))
+                    await self._event(conn, "aftersales.overdue", now, order_id=case.order_id, data={"case_no": case.case_no})
+                    await self._alert(conn, "aftersales.overdue", case, why, now)
+                    moved.append(case.id)
+            return [await self._case(conn, case_id) for case_id in moved]
+
+    async def _reissue_under_way(self, conn: AsyncConnection, case_id: int) -> bool:
+        found = await conn.scalar(
+            select(func.count())
+            .select_from(reissues)
+            .join(orders, orders.c.id == reissues.c.reissue_order_id)
+            .where(
+                reissues.c.case_id == case_id,
+                orders.c.status.in_((OrderStatus.PENDING.value, OrderStatus.PROCESSING.value)),
+            )
+        )
+        return bool(found)
+
+    async def _alert(self, conn: AsyncConnection, kind: str, case: Row[Any], why: str, now: datetime) -> None:
+        data = {"case_no": case.case_no, "problem": case.problem, "supplier": case.supplier, "why": why}
+        quiet = self.notify_routes.alert_quiet
+        await raise_alert(conn, self.dialect, self.notify_routes, self.install_id, kind, case.case_no, data, quiet, now)
+
+    async def raise_system_alert(self, kind: str, subject: str, data: dict[str, Any], now: datetime) -> bool:
+        """An operator alert of its own transaction (hotspots), once per quiet period per (kind, subject)."""
+        routes, quiet = self.notify_routes, self.notify_routes.alert_quiet
+        async with self._write() as conn:
+            return await raise_alert(conn, self.dialect, routes, self.install_id, kind, subject, data, quiet, now)
+
+    async def reissued_cards(self, order_ids: Sequence[int]) -> dict[int, list[int]]:
+        """Original order id -> its reissue orders' ids (for views)."""
+        out: dict[int, list[int]] = {}
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(reissues.c.order_id, reissues.c.reissue_order_id).where(reissues.c.order_id.in_(list(order_ids)))
+            )
+            for order_id, child in rows:
+                out.setdefault(order_id, []).append(child)
+        return out
