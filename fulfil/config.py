@@ -354,6 +354,7 @@ class AftersalesL1Config(_Frozen):
     min_credit: int = Field(60, ge=0, le=100)
     # A top-up the supplier says failed after the report: buy it again, or tell the shop to refund.
     topup_failed: Literal["reissue", "refund"] = "reissue"
+    reject_penalty: int = Field(20, ge=0, le=100)  # credit taken from a buyer whose report was rejected as abusive
 
 
 class LevelConfig(_Frozen):

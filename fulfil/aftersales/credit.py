@@ -58,5 +58,4 @@ def credit_book(store: Any) -> CreditBook:
     if hasattr(store, "order_credit") and hasattr(store, "adjust_credit_for_order"):
         book: CreditBook = store
         return book
-    assert hasattr(store, "record_event")
     return NeutralCredit(store)

@@ -59,13 +59,30 @@ L1_STALE = 600.0
 class AftersalesOps(StoreBase):
     # -- the buyer's side -----------------------------------------------------------------------------
 
-    async def order_for_proof(self, ref: str) -> tuple[int, str | None] | None:
-        """(order id, its contact in plaintext) for checking a proof; None for an unknown ref."""
+    async def order_for_proof(self, ref: str) -> tuple[int, str, str | None] | None:
+        """(order id, sku, its contact in plaintext) for checking a proof; None for an unknown ref."""
+        stmt = select(orders.c.id, orders.c.sku, orders.c.contact_enc).where(orders.c.ref == ref)
         async with self._read() as conn:
-            row = (await conn.execute(select(orders.c.id, orders.c.contact_enc).where(orders.c.ref == ref))).first()
+            row = (await conn.execute(stmt)).first()
         if row is None:
             return None
-        return row.id, self._cipher.decrypt(row.contact_enc) if row.contact_enc else None
+        return row.id, row.sku, self._cipher.decrypt(row.contact_enc) if row.contact_enc else None
+
+    async def case_facts(self, order_id: int, report: Report, *, credit: int, product_kind: str | None) -> Facts:
+        """The facts L1 would decide a report on now, written nowhere (the buyer's options)."""
+        async with self._read() as conn:
+            order = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
+            if order is None:
+                raise NotFound(f"no order {order_id}")
+            return await self._facts(conn, order, report, credit, product_kind)
+
+    async def order_passwords(self, order_id: int) -> list[str]:
+        """The order's own delivered keys (passwords), for the options a buyer is offered; never logged."""
+        async with self._read() as conn:
+            found = await conn.execute(
+                select(deliveries.c.password_enc).where(deliveries.c.order_id == order_id).order_by(deliveries.c.id)
+            )
+            return [self._cipher.decrypt(value) for value in found.scalars()]
 
     async def open_case(
         self,
