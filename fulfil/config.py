@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
 )
 
 from fulfil.durations import parse_duration
@@ -395,6 +396,19 @@ class RateLimitConfig(_Frozen):
 
     tries: int = Field(10, ge=1)
     per: Duration = 60.0
+    # A storefront proxying the endpoints: from these addresses the caller is the last X-Forwarded-For entry,
+    # so one buyer's wrong guesses do not lock out the whole shop.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: '{address}'") from None
+        return value
 
 
 class AftersalesConfig(_Frozen):

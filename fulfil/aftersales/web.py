@@ -12,6 +12,7 @@ minute from one address or for one ref gets 429 before the proof is even looked 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -184,9 +185,12 @@ class AftersalesApi:
 
     # --- the guard ------------------------------------------------------------------------------------
 
+    def _caller(self, request: web.Request) -> str:
+        return _caller(request, self.config().aftersales.rate_limit.trusted_proxies)
+
     def _refused(self, request: web.Request, key: str) -> web.Response | None:
-        if self.guard.refused(_caller(request), key):
-            log.warning("aftersales.rate_limited", extra={"remote": _caller(request)})
+        if self.guard.refused(self._caller(request), key):
+            log.warning("aftersales.rate_limited", extra={"remote": self._caller(request)})
             response = _error(429, "too many wrong proofs: try again later")
             response.headers["Retry-After"] = str(int(self.config().aftersales.rate_limit.per))
             return response
@@ -200,14 +204,28 @@ class AftersalesApi:
         contact = found[2] if found is not None else None
         ok = proof_matches(proof[:MAX_PROOF], contact)  # compared even for an unknown order: same time
         if not ok or found is None:
-            self.guard.wrong(_caller(request), key or ref)
-            log.info("aftersales.wrong_proof", extra={"remote": _caller(request)})
+            self.guard.wrong(self._caller(request), key or ref)
+            log.info("aftersales.wrong_proof", extra={"remote": self._caller(request)})
             return None
         return found[0], found[1]
 
 
-def _caller(request: web.Request) -> str:
-    return request.remote or "-"
+def _caller(request: web.Request, trusted: tuple[str, ...] = ()) -> str:
+    """The caller's address; behind a trusted proxy, the last address it put in X-Forwarded-For."""
+    remote = request.remote or "-"
+    if trusted and _within(remote, trusted):
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:64]
+    return remote
+
+
+def _within(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network, strict=False) for network in networks)
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:

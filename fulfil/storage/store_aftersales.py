@@ -332,7 +332,7 @@ class AftersalesOps(StoreBase):
             )
         )
         data = {"case_no": case.case_no, "reissue": ref, "units": units, "reason": reason}
-        await self._event(conn, "aftersales.reissue", now, order_id=order.id, operator=decided_by, data=data)
+        await self._event(conn, "reissue.ordered", now, order_id=order.id, operator=decided_by, data=data)
         return ref
 
     async def _case_claim(self, conn: AsyncConnection, case: Row[Any], original: Row[Any], units: int, now: datetime) -> int:

@@ -1,0 +1,136 @@
+"""The desk on real SQLite and PostgreSQL: operators' actions, the clock's escalations with their alerts,
+hotspots pausing an offer so later orders go to the backup, and the figures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from fulfil.aftersales.model import Action, Problem, Report
+from fulfil.aftersales.stats import figures
+from fulfil.crypto import CardCipher
+from fulfil.domain import NewOrder
+from fulfil.notify.events import build_routes
+from fulfil.config import NotifyConfig
+from fulfil.storage import InvalidTransition, Store
+from sqlalchemy import select
+from fulfil.storage.schema import outbox
+from tests.aftersales.askit import make_shop, shop_config
+
+
+def _alerting(store: Store) -> None:
+    notify = NotifyConfig.model_validate(
+        {"alerts": [{"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1Q="}]}
+    )
+    store.notify_routes = build_routes(notify)
+
+
+async def _alerts(store: Store) -> list[dict[str, object]]:
+    async with store._read() as conn:  # noqa: SLF001 - reading the outbox the dispatcher would send
+        rows = await conn.execute(select(outbox.c.type, outbox.c.data).where(outbox.c.type.in_(("system.alert", "supplier.alert"))).order_by(outbox.c.id))
+        return [dict(data) for _, data in rows]
+
+
+async def _open(shop, ref: str, problem: Problem = Problem.OTHER, keys: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    found = await shop.store.order_for_proof(ref)
+    assert found is not None
+    return (await shop.desk.report(found[0], found[1], Report(problem, keys, "help"), reporter="buyer")).case
+
+
+async def test_an_operator_reissues_once_and_a_second_click_is_refused(store: Store, cipher: CardCipher) -> None:
+    shop = make_shop(store, cipher)
+    await shop.delivered_order("o-1", qty=2)
+    case = await _open(shop, "o-1")
+    assert str(case.level) == "L2"
+    after = await shop.desk.act(case.case_no, Action.REISSUE, "buyer sent a screenshot", "alice")
+    assert len(after.reissue_refs) == 1
+    with pytest.raises(InvalidTransition, match="still under way"):
+        await shop.desk.act(case.case_no, Action.REISSUE, None, "bob")
+    done = await shop.run_pending()
+    assert [v.order.qty for v in done] == [2]
+    closed = await store.get_case(case.case_no)
+    assert closed is not None and (str(closed.status), str(closed.level), str(closed.outcome)) == ("resolved", "L2", "reissued")
+    with pytest.raises(InvalidTransition):
+        await shop.desk.act(case.case_no, Action.RESOLVE, None, "alice")
+    events = await store.events(name="aftersales.reissue")
+    assert [(e.operator, e.data["case_no"]) for e in events] == [("alice", case.case_no)]
+    ledger = await store.reissue_ledger()
+    assert [(e.decided_by, e.units, e.claim_no) for e in ledger] == [("alice", 2, None)]  # not a key_invalid case
+
+
+async def test_reject_costs_the_buyer_credit_and_resolve_keeps_the_note(store: Store, cipher: CardCipher) -> None:
+    shop = make_shop(store, cipher)
+    await shop.delivered_order("o-1")
+    await shop.delivered_order("o-2")
+    rejected = await shop.desk.act((await _open(shop, "o-1")).case_no, Action.REJECT, "abusive", "alice")
+    assert str(rejected.status) == "rejected"
+    penalty = await store.events(name="aftersales.credit_penalty")
+    assert [(e.operator, e.data["delta"]) for e in penalty] == [("alice", -20)]
+    resolved = await shop.desk.act((await _open(shop, "o-2")).case_no, Action.RESOLVE, "told them how", "bob")
+    assert (str(resolved.outcome), resolved.reason, resolved.decided_by) == ("answered", "told them how", "bob")
+
+
+async def test_l2_past_its_limit_goes_to_l3_with_an_alert_and_l3_past_its_limit_alerts(
+    store: Store, cipher: CardCipher
+) -> None:
+    _alerting(store)
+    shop = make_shop(store, cipher, shop_config(levels={"L2": {"time_limit": 7200}, "L3": {"time_limit": 86400}}))
+    await shop.delivered_order("o-1")
+    case = await _open(shop, "o-1")
+    now = shop.clock.now()
+    assert await store.escalate_overdue(shop.config.aftersales, now + timedelta(hours=1)) == []
+    moved = await store.escalate_overdue(shop.config.aftersales, now + timedelta(hours=2, seconds=1))
+    assert [(c.case_no, str(c.level)) for c in moved] == [(case.case_no, "L3")]
+    assert [a["kind"] for a in await _alerts(store)] == ["aftersales.escalated"]
+    later = now + timedelta(hours=2, seconds=1) + timedelta(hours=24, seconds=1)
+    assert [c.case_no for c in await store.escalate_overdue(shop.config.aftersales, later)] == [case.case_no]
+    assert await store.escalate_overdue(shop.config.aftersales, later + timedelta(hours=1)) == []  # alerted once
+    assert [a["kind"] for a in await _alerts(store)] == ["aftersales.escalated", "aftersales.overdue"]
+    escalations = await store.events(name="aftersales.escalated")
+    assert {e.operator for e in escalations} == {"fulfil:clock"}
+
+
+async def test_a_jump_in_reports_pauses_the_offer_and_later_orders_go_to_the_backup(
+    store: Store, cipher: CardCipher
+) -> None:
+    _alerting(store)
+    shop = make_shop(store, cipher, shop_config(hotspots={"min_cases": 3, "min_rate": 0.1}))
+    for i in range(6):
+        await shop.delivered_order(f"o-{i}")
+    assert await shop.desk.hotspots(shop.clock.now()) == []
+    for i in range(3):
+        view = await store.get_order(f"o-{i}")
+        assert view is not None
+        await _open(shop, f"o-{i}", Problem.KEY_INVALID, (view.cards[0].password,))
+    found = await shop.desk.hotspots(shop.clock.now())
+    assert {(h.sku, h.supplier) for h in found} == {("sku", "main"), ("sku", None)}
+    cooling = await store.active_cooldowns(shop.clock.now())
+    assert ("main", "p-main") in cooling and ("backup", "p-backup") not in cooling
+    kinds = sorted(a["kind"] for a in await _alerts(store))  # type: ignore[type-var]
+    assert kinds == ["aftersales.hotspot", "supplier.aftersales_hotspot"]
+    assert [e.supplier for e in await store.events(name="supplier.review")] == ["main"]
+    await shop.run_pending()  # the three reissues
+    await store.add_order(NewOrder("later", "sku", 1), shop.clock.now())
+    later = await shop.harness.run("later")
+    assert [a.supplier for a in later.attempts] == ["backup"]
+
+
+async def test_figures(store: Store, cipher: CardCipher) -> None:
+    shop = make_shop(store, cipher)
+    a = await shop.delivered_order("o-1")
+    await shop.delivered_order("o-2")
+    await _open(shop, "o-1", Problem.KEY_INVALID, (a.cards[0].password,))
+    await shop.run_pending()
+    case = await _open(shop, "o-2")
+    await shop.desk.act(case.case_no, Action.RESOLVE, "answered", "alice")
+    claims = await store.list_claims()
+    await store.set_claim_status(claims[0].claim_no, "submitted", None, "alice", shop.clock.now())  # type: ignore[arg-type]
+    await store.set_claim_status(claims[0].claim_no, "accepted", None, "alice", shop.clock.now())  # type: ignore[arg-type]
+    now = shop.clock.now()
+    stats = figures(await store.case_figures(now - timedelta(days=1), now + timedelta(seconds=1)))
+    assert stats["cases"] == 2 and stats["closed"] == 2
+    assert stats["automation_rate"] == 0.5
+    assert stats["supplier_caused_share"] == 0.5
+    assert stats["reissue_cost"] == "9.50" and stats["recovered"] == "9.50"
+    assert set(stats["handling_seconds"]) == {"L1", "L2"}
