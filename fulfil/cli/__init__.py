@@ -27,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "claims": "fulfil.cli.claims:claims",
     "webhooks": "fulfil.cli.webhooks:webhooks",
     "sources": "fulfil.cli.sources_cmd:sources",
+    "aftersales": "fulfil.cli.aftersales_cmd:aftersales",
+    "reissues": "fulfil.cli.aftersales_cmd:reissues",
+    "evidence": "fulfil.cli.aftersales_cmd:evidence",
 }
 # Commands other modules provide; absent until those modules exist.
 OPTIONAL_COMMANDS: dict[str, str] = {
