@@ -36,7 +36,16 @@ from daemonkit import (
     wait_until,
     write_scenario,
 )
-from test_engine_kit import BACKUP, CARD_PRODUCT, PRIMARY, claims_json, reconcile, two_fulu_config, wait_settled
+from test_engine_kit import (
+    BACKUP,
+    CARD_PRODUCT,
+    PRIMARY,
+    claims_json,
+    log_counts,
+    reconcile,
+    two_fulu_config,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +60,9 @@ def _free_port() -> int:
         return port
 
 
-def _setup(tmp_path: Path, env: dict[str, str], orders: int, short: int) -> tuple[Path, str, Any, Any]:
+def _setup(
+    tmp_path: Path, env: dict[str, str], orders: int, short: int, **overrides: Any
+) -> tuple[Path, str, Any, Any]:
     primary = start_sim(write_scenario(tmp_path / "primary.yaml", seed=5))
     backup = start_sim(write_scenario(tmp_path / "backup.yaml", seed=8))
     port = _free_port()
@@ -66,6 +77,7 @@ def _setup(tmp_path: Path, env: dict[str, str], orders: int, short: int) -> tupl
         products={SHORT: {"kind": "card", "max_qty": 5, "card_pattern": "^[A-Z0-9]{16}$", "offers": offers}},
         http={"enabled": True, "listen": f"127.0.0.1:{port}"},
         aftersales={"products": {SHORT: {"window": "1ms"}}, "interval": "1s"},
+        **overrides,
     )
     upgrade(config, env)
     lines = [
@@ -188,7 +200,9 @@ def test_twenty_reports_over_http_reissued_within_30s_with_claims_the_rest_in_l2
 
 
 def test_kill_9_while_reissues_are_bought_buys_none_twice(tmp_path: Path, env: dict[str, str]) -> None:
-    config, base, primary, backup = _setup(tmp_path, env, orders=60, short=0)
+    # Two orders at a time and short leases: the reissues are bought a few at a time, so kills land among them.
+    daemon_settings = {"concurrency": 2, "batch_size": 2, "lease": "2s"}
+    config, base, primary, backup = _setup(tmp_path, env, orders=60, short=0, daemon=daemon_settings)
     daemon = start_daemon(config, env)
     wait_settled(config, env, 60, timeout=120)
     views = {v["ref"]: v for v in order_views(config, env)}
@@ -210,8 +224,10 @@ def test_kill_9_while_reissues_are_bought_buys_none_twice(tmp_path: Path, env: d
     wait_settled(config, env, 80, timeout=120)
     time.sleep(1.0)
     assert daemon.stop() == 0
-    print(f"\n20 reissues through {kills} kills")
-    assert kills >= 2, "kills landed while reissues were open"
+    events = log_counts(tmp_path, ("receipt.written", "attempt.from_receipt", "order.delivered"))
+    print(f"\n20 reissues through {kills} kills; log {events}")
+    assert kills >= 3, "kills landed while reissues were open"
+    assert events["attempt.from_receipt"] > 0, "some reissues were finished from their receipt after a kill"
     cases = _cases(config, env)
     assert len(cases) == 20 and all(len(c.reissue_refs) == 1 for c in cases)
     assert all((str(c.status), str(c.outcome)) == ("resolved", "reissued") for c in cases)
