@@ -147,7 +147,7 @@ class AftersalesOps(StoreBase):
             "units": decision.units or facts.named,
             "supplier": decision.supplier or facts.delivered_supplier,
             "attempt_id": decision.attempt_id or facts.delivered_attempt,
-            "decided_by": reporter if to_person else "L1",
+            "decided_by": "L1",  # L1 decided (to act, or to hand over); who reported is the event's operator
             "reports": 1,
             "open_key": f"{order_id}:{report.problem.value}",
             "due_at": now + timedelta(seconds=config.levels.L2.limit_for(report.problem)) if to_person else None,

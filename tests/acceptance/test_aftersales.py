@@ -15,6 +15,7 @@ import random
 import socket
 import statistics
 import time
+from datetime import UTC, datetime
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from daemonkit import (
     wait_until,
     write_scenario,
 )
+from hookreceiver import SECRET, ReceiverThread
 from test_engine_kit import (
     BACKUP,
     CARD_PRODUCT,
@@ -76,8 +78,7 @@ def _setup(
         backup,
         products={SHORT: {"kind": "card", "max_qty": 5, "card_pattern": "^[A-Z0-9]{16}$", "offers": offers}},
         http={"enabled": True, "listen": f"127.0.0.1:{port}"},
-        aftersales={"products": {SHORT: {"window": "1ms"}}, "interval": "1s"},
-        **overrides,
+        **{"aftersales": {"products": {SHORT: {"window": "1ms"}}, "interval": "1s"}, **overrides},
     )
     upgrade(config, env)
     lines = [
@@ -189,13 +190,25 @@ def test_twenty_reports_over_http_reissued_within_30s_with_claims_the_rest_in_l2
     one = json.loads(fulfil("reissues", "--json", "--contact", "BUYER12@example.com", config=config, env=env).stdout)
     assert [row["ref"] for row in one] == ["A0012"] and one[0]["contact"] == "b***@example.com"
 
+    # 15 reports against 190 deliveries of the primary's offer in the last 24 h, none before: a hotspot. The
+    # daemon's after-sales pass pauses that offer, so later orders go to the backup.
+    def paused() -> bool:
+        cooling = _with_store(config, env, lambda store: store.active_cooldowns(datetime.now(UTC)))
+        return (PRIMARY, CARD_PRODUCT) in cooling
+
+    wait_until(paused, timeout=15, message="the primary's offer paused by the hotspot")
+    import_orders(config, env, [order_line(f"L{i}", SKU, 1) for i in range(5)], tmp_path / "later.jsonl")
+    wait_settled(config, env, 220, timeout=60)
+    later = [v for v in order_views(config, env) if v["ref"].startswith("L")]
+    assert [a["supplier"] for v in later for a in v["attempts"]] == [BACKUP] * 5
+
     stats = json.loads(fulfil("aftersales", "stats", "--json", config=config, env=env).stdout)
     assert stats["cases"] == 20 and stats["automation_rate"] == 1.0 and stats["open"] == 5
     evidence = fulfil("evidence", within[0], "--format", "html", config=config, env=env).stdout
     assert cases[within[0]].case_no in evidence and card[within[0]] not in evidence
     assert daemon.stop() == 0
     # The suppliers' books: every original from the primary, every reissue from the backup, once.
-    assert charged_units(backup.ledger()) == len(within)
+    assert charged_units(backup.ledger()) == len(within) + 5
     assert charged_units(primary.ledger()) == sum(v["qty"] for v in views.values())
 
 
@@ -244,3 +257,33 @@ def test_kill_9_while_reissues_are_bought_buys_none_twice(tmp_path: Path, env: d
     assert books.suppliers[BACKUP].charged == books.suppliers[BACKUP].delivered == 20
     reported_claims = [c for c in claims_json(config, env) if c["reason"] == "invalid_key_reported"]
     assert sorted(c["order_ref"] for c in reported_claims) == sorted(reported)
+
+
+def test_a_case_left_in_l2_past_its_limit_escalates_to_l3_and_alerts(tmp_path: Path, env: dict[str, str]) -> None:
+    with ReceiverThread() as rx:
+        alert = {"name": "ops", "type": "webhook", "url": rx.url, "secret": SECRET}
+        config, base, _, _ = _setup(
+            tmp_path,
+            env,
+            orders=4,
+            short=0,
+            aftersales={"levels": {"L2": {"time_limit": "2s"}}, "interval": "500ms", "hotspots": {"enabled": False}},
+            notify={"alerts": [alert]},
+        )
+        daemon = start_daemon(config, env)
+        wait_settled(config, env, 4, timeout=60)
+        views = {v["ref"]: v for v in order_views(config, env)}
+        case = _report(base, views["A0001"], views["A0002"]["cards"][0]["password"], 1)  # not this order's key
+        assert case["level"] == "L2"
+
+        def escalated() -> bool:
+            return any(str(c.level) == "L3" for c in _cases(config, env))
+
+        wait_until(escalated, timeout=20, message="the L2 case escalated")
+        wait_until(lambda: any(s.type == "system.alert" for s in rx.snapshot()), timeout=20, message="an alert")
+        assert daemon.stop() == 0
+    alerts = [s.data for s in rx.snapshot() if s.type == "system.alert"]
+    assert [(a["kind"], a["subject"]) for a in alerts] == [("aftersales.escalated", case["case_no"])]
+    (found,) = [c for c in _cases(config, env) if c.case_no == case["case_no"]]
+    assert (str(found.status), str(found.level)) == ("open", "L3")
+    assert "past the L2 time limit" in (found.reason or "")
