@@ -134,3 +134,48 @@ async def test_figures(store: Store, cipher: CardCipher) -> None:
     assert stats["supplier_caused_share"] == 0.5
     assert stats["reissue_cost"] == "9.50" and stats["recovered"] == "9.50"
     assert set(stats["handling_seconds"]) == {"L1", "L2"}
+
+
+async def test_reports_feed_the_suppliers_key_validity(store: Store, cipher: CardCipher) -> None:
+    shop = make_shop(store, cipher)
+    views = [await shop.delivered_order(f"o-{i}") for i in range(4)]
+    now = shop.clock.now()
+    before = await store.supplier_windows(now - timedelta(hours=1), now + timedelta(seconds=1), promises={})
+    assert before["main"].invalid_units == 0 and before["main"].key_validity_rate == 1.0
+    await _open(shop, "o-0", Problem.KEY_INVALID, (views[0].cards[0].password,))
+    now = shop.clock.now()
+    after = await store.supplier_windows(now - timedelta(hours=1), now + timedelta(seconds=1), promises={})
+    assert after["main"].invalid_units == 1 and after["main"].key_validity_rate == 0.75
+
+
+async def test_a_topup_the_supplier_confirms_is_answered_and_a_failed_one_reissued(
+    store: Store, cipher: CardCipher
+) -> None:
+    from suppliers.taxonomy import ErrorClass, Evidence
+    from suppliers.taxonomy import Outcome as SupplierOutcome
+
+    from tests.engine.enginekit import FakeSupplier, Harness, make_config, ok
+
+    config = make_config([("main", 1), ("backup", 2)], kind="direct")
+    shop = make_shop(store, cipher, config)
+    main = FakeSupplier("main", [ok], [ok])
+    shop.harness = Harness(store, cipher, config, {"main": main, "backup": shop.backup})
+    shop.desk.suppliers = {"main": main, "backup": shop.backup}
+    for ref in ("t-1", "t-2"):
+        await store.add_order(NewOrder(ref, "sku", 1, account="12345", contact="b@example.com"), shop.clock.now())
+        await shop.harness.run(ref)
+    confirmed = await _open(shop, "t-1", Problem.TOPUP_NOT_ARRIVED)
+    assert (str(confirmed.status), str(confirmed.level), str(confirmed.outcome)) == ("resolved", "L1", "confirmed")
+
+    def failed(s: FakeSupplier, r: object) -> SupplierOutcome:
+        return SupplierOutcome.failed(ErrorClass.ORDER_REJECTED, Evidence(code="9", message="top-up failed"))
+
+    main.query_steps = [failed]
+    reissued = await _open(shop, "t-2", Problem.TOPUP_NOT_ARRIVED)
+    assert str(reissued.level) == "L1" and len(reissued.reissue_refs) == 1
+    done = await shop.run_pending()
+    assert [a.supplier for a in done[0].attempts] == ["backup"]
+    case = await store.get_case(reissued.case_no)
+    assert case is not None and str(case.outcome) == "reissued"
+    claims = [c for c in await store.list_claims() if str(c.reason) == "topup_failed_after_charge"]
+    assert [(c.supplier, c.order_ref) for c in claims] == [("main", "t-2")]
