@@ -16,8 +16,8 @@ from fulfil.aftersales.model import (
     Level,
     Outcome,
     Problem,
-    Report,
     ReissueEntry,
+    Report,
 )
 
 __all__ = [

@@ -50,7 +50,9 @@ class NeutralCredit:
         self, order_id: int, delta: int, reason: str, operator: str, now: datetime
     ) -> None:
         data: dict[str, object] = {"delta": delta, "reason": reason, "applied": False}
-        await self._events.record_event("aftersales.credit_penalty", now, order_id=order_id, operator=operator, data=data)
+        await self._events.record_event(
+            "aftersales.credit_penalty", now, order_id=order_id, operator=operator, data=data
+        )
 
 
 def credit_book(store: Any) -> CreditBook:

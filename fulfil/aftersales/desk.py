@@ -103,7 +103,9 @@ class Desk:
         if action is Action.REJECT:
             # Abusive reports cost the buyer credit (the risk wing's record, or an event until it is wired).
             reason = f"after-sales case {case_no} rejected: {note or 'no note'}"
-            await self.credit.adjust_credit_for_order(case.order_id, -config.aftersales.l1.reject_penalty, reason, operator, now)
+            await self.credit.adjust_credit_for_order(
+                case.order_id, -config.aftersales.l1.reject_penalty, reason, operator, now
+            )
         if action is Action.REISSUE and self.on_reissue is not None:
             self.on_reissue()
         log.info("aftersales.action", extra={"case": case_no, "action": action.value, "operator": operator})

@@ -44,7 +44,12 @@ async def build_evidence(store: Store, ref_or_case: str, now: datetime | None = 
     found = await store.order_for_proof(ref)
     contact = found[2] if found else None
     timeline: list[dict[str, Any]] = [
-        {"at": order.created_at, "what": "order.taken", "order": order.ref, "detail": {"sku": order.sku, "qty": order.qty}}
+        {
+            "at": order.created_at,
+            "what": "order.taken",
+            "order": order.ref,
+            "detail": {"sku": order.sku, "qty": order.qty},
+        }
     ]
     refs = {order.id: order.ref, **{c.order.id: c.order.ref for c in children}}
     for v in (view, *children):

@@ -37,7 +37,11 @@ def figures(cases: Sequence[CaseFigure]) -> dict[str, Any]:
         "closed": len(closed),
         "automation_rate": _share(sum(1 for c in closed if c.level.value == "L1"), len(closed)),
         "handling_seconds": {
-            level: {"count": len(values), "p50": round(percentile(values, 50), 3), "p95": round(percentile(values, 95), 3)}
+            level: {
+                "count": len(values),
+                "p50": round(percentile(values, 50), 3),
+                "p95": round(percentile(values, 95), 3),
+            }
             for level, values in sorted(times.items())
         },
         "supplier_caused_share": _share(sum(1 for c in cases if c.supplier_caused), len(cases)),

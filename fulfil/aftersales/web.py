@@ -175,7 +175,9 @@ class AftersalesApi:
                     "keys": [mask(key) for key in keys],
                 }
             )
-        options.append({"problem": Problem.NOT_RECEIVED.value, "action": "resend", "automatic": config.aftersales.l1.enabled})
+        options.append(
+            {"problem": Problem.NOT_RECEIVED.value, "action": "resend", "automatic": config.aftersales.l1.enabled}
+        )
         if kind == "direct":
             options.append({"problem": Problem.TOPUP_NOT_ARRIVED.value, "action": "check", "automatic": True})
         options.append({"problem": Problem.OTHER.value, "action": "report", "automatic": False})

@@ -50,7 +50,12 @@ def aftersales() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @operator_option
 def open_case(
-    ref: str, problem: str, keys: tuple[str, ...], text: str | None, attachments: tuple[str, ...], as_json: bool,
+    ref: str,
+    problem: str,
+    keys: tuple[str, ...],
+    text: str | None,
+    attachments: tuple[str, ...],
+    as_json: bool,
     operator: str,
 ) -> None:
     """Open a case on the buyer's behalf (a chat, a phone call): L1 decides as for a report over HTTP."""
@@ -217,7 +222,17 @@ def reissues(
         click.echo(render.to_json([entry_dict(e) for e in entries]))
     else:
         rows = [
-            (e.created_at, e.ref, e.case_no, e.original_supplier, e.new_supplier, e.units, e.cost, e.claim_no, e.decided_by)
+            (
+                e.created_at,
+                e.ref,
+                e.case_no,
+                e.original_supplier,
+                e.new_supplier,
+                e.units,
+                e.cost,
+                e.claim_no,
+                e.decided_by,
+            )
             for e in entries
         ]
         headers = ("WHEN (UTC)", "REF", "CASE", "FROM", "NEW SUPPLIER", "UNITS", "COST", "CLAIM", "DECIDED BY")

@@ -78,7 +78,9 @@ async def settle_reissue_case(
     """Part of the transaction that ends order `order_id`: if it is a reissue, its case is resolved (delivered)
     or handed to a person (failed, review). Returns (original order id, case_no, new status) when it was one."""
     link = (
-        await conn.execute(select(reissues.c.case_id, reissues.c.order_id).where(reissues.c.reissue_order_id == order_id))
+        await conn.execute(
+            select(reissues.c.case_id, reissues.c.order_id).where(reissues.c.reissue_order_id == order_id)
+        )
     ).first()
     if link is None:
         return None

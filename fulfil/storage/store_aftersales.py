@@ -102,7 +102,9 @@ class AftersalesOps(StoreBase):
         its ledger row and the claim against the original purchase commit together with the case."""
         try:
             async with self._write() as conn:
-                return await self._open_case(conn, order_id, report, credit, product_kind, decide, config, reporter, now)
+                return await self._open_case(
+                    conn, order_id, report, credit, product_kind, decide, config, reporter, now
+                )
         except Conflict:
             # Another report of the same order and problem opened the case meanwhile: this one repeats it.
             async with self._write() as conn:
@@ -335,7 +337,9 @@ class AftersalesOps(StoreBase):
         await self._event(conn, "reissue.ordered", now, order_id=order.id, operator=decided_by, data=data)
         return ref
 
-    async def _case_claim(self, conn: AsyncConnection, case: Row[Any], original: Row[Any], units: int, now: datetime) -> int:
+    async def _case_claim(
+        self, conn: AsyncConnection, case: Row[Any], original: Row[Any], units: int, now: datetime
+    ) -> int:
         """`invalid_key_reported` (or `topup_failed_after_charge`) on the purchase, with the evidence; the one
         already there for (attempt, reason) otherwise."""
         reason = (
@@ -450,7 +454,11 @@ class AftersalesOps(StoreBase):
         return found[0] if found else None
 
     async def list_cases(
-        self, *, level: Level | None = None, status: CaseStatus | None = None, order_id: int | None = None,
+        self,
+        *,
+        level: Level | None = None,
+        status: CaseStatus | None = None,
+        order_id: int | None = None,
         limit: int = 1000,
     ) -> list[Case]:
         """Open cases first by default (`status`), oldest first: the queue a person works down."""
@@ -506,7 +514,9 @@ class AftersalesOps(StoreBase):
             await self._event(conn, f"aftersales.{action.value}", now, order_id=order.id, operator=operator, data=data)
             if action is Action.REISSUE:
                 units = case.units or order.qty
-                await self._reissue(conn, case.id, order, units, case.attempt_id, note or "reissue by an operator", operator, now)
+                await self._reissue(
+                    conn, case.id, order, units, case.attempt_id, note or "reissue by an operator", operator, now
+                )
                 await conn.execute(update(aftersales_cases).where(_C.id == case.id).values(decided_by=operator))
             elif action is Action.REFUND:
                 await self._close(conn, case.id, order.id, Outcome.REFUNDED, note, operator, now)
@@ -594,7 +604,9 @@ class AftersalesOps(StoreBase):
                 for case in late.all():
                     why = f"past the L3 time limit ({limit}) since {case.level_at.isoformat()}"
                     await conn.execute(update(aftersales_cases).where(_C.id == case.id).values(alerted_at=now))
-                    await self._event(conn, "aftersales.overdue", now, order_id=case.order_id, data={"case_no": case.case_no})
+                    await self._event(
+                        conn, "aftersales.overdue", now, order_id=case.order_id, data={"case_no": case.case_no}
+                    )
                     await self._alert(conn, "aftersales.overdue", case, why, now)
                     moved.append(case.id)
             return [await self._case(conn, case_id) for case_id in moved]

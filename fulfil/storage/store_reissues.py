@@ -137,9 +137,7 @@ class ReissueOps(StoreBase):
         was found at fault (a claim came of it), what its reissues cost and what accepted claims recover."""
         c = aftersales_cases.c
         async with self._read() as conn:
-            rows = (
-                await conn.execute(select(aftersales_cases).where(c.opened_at >= since, c.opened_at < until))
-            ).all()
+            rows = (await conn.execute(select(aftersales_cases).where(c.opened_at >= since, c.opened_at < until))).all()
             ids = [row.id for row in rows]
             cost: dict[int, Decimal] = {}
             recovered: dict[int, Decimal] = {}

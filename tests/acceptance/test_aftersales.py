@@ -15,8 +15,8 @@ import random
 import socket
 import statistics
 import time
-from datetime import UTC, datetime
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,9 @@ def test_twenty_reports_over_http_reissued_within_30s_with_claims_the_rest_in_l2
         assert (str(cases[ref].level), cases[ref].reason) == ("L2", "1 of 1 named keys are not this order's")
 
     # The order's own view: the bad key marked replaced, the new one listed, the order still delivered.
-    shown = httpx.get(f"{base}/orders/{within[0]}", params={"reveal": "1"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    shown = httpx.get(
+        f"{base}/orders/{within[0]}", params={"reveal": "1"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     order = shown.json()
     assert order["status"] == "delivered"
     assert [c["password"] for c in order["cards"] if c.get("replaced")] == [card[within[0]]]

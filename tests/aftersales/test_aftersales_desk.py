@@ -6,29 +6,42 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from fulfil.aftersales.model import Action, Problem, Report
 from fulfil.aftersales.stats import figures
+from fulfil.config import NotifyConfig
 from fulfil.crypto import CardCipher
 from fulfil.domain import NewOrder
 from fulfil.notify.events import build_routes
-from fulfil.config import NotifyConfig
 from fulfil.storage import InvalidTransition, Store
-from sqlalchemy import select
 from fulfil.storage.schema import outbox
 from tests.aftersales.askit import make_shop, shop_config
 
 
 def _alerting(store: Store) -> None:
     notify = NotifyConfig.model_validate(
-        {"alerts": [{"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1Q="}]}
+        {
+            "alerts": [
+                {
+                    "name": "ops",
+                    "type": "webhook",
+                    "url": "http://127.0.0.1:9/hook",
+                    "secret": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1Q=",
+                }
+            ]
+        }
     )
     store.notify_routes = build_routes(notify)
 
 
 async def _alerts(store: Store) -> list[dict[str, object]]:
     async with store._read() as conn:  # noqa: SLF001 - reading the outbox the dispatcher would send
-        rows = await conn.execute(select(outbox.c.type, outbox.c.data).where(outbox.c.type.in_(("system.alert", "supplier.alert"))).order_by(outbox.c.id))
+        rows = await conn.execute(
+            select(outbox.c.type, outbox.c.data)
+            .where(outbox.c.type.in_(("system.alert", "supplier.alert")))
+            .order_by(outbox.c.id)
+        )
         return [dict(data) for _, data in rows]
 
 
@@ -50,7 +63,11 @@ async def test_an_operator_reissues_once_and_a_second_click_is_refused(store: St
     done = await shop.run_pending()
     assert [v.order.qty for v in done] == [2]
     closed = await store.get_case(case.case_no)
-    assert closed is not None and (str(closed.status), str(closed.level), str(closed.outcome)) == ("resolved", "L2", "reissued")
+    assert closed is not None and (str(closed.status), str(closed.level), str(closed.outcome)) == (
+        "resolved",
+        "L2",
+        "reissued",
+    )
     with pytest.raises(InvalidTransition):
         await shop.desk.act(case.case_no, Action.RESOLVE, None, "alice")
     events = await store.events(name="aftersales.reissue")
@@ -153,7 +170,6 @@ async def test_a_topup_the_supplier_confirms_is_answered_and_a_failed_one_reissu
 ) -> None:
     from suppliers.taxonomy import ErrorClass, Evidence
     from suppliers.taxonomy import Outcome as SupplierOutcome
-
     from tests.engine.enginekit import FakeSupplier, Harness, make_config, ok
 
     config = make_config([("main", 1), ("backup", 2)], kind="direct")

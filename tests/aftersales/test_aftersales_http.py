@@ -15,11 +15,19 @@ PROOF = "Buyer@Example.com"
 
 
 async def _report(client: httpx.AsyncClient, ref: str, key: str, proof: str = PROOF) -> httpx.Response:
-    body = {"ref": ref, "proof": f"  {proof.upper()} ", "problem": "key_invalid", "keys": [key], "text": "does not work"}
+    body = {
+        "ref": ref,
+        "proof": f"  {proof.upper()} ",
+        "problem": "key_invalid",
+        "keys": [key],
+        "text": "does not work",
+    }
     return await client.post("/aftersales", json=body)
 
 
-async def test_an_invalid_key_is_reissued_from_the_other_supplier_with_a_claim(store: Store, cipher: CardCipher) -> None:
+async def test_an_invalid_key_is_reissued_from_the_other_supplier_with_a_claim(
+    store: Store, cipher: CardCipher
+) -> None:
     shop = make_shop(store, cipher)
     view = await shop.delivered_order("o-1")
     bad = view.cards[0].password
@@ -51,16 +59,20 @@ async def test_an_invalid_key_is_reissued_from_the_other_supplier_with_a_claim(s
     assert claims[0].evidence["case_no"] == case["case_no"]
     assert bad not in str(claims[0].evidence)  # masked
     ledger = await store.reissue_ledger()
-    assert [(e.ref, e.case_no, e.original_supplier, e.new_supplier, e.units, e.claim_no, e.decided_by) for e in ledger] == [
-        ("o-1", case["case_no"], "main", "backup", 1, claims[0].claim_no, "L1")
-    ]
+    assert [
+        (e.ref, e.case_no, e.original_supplier, e.new_supplier, e.units, e.claim_no, e.decided_by) for e in ledger
+    ] == [("o-1", case["case_no"], "main", "backup", 1, claims[0].claim_no, "L1")]
     assert ledger[0].new_supplier_order_no == reissued[0].attempts[0].number
 
 
-async def test_the_supplier_that_sold_the_bad_key_is_used_when_it_is_the_only_one(store: Store, cipher: CardCipher) -> None:
+async def test_the_supplier_that_sold_the_bad_key_is_used_when_it_is_the_only_one(
+    store: Store, cipher: CardCipher
+) -> None:
     shop = make_shop(store, cipher)
     view = await shop.delivered_order("o-1")
-    await store.set_cooldown("backup", "p-backup", shop.clock.now() + timedelta(hours=1), "test: paused", shop.clock.now())
+    await store.set_cooldown(
+        "backup", "p-backup", shop.clock.now() + timedelta(hours=1), "test: paused", shop.clock.now()
+    )
     async with serving(shop) as client:
         assert (await _report(client, "o-1", view.cards[0].password)).status_code == 201
     reissued = await shop.run_pending()
@@ -88,7 +100,9 @@ async def test_reports_outside_the_rules_wait_in_l2_with_the_reason(store: Store
     assert view.cards  # the order kept its keys
 
 
-async def test_wrong_proofs_leak_nothing_and_the_eleventh_in_a_minute_is_refused(store: Store, cipher: CardCipher) -> None:
+async def test_wrong_proofs_leak_nothing_and_the_eleventh_in_a_minute_is_refused(
+    store: Store, cipher: CardCipher
+) -> None:
     shop = make_shop(store, cipher)
     await shop.delivered_order("o-1")
     async with serving(shop) as client:
@@ -127,13 +141,19 @@ async def test_behind_a_trusted_proxy_each_buyer_has_their_own_limit(store: Stor
     async with serving(shop) as client:
         for i in range(10):
             headers = {"X-Forwarded-For": "203.0.113.7"}
-            r = await client.post("/aftersales", json={"ref": f"g{i}", "proof": "x", "problem": "not_received"}, headers=headers)
+            r = await client.post(
+                "/aftersales", json={"ref": f"g{i}", "proof": "x", "problem": "not_received"}, headers=headers
+            )
             assert r.status_code == 404
         blocked = await client.post(
-            "/aftersales", json={"ref": "g", "proof": "x", "problem": "not_received"}, headers={"X-Forwarded-For": "203.0.113.7"}
+            "/aftersales",
+            json={"ref": "g", "proof": "x", "problem": "not_received"},
+            headers={"X-Forwarded-For": "203.0.113.7"},
         )
         other = await client.post(
-            "/aftersales", json={"ref": "o-1", "proof": PROOF, "problem": "not_received"}, headers={"X-Forwarded-For": "198.51.100.2"}
+            "/aftersales",
+            json={"ref": "o-1", "proof": PROOF, "problem": "not_received"},
+            headers={"X-Forwarded-For": "198.51.100.2"},
         )
     assert blocked.status_code == 429
     assert other.status_code == 201

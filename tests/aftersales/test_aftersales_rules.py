@@ -52,7 +52,11 @@ def test_a_report_within_every_rule_is_reissued_from_its_purchase() -> None:
             None,
         ),
         (replace(GOOD, credit=59), CONFIG, "buyer credit 59 is below 60"),
-        (replace(GOOD, matched=(replace(KEY, reported_in="AS-1"),)), CONFIG, "a named key was reported before (case AS-1)"),
+        (
+            replace(GOOD, matched=(replace(KEY, reported_in="AS-1"),)),
+            CONFIG,
+            "a named key was reported before (case AS-1)",
+        ),
         (replace(GOOD, matched=(replace(KEY, under_claim="C-9"),)), CONFIG, "already under claim C-9"),
     ],
 )
@@ -66,14 +70,18 @@ def test_the_first_rule_that_fails_is_the_reason(facts: Facts, config: Aftersale
 
 def test_the_other_problems() -> None:
     assert decide(replace(GOOD, problem=Problem.NOT_RECEIVED), CONFIG, NOW).step is Step.RESEND
-    assert decide(replace(GOOD, problem=Problem.NOT_RECEIVED, order_status="pending"), CONFIG, NOW).step is Step.TO_PERSON
+    assert (
+        decide(replace(GOOD, problem=Problem.NOT_RECEIVED, order_status="pending"), CONFIG, NOW).step is Step.TO_PERSON
+    )
     assert decide(replace(GOOD, problem=Problem.TOPUP_NOT_ARRIVED), CONFIG, NOW).step is Step.TO_PERSON
     topup = replace(GOOD, problem=Problem.TOPUP_NOT_ARRIVED, product_kind="direct")
     assert decide(topup, CONFIG, NOW).step is Step.QUERY_TOPUP
     assert decide(replace(GOOD, problem=Problem.OTHER), CONFIG, NOW).step is Step.TO_PERSON
     assert topup_verdict("succeeded", CONFIG).step is Step.CONFIRM
     assert topup_verdict("failed", CONFIG).step is Step.REISSUE
-    assert topup_verdict("failed", AftersalesConfig.model_validate({"l1": {"topup_failed": "refund"}})).step is Step.REFUND
+    assert (
+        topup_verdict("failed", AftersalesConfig.model_validate({"l1": {"topup_failed": "refund"}})).step is Step.REFUND
+    )
     assert topup_verdict("pending", CONFIG).step is Step.TO_PERSON
 
 
@@ -101,7 +109,12 @@ def test_buckets_refuse_the_eleventh_wrong_try_and_refill_with_time() -> None:
 
 def test_hotspots_need_volume_a_rate_and_a_jump() -> None:
     cfg = HotspotConfig(min_cases=3, min_rate=0.05, factor=3.0)
-    now = {("s", "a"): Counts(15, 100), ("s", "b"): Counts(2, 10), ("s", None): Counts(17, 110), ("t", "a"): Counts(6, 100)}
+    now = {
+        ("s", "a"): Counts(15, 100),
+        ("s", "b"): Counts(2, 10),
+        ("s", None): Counts(17, 110),
+        ("t", "a"): Counts(6, 100),
+    }
     before = {("s", "a"): Counts(14, 700), ("t", "a"): Counts(30, 700)}
     found = find_hotspots(now, before, cfg)
     assert [(h.sku, h.supplier) for h in found] == [("s", None), ("s", "a")]
@@ -137,5 +150,10 @@ def test_bad_aftersales_config_names_every_field() -> None:
         "aftersales.rate_limit.trusted_proxies",
     ):
         assert path in text, text
-    ok = config_from_data({"aftersales": {"levels": {"L2": {"time_limit": "2h", "problems": {"key_invalid": "30m"}}}}}, environ={})
-    assert ok.aftersales.levels.L2.limit_for("key_invalid") == 1800.0 and ok.aftersales.levels.L2.limit_for("other") == 7200.0
+    ok = config_from_data(
+        {"aftersales": {"levels": {"L2": {"time_limit": "2h", "problems": {"key_invalid": "30m"}}}}}, environ={}
+    )
+    assert (
+        ok.aftersales.levels.L2.limit_for("key_invalid") == 1800.0
+        and ok.aftersales.levels.L2.limit_for("other") == 7200.0
+    )

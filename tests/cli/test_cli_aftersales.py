@@ -48,8 +48,9 @@ def _setup(env: Env) -> None:
 def test_the_support_desk_from_the_command_line(env: Env) -> None:
     _setup(env)
     r1 = env.json("orders", "show", "R1", "--json", "--reveal")["cards"][0]["password"]
-    opened = env.json("aftersales", "open", "--ref", "R1", "--problem", "key_invalid", "--key", r1, "--json",
-                      "--operator", "alice")
+    opened = env.json(
+        "aftersales", "open", "--ref", "R1", "--problem", "key_invalid", "--key", r1, "--json", "--operator", "alice"
+    )
     assert (opened["status"], opened["level"], opened["decided_by"]) == ("open", "L1", "L1")
     assert len(opened["reissues"]) == 1 and len(opened["claims"]) == 1
     other = env.json("aftersales", "open", "--ref", "R2", "--problem", "other", "--text", "where is it", "--json")
@@ -57,8 +58,9 @@ def test_the_support_desk_from_the_command_line(env: Env) -> None:
     assert [c["case_no"] for c in env.json("aftersales", "list", "--level", "L2", "--json")] == [other["case_no"]]
     assert len(env.json("aftersales", "list", "--json")) == 2
 
-    moved = env.json("aftersales", "act", other["case_no"], "escalate", "--note", "supplier", "--operator", "bob",
-                     "--json")
+    moved = env.json(
+        "aftersales", "act", other["case_no"], "escalate", "--note", "supplier", "--operator", "bob", "--json"
+    )
     assert moved["level"] == "L3"
     again = env.cli("aftersales", "act", other["case_no"], "escalate")
     assert again.exit_code == 2 and "at L3 already" in again.output
