@@ -19,7 +19,7 @@ MAX_PROOF = 256
 
 
 def normalise(value: str) -> bytes:
-    return value.strip().casefold().encode("utf-8")
+    return value.strip().casefold().encode("utf-8", "surrogatepass")  # any text a request can carry
 
 
 def proof_matches(given: str, contact: str | None) -> bool:

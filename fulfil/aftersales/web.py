@@ -63,7 +63,7 @@ def parse_report(body: Any) -> tuple[str, str, Report]:
         raise BadReport("other needs text: what is wrong", "text")
     unknown = set(body) - {"ref", "proof", "problem", "keys", "text", "attachments"}
     if unknown:
-        raise BadReport(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
+        raise BadReport(f"unknown field(s): {', '.join(sorted(unknown))[:200]}", "body")
     return ref or "", proof or "", Report(Problem(problem), tuple(keys), text or None, tuple(attachments))
 
 
@@ -73,9 +73,20 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool) -> str
         return None
     if not isinstance(value, str) or not value.strip():
         raise BadReport(f"{name} must be a non-empty string", name)
-    if len(value) > limit or ("\x00" in value):
-        raise BadReport(f"{name} must be at most {limit} characters, without NUL", name)
+    if len(value) > limit or not _storable(value):
+        raise BadReport(f"{name} must be at most {limit} characters of text (no NUL, valid UTF-8)", name)
     return value
+
+
+def _storable(value: str) -> bool:
+    """No NUL (PostgreSQL refuses it) and no lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _strings(body: dict[str, Any], name: str, count: int, limit: int) -> list[str]:
@@ -85,7 +96,7 @@ def _strings(body: dict[str, Any], name: str, count: int, limit: int) -> list[st
     if not isinstance(value, list) or len(value) > count:
         raise BadReport(f"{name} must be a list of at most {count} strings", name)
     for item in value:
-        if not isinstance(item, str) or not item.strip() or len(item) > limit or "\x00" in item:
+        if not isinstance(item, str) or not item.strip() or len(item) > limit or not _storable(item):
             raise BadReport(f"each of {name} must be a non-empty string of at most {limit} characters", name)
     return list(value)
 
@@ -202,7 +213,9 @@ class AftersalesApi:
         self, request: web.Request, ref: str, proof: str, *, key: str | None = None, known: bool = True
     ) -> tuple[int, str] | None:
         """The order if `proof` is its buyer's; a wrong proof (or unknown order) counts against the caller."""
-        found = await self.store.order_for_proof(ref) if known and ref and len(ref) <= MAX_REF_LENGTH else None
+        # A ref intake refuses cannot exist (and a NUL is an error on PostgreSQL, not a miss): not found.
+        lookup = known and 0 < len(ref) <= MAX_REF_LENGTH and ref.isprintable() and _storable(ref)
+        found = await self.store.order_for_proof(ref) if lookup else None
         contact = found[2] if found is not None else None
         ok = proof_matches(proof[:MAX_PROOF], contact)  # compared even for an unknown order: same time
         if not ok or found is None:

@@ -250,8 +250,23 @@ class StoreBase:
         original, case_no, status = settled
         name = "aftersales.resolved" if delivered else "aftersales.escalated"
         data = {"case_no": case_no, "status": status, "outcome": "reissued" if delivered else None, "reason": reason}
-        await self._event(conn, name, now, order_id=original, data=data)
-        await self._notify(conn, name, now, order_id=original, data=data)
+        await self._case_event(conn, name, original, None, data, now)
+
+    async def _case_event(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        order_id: int,
+        operator: str | None,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """An after-sales case's event, in the log and (for the shop and the buyer) in the outbox, with the
+        order's ref: a receiver knows which order without asking back."""
+        ref = await conn.scalar(select(orders.c.ref).where(orders.c.id == order_id))
+        data = {"ref": ref, **data}
+        await self._event(conn, name, now, order_id=order_id, operator=operator, data=data)
+        await self._notify(conn, name, now, order_id=order_id, data=data)
 
     async def _hold(
         self, conn: AsyncConnection, attempt_id: int, cards: Sequence[Card], reason: str, now: datetime

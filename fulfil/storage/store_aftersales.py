@@ -167,8 +167,7 @@ class AftersalesOps(StoreBase):
             ]
             await conn.execute(insert(aftersales_keys), rows)
         data = {"case_no": case_no, "problem": report.problem.value, "level": level.value, "reason": decision.reason}
-        await self._event(conn, "aftersales.opened", now, order_id=order_id, operator=reporter, data=data)
-        await self._notify(conn, "aftersales.opened", now, order_id=order_id, data=data)
+        await self._case_event(conn, "aftersales.opened", order_id, reporter, data, now)
         step: Step | None = None
         if decision.step is Step.REISSUE:
             await self._reissue(conn, case_id, order, decision.units, decision.attempt_id, decision.reason, "L1", now)
@@ -437,8 +436,7 @@ class AftersalesOps(StoreBase):
         if row is None:
             raise InvalidTransition(f"case {case_id} is not open")
         data = {"case_no": row.case_no, "status": status.value, "level": row.level, "outcome": values["outcome"]}
-        await self._event(conn, "aftersales.resolved", now, order_id=order_id, operator=operator, data=data)
-        await self._notify(conn, "aftersales.resolved", now, order_id=order_id, data=data)
+        await self._case_event(conn, "aftersales.resolved", order_id, operator, data, now)
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -558,8 +556,7 @@ class AftersalesOps(StoreBase):
             .values(level=level.value, level_at=now, due_at=due, reason=reason[:1000], updated_at=now)
         )
         data = {"case_no": case.case_no, "from": case.level, "to": level.value, "reason": reason}
-        await self._event(conn, "aftersales.escalated", now, order_id=case.order_id, operator=operator, data=data)
-        await self._notify(conn, "aftersales.escalated", now, order_id=case.order_id, data=data)
+        await self._case_event(conn, "aftersales.escalated", case.order_id, operator, data, now)
 
     async def escalate_overdue(self, config: AftersalesConfig, now: datetime) -> list[Case]:
         """The clock's pass: L2 cases past their limit go to L3 with an operator alert; L3 ones past theirs are

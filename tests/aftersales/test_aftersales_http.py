@@ -157,3 +157,28 @@ async def test_behind_a_trusted_proxy_each_buyer_has_their_own_limit(store: Stor
         )
     assert blocked.status_code == 429
     assert other.status_code == 201
+
+
+async def test_bad_bodies_are_refused_naming_the_field_and_odd_refs_are_not_found(store: Store, cipher: CardCipher) -> None:
+    shop = make_shop(store, cipher)
+    await shop.delivered_order("o-1")
+    async with serving(shop) as client:
+        cases = [
+            (b"not json", 400, None),
+            (b"[1]", 400, "body"),
+            (b'{"ref": "o-1", "proof": "p", "problem": "lost"}', 400, "problem"),
+            (b'{"ref": "o-1", "proof": "p", "problem": "other"}', 422, "text"),
+            (b'{"ref": "o-1", "proof": "p", "problem": "other", "text": "x\\u0000y"}', 422, "text"),
+            (b'{"ref": "o-1", "proof": "p", "problem": "other", "text": "\\ud800"}', 400, None),  # not JSON text
+            (b'{"ref": "o-1", "proof": "p", "problem": "not_received", "colour": 1}', 400, "body"),
+            (b'{"ref": "o-1", "proof": "p", "problem": "key_invalid", "keys": "ABC"}', 422, "keys"),
+        ]
+        for body, status, field in cases:
+            r = await client.post("/aftersales", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == status, (body, r.text)
+            if field is not None:
+                assert r.json()["field"] == field
+        for ref in ("a%00b", "x" * 300):
+            r = await client.get(f"/aftersales/options/{ref}", params={"proof": "p"})
+            assert r.status_code == 404
+    assert await store.list_cases() == []
