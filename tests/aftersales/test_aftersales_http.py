@@ -159,7 +159,9 @@ async def test_behind_a_trusted_proxy_each_buyer_has_their_own_limit(store: Stor
     assert other.status_code == 201
 
 
-async def test_bad_bodies_are_refused_naming_the_field_and_odd_refs_are_not_found(store: Store, cipher: CardCipher) -> None:
+async def test_bad_bodies_are_refused_naming_the_field_and_odd_refs_are_not_found(
+    store: Store, cipher: CardCipher
+) -> None:
     shop = make_shop(store, cipher)
     await shop.delivered_order("o-1")
     async with serving(shop) as client:
