@@ -146,7 +146,7 @@ class AftersalesOps(StoreBase):
             "reason": decision.reason,
             "text": report.text,
             "attachments": list(report.attachments),
-            "units": decision.units or facts.named,
+            "units": decision.units or len(facts.matched),  # keys of this order named; 0: the order's qty
             "supplier": decision.supplier or facts.delivered_supplier,
             "attempt_id": decision.attempt_id or facts.delivered_attempt,
             "decided_by": "L1",  # L1 decided (to act, or to hand over); who reported is the event's operator
@@ -547,22 +547,35 @@ class AftersalesOps(StoreBase):
         operator: str,
         config: AftersalesConfig,
         now: datetime,
-    ) -> None:
+    ) -> bool:
         limits = {Level.L2: config.levels.L2, Level.L3: config.levels.L3}
         due = now + timedelta(seconds=limits[level].limit_for(case.problem)) if level in limits else None
-        await conn.execute(
+        # Conditional on the level read: of two daemons' passes over one overdue case, one moves it.
+        moved = await conn.execute(
             update(aftersales_cases)
-            .where(_C.id == case.id)
+            .where(_C.id == case.id, _C.level == case.level, _C.status == _OPEN)
             .values(level=level.value, level_at=now, due_at=due, reason=reason[:1000], updated_at=now)
         )
+        if not moved.rowcount:
+            return False
         data = {"case_no": case.case_no, "from": case.level, "to": level.value, "reason": reason}
         await self._case_event(conn, "aftersales.escalated", case.order_id, operator, data, now)
+        return True
 
     async def escalate_overdue(self, config: AftersalesConfig, now: datetime) -> list[Case]:
         """The clock's pass: L2 cases past their limit go to L3 with an operator alert; L3 ones past theirs are
         alerted once; L1 cases left open (L1_STALE) go to a person. Returns the cases it moved or alerted."""
         moved: list[int] = []
         async with self._write() as conn:
+            undated = await conn.execute(
+                select(_C.id, _C.level, _C.problem, _C.level_at).where(
+                    _C.status == _OPEN, _C.level.in_((Level.L2.value, Level.L3.value)), _C.due_at.is_(None)
+                )
+            )
+            for row in undated.all():
+                level = config.levels.L2 if row.level == Level.L2.value else config.levels.L3
+                due = row.level_at + timedelta(seconds=level.limit_for(row.problem))
+                await conn.execute(update(aftersales_cases).where(_C.id == row.id).values(due_at=due))
             stale = await conn.execute(
                 select(aftersales_cases).where(
                     _C.status == _OPEN, _C.level == Level.L1.value, _C.level_at <= now - timedelta(seconds=L1_STALE)
@@ -571,8 +584,8 @@ class AftersalesOps(StoreBase):
             for case in stale.all():
                 if await self._reissue_under_way(conn, case.id):
                     continue  # the engine is on it; its end settles the case
-                await self._to_level(conn, case, Level.L2, "automatic handling did not finish", CLOCK, config, now)
-                moved.append(case.id)
+                if await self._to_level(conn, case, Level.L2, "automatic handling did not finish", CLOCK, config, now):
+                    moved.append(case.id)
             for problem in Problem:
                 limit = timedelta(seconds=config.levels.L2.limit_for(problem))
                 overdue = await conn.execute(
@@ -585,9 +598,9 @@ class AftersalesOps(StoreBase):
                 )
                 for case in overdue.all():
                     why = f"past the L2 time limit ({limit}) since {case.level_at.isoformat()}"
-                    await self._to_level(conn, case, Level.L3, why, CLOCK, config, now)
-                    await self._alert(conn, "aftersales.escalated", case, why, now)
-                    moved.append(case.id)
+                    if await self._to_level(conn, case, Level.L3, why, CLOCK, config, now):
+                        await self._alert(conn, "aftersales.escalated", case, why, now)
+                        moved.append(case.id)
                 limit = timedelta(seconds=config.levels.L3.limit_for(problem))
                 late = await conn.execute(
                     select(aftersales_cases).where(
@@ -600,7 +613,11 @@ class AftersalesOps(StoreBase):
                 )
                 for case in late.all():
                     why = f"past the L3 time limit ({limit}) since {case.level_at.isoformat()}"
-                    await conn.execute(update(aftersales_cases).where(_C.id == case.id).values(alerted_at=now))
+                    marked = await conn.execute(
+                        update(aftersales_cases).where(_C.id == case.id, _C.alerted_at.is_(None)).values(alerted_at=now)
+                    )
+                    if not marked.rowcount:
+                        continue
                     await self._event(
                         conn, "aftersales.overdue", now, order_id=case.order_id, data={"case_no": case.case_no}
                     )

@@ -195,3 +195,26 @@ async def test_a_topup_the_supplier_confirms_is_answered_and_a_failed_one_reissu
     assert case is not None and str(case.outcome) == "reissued"
     claims = [c for c in await store.list_claims() if str(c.reason) == "topup_failed_after_charge"]
     assert [(c.supplier, c.order_ref) for c in claims] == [("main", "t-2")]
+
+
+async def test_a_reissue_the_engine_cannot_buy_hands_the_case_to_a_person(store: Store, cipher: CardCipher) -> None:
+    from suppliers.taxonomy import ErrorClass
+
+    from tests.engine.enginekit import failed
+
+    shop = make_shop(store, cipher)
+    view = await shop.delivered_order("o-1")
+    shop.backup.place_steps = [failed(ErrorClass.ORDER_REJECTED)]
+    case = await _open(shop, "o-1", Problem.KEY_INVALID, (view.cards[0].password,))
+    (child,) = await shop.run_pending()
+    assert str(child.order.status) == "failed"
+    after = await store.get_case(case.case_no)
+    assert after is not None and (str(after.status), str(after.level)) == ("open", "L2")
+    assert (after.reason or "").startswith("the reissue was not delivered: order_rejected")
+    assert after.due_at is None  # written without the config; the next pass dates it
+    await store.escalate_overdue(shop.config.aftersales, shop.clock.now())
+    dated = await store.get_case(case.case_no)
+    assert dated is not None and dated.due_at == after.level_at + timedelta(hours=2)
+    # A person may try again; the claim on the original purchase is the same one.
+    again = await shop.desk.act(case.case_no, Action.REISSUE, None, "alice")
+    assert len(again.reissue_refs) == 2 and len(again.claim_nos) == 1
