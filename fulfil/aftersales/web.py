@@ -52,7 +52,7 @@ def parse_report(body: Any) -> tuple[str, str, Report]:
     ref = _text(body, "ref", MAX_REF_LENGTH, required=True)
     proof = _text(body, "proof", MAX_PROOF, required=True)
     problem = body.get("problem")
-    if problem not in {p.value for p in Problem}:
+    if not isinstance(problem, str) or problem not in {p.value for p in Problem}:
         raise BadReport(f"problem must be one of {', '.join(p.value for p in Problem)}", "problem")
     keys = _strings(body, "keys", MAX_KEYS, MAX_KEY)
     attachments = _strings(body, "attachments", MAX_ATTACHMENTS, MAX_ATTACHMENT)

@@ -199,7 +199,6 @@ async def test_a_topup_the_supplier_confirms_is_answered_and_a_failed_one_reissu
 
 async def test_a_reissue_the_engine_cannot_buy_hands_the_case_to_a_person(store: Store, cipher: CardCipher) -> None:
     from suppliers.taxonomy import ErrorClass
-
     from tests.engine.enginekit import failed
 
     shop = make_shop(store, cipher)
