@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from fulfil import failpoints
 from fulfil.aftersales.credit import CreditBook
 from fulfil.aftersales.hotspots import Hotspot, find_hotspots
 from fulfil.aftersales.l1 import decide, topup_verdict
@@ -62,6 +63,7 @@ class Desk:
             reporter=reporter,
             now=now,
         )
+        await failpoints.pause("aftersales_decided")  # tests: a kill lands after the decision, before the answer
         case = opened.case
         if opened.step is Step.QUERY_TOPUP:
             case = await self._query_topup(case)

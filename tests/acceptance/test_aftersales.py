@@ -214,10 +214,12 @@ def test_twenty_reports_over_http_reissued_within_30s_with_claims_the_rest_in_l2
     assert charged_units(primary.ledger()) == sum(v["qty"] for v in views.values())
 
 
-def test_kill_9_while_reissues_are_bought_buys_none_twice(tmp_path: Path, env: dict[str, str]) -> None:
+def test_kill_9_while_reissues_are_bought_buys_none_twice(db_url: str, tmp_path: Path, env: dict[str, str]) -> None:
     # Two orders at a time and short leases: the reissues are bought a few at a time, so kills land among them.
     daemon_settings = {"concurrency": 2, "batch_size": 2, "lease": "2s"}
-    config, base, primary, backup = _setup(tmp_path, env, orders=60, short=0, daemon=daemon_settings)
+    config, base, primary, backup = _setup(
+        tmp_path, env, orders=60, short=0, daemon=daemon_settings, database={"url": db_url}
+    )
     daemon = start_daemon(config, env)
     wait_settled(config, env, 60, timeout=120)
     views = {v["ref"]: v for v in order_views(config, env)}
@@ -289,3 +291,38 @@ def test_a_case_left_in_l2_past_its_limit_escalates_to_l3_and_alerts(tmp_path: P
     (found,) = [c for c in _cases(config, env) if c.case_no == case["case_no"]]
     assert (str(found.status), str(found.level)) == ("open", "L3")
     assert "past the L2 time limit" in (found.reason or "")
+
+
+def test_kill_9_after_the_decision_before_the_answer_the_buyer_retries_and_nothing_is_bought_twice(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    config, base, primary, backup = _setup(tmp_path, env, orders=3, short=0)
+    daemon = start_daemon(config, env)
+    wait_settled(config, env, 3, timeout=60)
+    view = next(v for v in order_views(config, env) if v["ref"] == "A0001")
+    assert daemon.stop() == 0
+    # The report's transaction commits (case, reissue order, claim), then the daemon dies before answering.
+    daemon = start_daemon(config, {**env, "FULFIL_FAILPOINTS": "aftersales_decided=5"})
+    body = {
+        "ref": "A0001",
+        "proof": "buyer1@example.com",
+        "problem": "key_invalid",
+        "keys": [view["cards"][0]["password"]],
+    }
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(f"{base}/aftersales", json=body, timeout=1.0)
+    daemon.kill()
+    daemon = start_daemon(config, env)
+    retry = httpx.post(f"{base}/aftersales", json=body, timeout=10.0)  # the buyer, who saw no answer, asks again
+    wait_settled(config, env, 4, timeout=60)
+    assert daemon.stop() == 0
+    cases = _cases(config, env)
+    first = next(c for c in cases if c.reissue_refs)
+    if retry.status_code == 200:  # the reissue was still under way: the same case
+        assert retry.json()["case_no"] == first.case_no and len(cases) == 1
+    else:  # already reissued: a new report of the same key waits for a person, naming the first case
+        assert retry.status_code == 201 and retry.json()["level"] == "L2"
+        assert [c.reason for c in cases if not c.reissue_refs] == [
+            f"a named key was reported before (case {first.case_no})"
+        ]
+    assert len(first.reissue_refs) == 1 and charged_units(backup.ledger()) == 1
