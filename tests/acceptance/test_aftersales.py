@@ -122,10 +122,10 @@ def _index(ref: str) -> int:
 
 
 def test_twenty_reports_over_http_reissued_within_30s_with_claims_the_rest_in_l2(
-    tmp_path: Path, env: dict[str, str]
+    db_url: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
     env = {**env, "FULFIL_ADMIN_TOKEN": TOKEN}
-    config, base, primary, backup = _setup(tmp_path, env, orders=200, short=10)
+    config, base, primary, backup = _setup(tmp_path, env, orders=200, short=10, database={"url": db_url})
     daemon = start_daemon(config, env)
     counts = wait_settled(config, env, 200, timeout=180)
     assert counts["delivered"] == 200, counts
