@@ -157,3 +157,14 @@ def test_bad_aftersales_config_names_every_field() -> None:
         ok.aftersales.levels.L2.limit_for("key_invalid") == 1800.0
         and ok.aftersales.levels.L2.limit_for("other") == 7200.0
     )
+
+
+def test_the_supplier_to_avoid_comes_last_each_group_in_its_order() -> None:
+    from decimal import Decimal
+
+    from fulfil.routing import Offer, avoid_last
+
+    offers = [Offer(i, s, f"p{i}", Decimal(1), 0) for i, s in enumerate(["a", "b", "a", "c"])]
+    assert [(o.supplier, o.index) for o in avoid_last(offers, "a")] == [("b", 1), ("c", 3), ("a", 0), ("a", 2)]
+    assert avoid_last(offers, None) == offers and avoid_last(offers, "z") == offers
+    assert avoid_last(offers[:1], "a") == offers[:1]  # the only one left is used
