@@ -14,8 +14,8 @@ from fulfil.crypto import CardCipher
 from fulfil.storage import database
 from fulfil.storage.errors import StoreError
 from fulfil.storage.schema import meta
-from fulfil.storage.store_aftersales import AftersalesOps
 from fulfil.storage.store_attempts import AttemptOps
+from fulfil.storage.store_case_actions import CaseActionOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_held import HeldOps
 from fulfil.storage.store_notify import NotifyOps
@@ -40,7 +40,7 @@ class Store(
     HeldOps,
     ReviewOps,
     ParkingOps,
-    AftersalesOps,
+    CaseActionOps,
     ReissueOps,
     QualityOps,
     WorkOps,
