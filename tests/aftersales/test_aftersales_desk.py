@@ -217,3 +217,21 @@ async def test_a_reissue_the_engine_cannot_buy_hands_the_case_to_a_person(store:
     # A person may try again; the claim on the original purchase is the same one.
     again = await shop.desk.act(case.case_no, Action.REISSUE, None, "alice")
     assert len(again.reissue_refs) == 2 and len(again.claim_nos) == 1
+
+
+async def test_simultaneous_reports_of_one_order_open_one_case_and_buy_one_reissue(
+    store: Store, cipher: CardCipher
+) -> None:
+    import asyncio
+
+    shop = make_shop(store, cipher)
+    view = await shop.delivered_order("o-1")
+    found = await store.order_for_proof("o-1")
+    assert found is not None
+    report = Report(Problem.KEY_INVALID, (view.cards[0].password,))
+    opened = await asyncio.gather(*(shop.desk.report(found[0], found[1], report, reporter="buyer") for _ in range(5)))
+    assert len({o.case.case_no for o in opened}) == 1
+    assert sorted(o.created for o in opened) == [False, False, False, False, True]
+    (case,) = await store.list_cases()
+    assert case.reports == 5 and len(case.reissue_refs) == 1
+    assert len(await shop.run_pending()) == 1 and len(shop.backup.ledger) == 1
