@@ -19,8 +19,9 @@ class CreditBook(Protocol):
 
     async def adjust_credit_for_order(
         self, order_id: int, delta: int, reason: str, operator: str, now: datetime
-    ) -> None:
-        """Move the buyer's credit by `delta` (negative: a penalty), recorded with the operator."""
+    ) -> object:
+        """Move the buyer's credit by `delta` (negative: a penalty), recorded with the operator; what it returns
+        (the risk wing: the new scores) is not used here."""
         ...
 
 
