@@ -13,6 +13,12 @@ from fulfil.aftersales.model import Case, CaseStatus, Level, Outcome, Problem
 from fulfil.storage.schema import aftersales_cases, claims, orders, reissues
 
 
+def attachment_refs(stored: dict[str, Any] | None) -> tuple[str, ...]:
+    """The column holds a JSON object: {"refs": [...]}."""
+    refs = (stored or {}).get("refs") or []
+    return tuple(str(ref) for ref in refs)
+
+
 def case_from_row(row: Row[Any], order_ref: str, reissue_refs: tuple[str, ...], claim_nos: tuple[str, ...]) -> Case:
     m = row._mapping
     return Case(
@@ -26,7 +32,7 @@ def case_from_row(row: Row[Any], order_ref: str, reissue_refs: tuple[str, ...], 
         outcome=Outcome(m["outcome"]) if m["outcome"] else None,
         reason=m["reason"],
         text=m["text"],
-        attachments=tuple(m["attachments"] or ()),
+        attachments=attachment_refs(m["attachments"]),
         units=m["units"],
         supplier=m["supplier"],
         attempt_id=m["attempt_id"],

@@ -392,7 +392,7 @@ aftersales_cases = Table(
     Column("outcome", String(16)),  # reissued | refunded | confirmed | answered
     Column("reason", Text),  # why it is with a person (L2/L3), or how it closed
     Column("text", Text),  # the buyer's words
-    Column("attachments", JSONText, nullable=False),
+    Column("attachments", JSONText, nullable=False),  # {"refs": [...]}: references, never the files
     Column("units", Integer, nullable=False, server_default="0"),  # keys reported
     Column("supplier", String(128)),  # the supplier whose purchase the report is about
     Column("attempt_id", Id, ForeignKey("attempts.id")),

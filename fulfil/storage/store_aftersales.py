@@ -32,7 +32,7 @@ from fulfil.aftersales.model import (
 )
 from fulfil.config import AftersalesConfig
 from fulfil.domain import ClaimReason, ClaimStatus, OrderStatus
-from fulfil.storage.aftersales_rows import cases_in
+from fulfil.storage.aftersales_rows import attachment_refs, cases_in
 from fulfil.storage.base import StoreBase
 from fulfil.storage.errors import Conflict, InvalidTransition, NotFound
 from fulfil.storage.schema import (
@@ -142,7 +142,7 @@ class AftersalesOps(StoreBase):
             "level": level.value,
             "reason": decision.reason,
             "text": report.text,
-            "attachments": list(report.attachments),
+            "attachments": {"refs": list(report.attachments)},
             "units": decision.units or len(facts.matched),  # keys of this order named; 0: the order's qty
             "supplier": decision.supplier or facts.delivered_supplier,
             "attempt_id": decision.attempt_id or facts.delivered_attempt,
@@ -182,12 +182,12 @@ class AftersalesOps(StoreBase):
         ).first()
         if row is None:
             return None
-        attachments = list(row.attachments or [])
+        attachments = list(attachment_refs(row.attachments))
         attachments += [a for a in report.attachments if a not in attachments]
         await conn.execute(
             update(aftersales_cases)
             .where(_C.id == row.id)
-            .values(reports=_C.reports + 1, attachments=attachments, updated_at=now)
+            .values(reports=_C.reports + 1, attachments={"refs": attachments}, updated_at=now)
         )
         await self._event(conn, "aftersales.repeated", now, order_id=order_id, data={"case_no": row.case_no})
         return Opened(await self._case(conn, row.id), created=False)
@@ -357,7 +357,7 @@ class AftersalesOps(StoreBase):
             "case_no": case.case_no,
             "reported_at": case.opened_at.isoformat(),
             "buyer_said": (case.text or "")[:500],
-            "attachments": list(case.attachments or []),
+            "attachments": list(attachment_refs(case.attachments)),
             "number": original.number,
             "supplier_order_id": original.supplier_order_id,
             "sold_at": original.finished_at.isoformat() if original.finished_at else None,

@@ -184,3 +184,24 @@ async def test_bad_bodies_are_refused_naming_the_field_and_odd_refs_are_not_foun
             r = await client.get(f"/aftersales/options/{ref}", params={"proof": "p"})
             assert r.status_code == 404
     assert await store.list_cases() == []
+
+
+async def test_a_case_is_shown_only_with_its_orders_proof_and_repeats_add_attachments(
+    store: Store, cipher: CardCipher
+) -> None:
+    shop = make_shop(store, cipher)
+    await shop.delivered_order("o-1")
+    await shop.delivered_order("o-2", contact="other@example.com")
+    async with serving(shop) as client:
+        body = {"ref": "o-1", "proof": PROOF, "problem": "other", "text": "the key shows 'used'"}
+        first = await client.post("/aftersales", json={**body, "attachments": ["https://img.example/1.png"]})
+        again = await client.post("/aftersales", json={**body, "attachments": ["https://img.example/2.png"]})
+        assert (first.status_code, again.status_code) == (201, 200)
+        case_no = first.json()["case_no"]
+        mine = await client.get(f"/aftersales/{case_no}", params={"proof": PROOF})
+        theirs = await client.get(f"/aftersales/{case_no}", params={"proof": "other@example.com"})
+        nothing = await client.get("/aftersales/AS-20000101-000001", params={"proof": PROOF})
+    assert mine.status_code == 200 and mine.json()["level"] == "L2" and "reason" not in mine.json()
+    assert theirs.status_code == nothing.status_code == 404 and theirs.json() == nothing.json()
+    (case,) = await store.list_cases()
+    assert case.reports == 2 and case.attachments == ("https://img.example/1.png", "https://img.example/2.png")
