@@ -235,3 +235,33 @@ async def test_simultaneous_reports_of_one_order_open_one_case_and_buy_one_reiss
     (case,) = await store.list_cases()
     assert case.reports == 5 and len(case.reissue_refs) == 1
     assert len(await shop.run_pending()) == 1 and len(shop.backup.ledger) == 1
+
+
+async def test_the_ledger_answers_support_staffs_searches(store: Store, cipher: CardCipher) -> None:
+    from decimal import Decimal
+
+    from fulfil.storage.store_reissues import LedgerFilter
+
+    shop = make_shop(store, cipher)
+    for ref, amount, account in (("o-1", "10.00", "acc-1"), ("o-2", "99.00", "acc-2")):
+        await store.add_order(NewOrder(ref, "sku", 1, account=account, amount=Decimal(amount)), shop.clock.now())
+        await shop.harness.run(ref)
+    for ref in ("o-1", "o-2"):
+        view = await store.get_order(ref)
+        assert view is not None
+        await _open(shop, ref, Problem.KEY_INVALID, (view.cards[0].password,))
+    await shop.run_pending()
+
+    async def refs(**where: object) -> list[str]:
+        return [e.ref for e in await store.reissue_ledger(LedgerFilter(**where))]  # type: ignore[arg-type]
+
+    assert await refs() == ["o-1", "o-2"]
+    assert await refs(account="acc-2") == ["o-2"]
+    assert await refs(min_amount=Decimal("50")) == ["o-2"] and await refs(max_amount=Decimal("50")) == ["o-1"]
+    assert await refs(supplier="backup") == ["o-1", "o-2"] and await refs(supplier="nobody") == []
+    assert await refs(sku="sku", ref="o-1") == ["o-1"] and await refs(sku="other") == []
+    now = shop.clock.now()
+    assert await refs(since=now - timedelta(minutes=1), until=now + timedelta(minutes=1)) == ["o-1", "o-2"]
+    assert await refs(until=now - timedelta(minutes=1)) == []
+    (entry, _) = await store.reissue_ledger()
+    assert (entry.cost, entry.reissue_status, entry.claim_status) == (Decimal("9.50"), "delivered", "open")
