@@ -265,3 +265,41 @@ async def test_the_ledger_answers_support_staffs_searches(store: Store, cipher: 
     assert await refs(until=now - timedelta(minutes=1)) == []
     (entry, _) = await store.reissue_ledger()
     assert (entry.cost, entry.reissue_status, entry.claim_status) == (Decimal("9.50"), "delivered", "open")
+
+
+async def test_pause_product_cools_every_offer_and_pause_none_only_alerts(store: Store, cipher: CardCipher) -> None:
+    _alerting(store)
+    shop = make_shop(store, cipher, shop_config(hotspots={"min_cases": 2, "min_rate": 0.1, "pause": "product"}))
+    views = [await shop.delivered_order(f"o-{i}") for i in range(4)]
+    for i in range(2):
+        await _open(shop, f"o-{i}", Problem.KEY_INVALID, (views[i].cards[0].password,))
+    await shop.desk.hotspots(shop.clock.now())
+    cooling = await store.active_cooldowns(shop.clock.now())
+    assert {("main", "p-main"), ("backup", "p-backup")} <= set(cooling)
+    events = await store.events(name="aftersales.hotspot")
+    assert {e.data["paused"] for e in events} >= {"main/p-main, backup/p-backup"}
+
+    quiet = make_shop(store, cipher, shop_config(hotspots={"min_cases": 2, "min_rate": 0.1, "pause": "none"}))
+    for supplier, product in (("main", "p-main"), ("backup", "p-backup")):  # lift the pause above
+        await store.set_cooldown(supplier, product, shop.clock.now(), "lifted", shop.clock.now())
+    found = await quiet.desk.hotspots(shop.clock.now())
+    assert found and await store.active_cooldowns(shop.clock.now()) == {}
+
+
+async def test_options_offer_no_automatic_reissue_outside_the_rules(store: Store, cipher: CardCipher) -> None:
+    import httpx
+
+    from tests.aftersales.askit import serving
+
+    shop = make_shop(store, cipher, shop_config(l1={"min_credit": 100}))
+    await shop.delivered_order("o-1")
+    async with serving(shop) as client:
+        fine = await client.get("/aftersales/options/o-1", params={"proof": "buyer@example.com"})
+    assert isinstance(fine, httpx.Response) and fine.status_code == 200
+    first = fine.json()["options"][0]
+    assert (first["problem"], first["action"], first["automatic"]) == ("key_invalid", "reissue", True)  # credit 100
+    strict = make_shop(store, cipher, shop_config(window="1ms"))
+    async with serving(strict) as client:
+        late = (await client.get("/aftersales/options/o-1", params={"proof": "buyer@example.com"})).json()
+    key_invalid = next(o for o in late["options"] if o["problem"] == "key_invalid")
+    assert (key_invalid["action"], key_invalid["automatic"]) == ("report", False)
