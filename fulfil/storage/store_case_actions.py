@@ -14,7 +14,7 @@ from fulfil.config import AftersalesConfig
 from fulfil.domain import OrderStatus
 from fulfil.storage.errors import InvalidTransition, NotFound
 from fulfil.storage.outbox import raise_alert
-from fulfil.storage.schema import aftersales_cases, orders, reissues
+from fulfil.storage.schema import aftersales_cases, attempts, orders, reissues
 from fulfil.storage.store_aftersales import L1_STALE, AftersalesOps
 
 _OPEN = CaseStatus.OPEN.value
@@ -34,6 +34,10 @@ class CaseActionOps(AftersalesOps):
             if decision.step is Step.CONFIRM:
                 await self._close(conn, case.id, order.id, Outcome.CONFIRMED, decision.reason, "L1", now)
             elif decision.step is Step.REFUND:
+                # Charged for a top-up that failed: the supplier owes it, whatever the shop does for the buyer.
+                original = (await conn.execute(select(attempts).where(attempts.c.id == case.attempt_id))).first()
+                if original is not None:
+                    await self._case_claim(conn, case, original, order.qty, now)
                 await self._close(conn, case.id, order.id, Outcome.REFUNDED, decision.reason, "L1", now)
             elif decision.step is Step.REISSUE:
                 await self._reissue(conn, case.id, order, order.qty, case.attempt_id, decision.reason, "L1", now)

@@ -303,3 +303,29 @@ async def test_options_offer_no_automatic_reissue_outside_the_rules(store: Store
         late = (await client.get("/aftersales/options/o-1", params={"proof": "buyer@example.com"})).json()
     key_invalid = next(o for o in late["options"] if o["problem"] == "key_invalid")
     assert (key_invalid["action"], key_invalid["automatic"]) == ("report", False)
+
+
+async def test_a_failed_topup_under_refund_closes_refunded_with_a_claim(store: Store, cipher: CardCipher) -> None:
+    from suppliers.taxonomy import ErrorClass, Evidence
+    from suppliers.taxonomy import Outcome as SupplierOutcome
+
+    from tests.engine.enginekit import FakeSupplier, Harness, make_config, ok
+
+    config = make_config([("main", 1), ("backup", 2)], kind="direct", aftersales={"l1": {"topup_failed": "refund"}})
+    shop = make_shop(store, cipher, config)
+
+    def failed(s: FakeSupplier, r: object) -> SupplierOutcome:
+        return SupplierOutcome.failed(ErrorClass.ORDER_REJECTED, Evidence(code="9", message="top-up failed"))
+
+    main = FakeSupplier("main", [ok], [failed])
+    shop.harness = Harness(store, cipher, config, {"main": main, "backup": shop.backup})
+    shop.desk.suppliers = {"main": main}
+    await store.add_order(NewOrder("t-1", "sku", 1, account="12345", contact="b@example.com"), shop.clock.now())
+    await shop.harness.run("t-1")
+    case = await _open(shop, "t-1", Problem.TOPUP_NOT_ARRIVED)
+    assert (str(case.status), str(case.level), str(case.outcome)) == ("resolved", "L1", "refunded")
+    assert not case.reissue_refs and await shop.run_pending() == []
+    claims = [(c.supplier, str(c.reason), c.qty) for c in await store.list_claims()]
+    assert claims == [("main", "topup_failed_after_charge", 1)]
+    checked = await store.events(name="aftersales.topup_checked")
+    assert checked[0].data["supplier_said"]["message"] == "top-up failed"
