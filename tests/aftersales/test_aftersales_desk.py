@@ -308,7 +308,6 @@ async def test_options_offer_no_automatic_reissue_outside_the_rules(store: Store
 async def test_a_failed_topup_under_refund_closes_refunded_with_a_claim(store: Store, cipher: CardCipher) -> None:
     from suppliers.taxonomy import ErrorClass, Evidence
     from suppliers.taxonomy import Outcome as SupplierOutcome
-
     from tests.engine.enginekit import FakeSupplier, Harness, make_config, ok
 
     config = make_config([("main", 1), ("backup", 2)], kind="direct", aftersales={"l1": {"topup_failed": "refund"}})
