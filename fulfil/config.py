@@ -389,6 +389,7 @@ class HotspotConfig(_Frozen):
     factor: float = Field(3.0, ge=1)
     pause: Literal["offer", "product", "none"] = "offer"
     pause_for: Duration = 86400.0
+    interval: Duration = 300.0  # how often the rates are computed (two aggregate reads over window + baseline)
 
 
 class RateLimitConfig(_Frozen):

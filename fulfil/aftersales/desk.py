@@ -46,6 +46,7 @@ class Desk:
         self.clock = clock
         # A reissue order was written: the worker claims it now rather than at its next poll.
         self.on_reissue = on_reissue
+        self._hotspots_at: datetime | None = None  # the last hotspot pass (every hotspots.interval)
 
     async def report(self, order_id: int, sku: str, report: Report, *, reporter: str) -> Opened:
         """A report (from the buyer over HTTP, or an operator on their behalf): L1 decides, storage writes."""
@@ -119,7 +120,12 @@ class Desk:
         config = self.config()
         for case in await self.store.escalate_overdue(config.aftersales, now):
             log.warning("aftersales.escalated", extra={"case": case.case_no, "level": str(case.level)})
-        await self.hotspots(now)
+        due = self._hotspots_at is None or now - self._hotspots_at >= timedelta(
+            seconds=config.aftersales.hotspots.interval
+        )
+        if due:
+            self._hotspots_at = now
+            await self.hotspots(now)
 
     async def hotspots(self, now: datetime) -> list[Hotspot]:
         """Rates that jumped: alert, pause per config, mark the supplier for review."""

@@ -78,7 +78,10 @@ def _setup(
         backup,
         products={SHORT: {"kind": "card", "max_qty": 5, "card_pattern": "^[A-Z0-9]{16}$", "offers": offers}},
         http={"enabled": True, "listen": f"127.0.0.1:{port}"},
-        **{"aftersales": {"products": {SHORT: {"window": "1ms"}}, "interval": "1s"}, **overrides},
+        **{
+            "aftersales": {"products": {SHORT: {"window": "1ms"}}, "interval": "1s", "hotspots": {"interval": "1s"}},
+            **overrides,
+        },
     )
     upgrade(config, env)
     lines = [
