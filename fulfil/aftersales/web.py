@@ -106,8 +106,16 @@ class AftersalesApi:
         self.store = store
         self.desk = desk
         self.config = config
-        limit = config().aftersales.rate_limit
-        self.guard = Guard(limit.tries, limit.per)
+        self._limit = config().aftersales.rate_limit
+        self._guard = Guard(self._limit.tries, self._limit.per)
+
+    @property
+    def guard(self) -> Guard:
+        """The wrong-proof limits; new ones (counters reset) when a reload (SIGHUP) changed them."""
+        limit = self.config().aftersales.rate_limit
+        if (limit.tries, limit.per) != (self._limit.tries, self._limit.per):
+            self._limit, self._guard = limit, Guard(limit.tries, limit.per)
+        return self._guard
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/aftersales", self.post_report)
