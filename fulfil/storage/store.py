@@ -23,6 +23,7 @@ from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_receipts import ReceiptOps
 from fulfil.storage.store_review import ReviewOps
+from fulfil.storage.store_risk import RiskOps
 from fulfil.storage.store_sources import SourceOps
 from fulfil.storage.store_stock import StockOps
 from fulfil.storage.store_work import WorkOps
@@ -36,6 +37,7 @@ class Store(
     StockOps,
     ClaimOps,
     HeldOps,
+    RiskOps,
     ReviewOps,
     ParkingOps,
     QualityOps,

@@ -1,0 +1,473 @@
+"""Risk's storage: the decision's transaction, blocklist entries, credit scores and their history.
+
+The decision runs inside the order's claim (its lease fenced) and before any attempt exists. Counts are
+indexed queries over the orders let through recently (`ix_orders_<kind>_risk`: identity hash, then time),
+so history is never loaded. Exact under concurrency: on SQLite the single writer (BEGIN IMMEDIATE) already
+serialises decisions; on PostgreSQL, where two daemons decide at once under READ COMMITTED, the decision
+first takes a transaction-scoped advisory lock per identity its rules count (`pg_advisory_xact_lock`, on
+the identity hash's first 60 bits, in sorted order). A second order of the same buyer waits there until the
+first one's decision is committed, and its counts, read after the wait, include it. An advisory lock rather
+than a lock row: nothing to create or clean up per identity and window, and it ends with the transaction.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import case, func, literal, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fulfil.config import CREDIT_KINDS, IDENTITY_KINDS, CreditConfig, RiskConfig
+from fulfil.domain import Order, OrderStatus
+from fulfil.risk.identity import mask_identity, normalize
+from fulfil.risk.rules import BlockHit, Decision, Figures, OrderFacts, Query, decide, lock_keys, queries
+from fulfil.storage.base import chunks, order_from_row
+from fulfil.storage.errors import InvalidTransition, NotFound
+from fulfil.storage.store_review import ReviewOps
+from fulfil.storage.schema import orders, risk_blocks, risk_credit, risk_credit_changes
+
+_PENDING = OrderStatus.PENDING.value
+_REVIEW = OrderStatus.REVIEW.value
+_FAILED = OrderStatus.FAILED.value
+_DELIVERED = OrderStatus.DELIVERED.value
+RISK_PREFIX = "risk:"
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    id: int
+    kind: str
+    shown: str  # the value masked (a network in full: it is the operator's rule, not a buyer)
+    reason: str
+    until: datetime | None
+    operator: str
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "value": self.shown,
+            "reason": self.reason,
+            "until": self.until.isoformat() if self.until else None,
+            "operator": self.operator,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class CreditChange:
+    at: datetime
+    delta: int
+    score: int
+    reason: str
+    operator: str | None
+    order_ref: str | None
+
+
+@dataclass(frozen=True)
+class BuyerView:
+    kind: str
+    shown: str
+    score: int
+    changes: tuple[CreditChange, ...]
+    orders: tuple[Order, ...]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    order: Order
+    identities: dict[str, str]  # kind -> masked value
+    record: dict[str, Any]  # the decision as kept on the order ({} when none was made)
+
+
+def advisory_key(identity_hash: str) -> int:
+    """A bigint from a hex identity hash: its first 60 bits (positive, so it fits a signed bigint)."""
+    return int(identity_hash[:15], 16)
+
+
+def _network(kind: str, value: str) -> str | None:
+    """An ip block given as a network wider than one address: its canonical text; else None."""
+    if kind != "ip" or "/" not in value:
+        return None
+    net = ipaddress.ip_network(value.strip(), strict=False)
+    return None if net.num_addresses == 1 else str(net)
+
+
+class RiskOps(ReviewOps):
+    # The credit settings (`risk.credit`); the composition root sets them from the config.
+    risk_credit: CreditConfig = CreditConfig()
+
+    # -- the decision -------------------------------------------------------------------------------------
+
+    async def risk_gate(self, order_ids: Sequence[int], now: datetime) -> set[int]:
+        """Without rules, the orders among these that still need a decision: all of them while any block is
+        active, else those with an identity whose credit is below the start. One read for a whole batch."""
+        if not order_ids:
+            return set()
+        async with self._read() as conn:
+            active = await conn.scalar(
+                select(risk_blocks.c.id).where(or_(risk_blocks.c.until.is_(None), risk_blocks.c.until > now)).limit(1)
+            )
+            if active is not None:
+                return set(order_ids)
+            found: set[int] = set()
+            for part in chunks(list(order_ids)):
+                hashes = [orders.c[f"{kind}_hash"] for kind in CREDIT_KINDS]
+                stmt = (
+                    select(orders.c.id)
+                    .join(risk_credit, risk_credit.c.hash.in_(hashes))
+                    .where(orders.c.id.in_(part), risk_credit.c.score < self.risk_credit.start)
+                )
+                found.update((await conn.execute(stmt)).scalars())
+            return found
+
+    async def risk_decide(
+        self, order: Order, owner: str, risk: RiskConfig, families: Mapping[str, str | None], now: datetime
+    ) -> Decision:
+        """Decide on a claimed order before anything is bought for it, and write the outcome in the same
+        transaction: allowed (counted from now on), held (review, `order.held`), or refused (failed, refundable).
+        LeaseLost when the order is no longer `owner`'s."""
+        facts = OrderFacts(order.id, order.sku, order.qty, order.amount, dict(order.identities))
+        async with self._write() as conn:
+            await self._fence(conn, order.id, owner, now)
+            if self.dialect == "postgresql":
+                for key in sorted({advisory_key(h) for h in lock_keys(facts, risk)}):
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            blocks = await self._matching_blocks(conn, facts, now)
+            scores = await self._recovered_scores(conn, facts, now)
+            figures = {q.rule: await self._count(conn, q) for q in queries(facts, risk, families, now)}
+            decision = decide(facts, risk, figures, scores, blocks)
+            await self._write_decision(conn, order, decision, now)
+        return decision
+
+    async def _matching_blocks(self, conn: AsyncConnection, facts: OrderFacts, now: datetime) -> list[BlockHit]:
+        pairs = set(facts.identities.items())
+        b = risk_blocks.c
+        stmt = select(b.kind, b.hash, b.network, b.reason).where(
+            or_(b.hash.in_([h for _, h in pairs]), b.network.is_not(None)),
+            or_(b.until.is_(None), b.until > now),
+        )
+        rows = (await conn.execute(stmt)).all()
+        hits = [BlockHit(r.kind, r.reason) for r in rows if r.network is None and (r.kind, r.hash) in pairs]
+        networks = [r for r in rows if r.network is not None]
+        if networks and "ip" in facts.identities:
+            blob = await conn.scalar(select(orders.c.ip_enc).where(orders.c.id == facts.order_id))
+            address = ipaddress.ip_address(self._cipher.decrypt(blob)) if blob else None
+            for r in networks:
+                if address is not None and address in ipaddress.ip_network(r.network):
+                    hits.append(BlockHit("ip", r.reason, r.network))
+        return hits
+
+    async def _recovered_scores(self, conn: AsyncConnection, facts: OrderFacts, now: datetime) -> dict[str, int]:
+        """Credit rows of the order's credit identities, first given back `recover_per_order` for each order of
+        theirs delivered since they last recovered (up to the start)."""
+        credit = self.risk_credit
+        mine = {facts.identities[k]: k for k in CREDIT_KINDS if k in facts.identities}
+        if not mine:
+            return {}
+        rows = (await conn.execute(select(risk_credit).where(risk_credit.c.hash.in_(sorted(mine))))).all()
+        scores = {r.hash: r.score for r in rows}
+        for r in rows:
+            if r.score >= credit.start or credit.recover_per_order == 0:
+                continue
+            column = orders.c[f"{r.kind}_hash"]
+            good = await conn.scalar(
+                select(func.count()).where(column == r.hash, orders.c.delivered_at > r.recovered_at)
+            )
+            if good:
+                new = await self._change_credit(
+                    conn, r.kind, r.hash, good * credit.recover_per_order, f"recovered: {good} delivered order(s)",
+                    None, None, now,
+                )
+                scores[r.hash] = new
+        return scores
+
+    async def _count(self, conn: AsyncConnection, q: Query) -> Figures:
+        column = orders.c[f"{q.per}_hash"]
+        passed = orders.c.risk_passed_at
+        if q.seen:
+            # Delivered before risk existed counts as known too.
+            known = or_(passed.is_not(None), orders.c.delivered_at.is_not(None))
+            found = await conn.scalar(select(orders.c.id).where(column == q.hash, known).limit(1))
+            return Figures(seen=found is not None)
+        where = [column == q.hash, passed >= q.since]
+        if q.skus is not None:
+            where.append(orders.c.sku.in_(q.skus))
+        if q.distinct_skus:
+            found = await conn.execute(select(orders.c.sku).where(*where).distinct())
+            return Figures(skus=frozenset(found.scalars()))
+        amount = func.sum(orders.c.amount) if self.dialect == "postgresql" else func.total(orders.c.amount)
+        row = (await conn.execute(select(func.count(), func.coalesce(func.sum(orders.c.qty), 0), amount).where(*where))).one()
+        total = Decimal(str(round(row[2], 8))) if row[2] is not None else Decimal(0)
+        return Figures(orders=row[0], units=int(row[1]), amount=total)
+
+    async def _write_decision(self, conn: AsyncConnection, order: Order, decision: Decision, now: datetime) -> None:
+        record = decision.record()
+        if decision.action == "allow":
+            await conn.execute(update(orders).where(orders.c.id == order.id).values(risk_passed_at=now, risk=record))
+        else:
+            status = _REVIEW if decision.action == "hold" else _FAILED
+            await conn.execute(
+                update(orders)
+                .where(orders.c.id == order.id)
+                .values(status=status, reason=decision.reason, risk=record, lease_owner=None, lease_expires=None)
+            )
+            name = "order.held" if decision.action == "hold" else "order.failed"
+            data = {"reason": decision.reason, "rule": decision.rule}
+            await self._event(conn, f"risk.{'held' if decision.action == 'hold' else 'refused'}", now,
+                              order_id=order.id, data=data)  # fmt: skip
+            await self._event(conn, f"order.{status}", now, order_id=order.id, data={"reason": decision.reason})
+            await self._notify(conn, name, now, order_id=order.id, data={"status": status, "reason": decision.reason})
+        if decision.penalty:
+            mine = dict(order.identities)
+            for kind, identity in sorted((k, mine[k]) for k in CREDIT_KINDS if k in mine):
+                await self._change_credit(
+                    conn, kind, identity, -decision.penalty, decision.penalty_reason, None, order.id, now
+                )
+
+    async def _change_credit(
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        identity: str,
+        delta: int,
+        reason: str,
+        operator: str | None,
+        order_id: int | None,
+        now: datetime,
+        *,
+        absolute: int | None = None,
+    ) -> int:
+        """Add `delta` (or set `absolute`) to one identity's score, kept between 0 and the start; the change
+        is recorded with its reason. Returns the new score."""
+        start = self.risk_credit.start
+
+        def clamp(value: Any) -> Any:
+            return case((value < 0, literal(0)), (value > start, literal(start)), else_=value)
+
+        first = absolute if absolute is not None else max(0, min(start, start + delta))
+        stmt = self._insert_ignore_or_update(kind, identity, first, absolute, delta, clamp, now)
+        score = int((await conn.execute(stmt)).scalar_one())
+        await conn.execute(
+            risk_credit_changes.insert().values(
+                hash=identity, kind=kind, at=now, delta=delta if absolute is None else absolute, score=score,
+                reason=reason[:500], operator=operator, order_id=order_id,
+            )
+        )  # fmt: skip
+        await self._event(
+            conn, "risk.credit", now, order_id=order_id, operator=operator,
+            data={"kind": kind, "identity": identity[:12], "delta": delta, "set": absolute, "score": score,
+                  "reason": reason[:500]},
+        )  # fmt: skip
+        return score
+
+    def _insert_ignore_or_update(
+        self, kind: str, identity: str, first: int, absolute: int | None, delta: int, clamp: Any, now: datetime
+    ) -> Any:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert_(risk_credit).values(hash=identity, kind=kind, score=first, recovered_at=now, updated_at=now)
+        new = literal(absolute) if absolute is not None else clamp(risk_credit.c.score + delta)
+        changes: dict[str, Any] = {"score": new, "updated_at": now}
+        if delta > 0 and absolute is None:
+            changes["recovered_at"] = now  # recovery counted up to now
+        return stmt.on_conflict_do_update(index_elements=["hash"], set_=changes).returning(risk_credit.c.score)
+
+    # -- the operator's side of a held order -------------------------------------------------------------
+
+    async def review_release(self, ref: str, operator: str, now: datetime) -> Order:
+        """A held order back to pending, let through by a person: it is fulfilled normally, never evaluated
+        again, and counted by the rules from now on."""
+        async with self._write() as conn:
+            row = await self._held(conn, ref)
+            updated = await self._set_status(conn, row.id, OrderStatus.PENDING, None, now)
+            await conn.execute(update(orders).where(orders.c.id == row.id).values(risk_passed_at=now))
+            await self._event(
+                conn, "review.release", now, order_id=row.id, operator=operator, data={"reason": row.reason}
+            )
+        return updated
+
+    async def review_refuse(self, ref: str, operator: str, now: datetime) -> Order:
+        """A held order refused by a person: failed (refundable), its `risk:` reason kept, the buyer's credit
+        lowered by `credit.refuse_penalty`."""
+        async with self._write() as conn:
+            row = await self._held(conn, ref)
+            reason = f"{row.reason} (refused by {operator})"[:1000]
+            updated = await self._set_status(conn, row.id, OrderStatus.FAILED, reason, now)
+            await self._event(conn, "review.refuse", now, order_id=row.id, operator=operator, data={"reason": reason})
+            await self._notify(conn, "order.failed", now, order_id=row.id, data={"status": _FAILED, "reason": reason})
+            penalty = self.risk_credit.refuse_penalty
+            for kind in CREDIT_KINDS:
+                identity = row._mapping[f"{kind}_hash"]
+                if identity and penalty:
+                    await self._change_credit(
+                        conn, kind, identity, -penalty, "refused by a person", operator, row.id, now
+                    )
+        return updated
+
+    async def _held(self, conn: AsyncConnection, ref: str) -> Any:
+        row = await self._in_review(conn, ref)
+        if not (row.reason or "").startswith(RISK_PREFIX):
+            raise InvalidTransition(f"order {ref} is in review for another reason (not risk): use review retry")
+        return row
+
+    # -- blocklist ------------------------------------------------------------------------------------------
+
+    async def risk_block(
+        self, kind: str, value: str, reason: str, until: datetime | None, operator: str, now: datetime
+    ) -> tuple[BlockEntry, bool]:
+        """Block an identity (or, for ip, a network); an existing entry gets the new reason and expiry.
+        Returns the entry and whether it is new."""
+        if kind not in IDENTITY_KINDS:
+            raise ValueError(f"unknown identity kind {kind!r}")
+        network = _network(kind, value)
+        norm = network or normalize(kind, value)
+        identity = self._cipher.identity_hash("ipnet" if network else kind, norm)
+        async with self._write() as conn:
+            old = await conn.scalar(
+                select(risk_blocks.c.id).where(risk_blocks.c.kind == kind, risk_blocks.c.hash == identity)
+            )
+            values = {"reason": reason, "until": until, "operator": operator}
+            if old is None:
+                await conn.execute(
+                    risk_blocks.insert().values(
+                        kind=kind, hash=identity, network=network, value_enc=self._cipher.encrypt(norm),
+                        created_at=now, **values,
+                    )
+                )  # fmt: skip
+            else:
+                await conn.execute(update(risk_blocks).where(risk_blocks.c.id == old).values(**values))
+            row = (await conn.execute(select(risk_blocks).where(risk_blocks.c.hash == identity,
+                                                                risk_blocks.c.kind == kind))).one()  # fmt: skip
+            await self._event(
+                conn, "risk.block", now, operator=operator,
+                data={"kind": kind, "id": row.id, "reason": reason, "until": until.isoformat() if until else None},
+            )  # fmt: skip
+        return self._block_entry(row), old is None
+
+    async def risk_unblock(self, kind: str, value: str, operator: str, now: datetime) -> bool:
+        network = _network(kind, value)
+        norm = network or normalize(kind, value)
+        identity = self._cipher.identity_hash("ipnet" if network else kind, norm)
+        async with self._write() as conn:
+            gone = await conn.execute(
+                risk_blocks.delete()
+                .where(risk_blocks.c.kind == kind, risk_blocks.c.hash == identity)
+                .returning(risk_blocks.c.id, risk_blocks.c.reason)
+            )
+            row = gone.first()
+            if row is not None:
+                await self._event(
+                    conn, "risk.unblock", now, operator=operator, data={"kind": kind, "id": row.id, "reason": row.reason}
+                )
+        return row is not None
+
+    async def risk_block_list(self, now: datetime, *, expired: bool = False) -> list[BlockEntry]:
+        stmt = select(risk_blocks).order_by(risk_blocks.c.id)
+        if not expired:
+            stmt = stmt.where(or_(risk_blocks.c.until.is_(None), risk_blocks.c.until > now))
+        async with self._read() as conn:
+            return [self._block_entry(row) for row in await conn.execute(stmt)]
+
+    def _block_entry(self, row: Any) -> BlockEntry:
+        shown = row.network or mask_identity(row.kind, self._cipher.decrypt(row.value_enc))
+        return BlockEntry(row.id, row.kind, shown, row.reason, row.until, row.operator, row.created_at)
+
+    # -- credit ---------------------------------------------------------------------------------------------
+
+    async def order_credit(self, order_id: int) -> int:
+        """The order's buyer credit: the lowest score of its account, contact and user (an identity with no
+        record has the configured start; an order with none of them, too). For after-sales: a low score makes
+        a report suspect. NotFound for an unknown order."""
+        async with self._read() as conn:
+            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
+            if row is None:
+                raise NotFound(f"no order {order_id}")
+            hashes = [row._mapping[f"{k}_hash"] for k in CREDIT_KINDS if row._mapping[f"{k}_hash"]]
+            found = await conn.execute(select(risk_credit.c.score).where(risk_credit.c.hash.in_(hashes)))
+            return min(found.scalars(), default=self.risk_credit.start)
+
+    async def adjust_credit_for_order(
+        self, order_id: int, delta: int, reason: str, operator: str | None, now: datetime
+    ) -> dict[str, int]:
+        """Change the credit of each of the order's credit identities (account, contact, user) by `delta`
+        (negative: a penalty, e.g. an after-sales report judged abusive), kept between 0 and the start, each
+        change recorded with `reason` and `operator`. Returns {kind: new score}; {} when the order has none of
+        those identities. NotFound for an unknown order."""
+        async with self._write() as conn:
+            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
+            if row is None:
+                raise NotFound(f"no order {order_id}")
+            out: dict[str, int] = {}
+            for kind in CREDIT_KINDS:
+                identity = row._mapping[f"{kind}_hash"]
+                if identity:
+                    out[kind] = await self._change_credit(conn, kind, identity, delta, reason, operator, order_id, now)
+            return out
+
+    async def set_credit(self, kind: str, value: str, score: int, reason: str, operator: str, now: datetime) -> int:
+        """Set one identity's score (an operator's decision); recorded with the reason and operator."""
+        if kind not in CREDIT_KINDS:
+            raise ValueError(f"credit is kept per {', '.join(CREDIT_KINDS)}, not per {kind}")
+        identity = self._cipher.identity_hash(kind, normalize(kind, value))
+        async with self._write() as conn:
+            return await self._change_credit(conn, kind, identity, 0, reason, operator, None, now, absolute=score)
+
+    async def buyer(self, kind: str, value: str, *, limit: int = 50) -> BuyerView:
+        """One identity's score, its history (newest first) and its latest orders."""
+        identity = self._cipher.identity_hash(kind, normalize(kind, value))
+        async with self._read() as conn:
+            score = await conn.scalar(select(risk_credit.c.score).where(risk_credit.c.hash == identity))
+            c = risk_credit_changes.c
+            changes = await conn.execute(
+                select(c.at, c.delta, c.score, c.reason, c.operator, orders.c.ref)
+                .select_from(risk_credit_changes.outerjoin(orders, orders.c.id == c.order_id))
+                .where(c.hash == identity)
+                .order_by(c.id.desc())
+                .limit(limit)
+            )
+            history = tuple(CreditChange(r.at, r.delta, r.score, r.reason, r.operator, r.ref) for r in changes)
+            found = await conn.execute(
+                select(orders).where(orders.c[f"{kind}_hash"] == identity).order_by(orders.c.id.desc()).limit(limit)
+            )
+            mine = tuple(order_from_row(r) for r in found)
+        start = self.risk_credit.start
+        shown = mask_identity(kind, value)
+        return BuyerView(kind, shown, score if score is not None and kind in CREDIT_KINDS else start, history, mine)
+
+    async def risk_report(self, ref: str, reason: str, operator: str, now: datetime) -> dict[str, int]:
+        """The shop reports a delivered order refunded (a chargeback): the buyer's credit loses
+        `credit.chargeback_penalty`, recorded with the reason and operator."""
+        async with self._read() as conn:
+            row = await self._order_by_ref(conn, ref)
+        if row is None:
+            raise NotFound(f"no order {ref}")
+        penalty = self.risk_credit.chargeback_penalty
+        changed = await self.adjust_credit_for_order(row.id, -penalty, f"reported: {reason}", operator, now)
+        async with self._write() as conn:
+            await self._event(conn, "risk.report", now, order_id=row.id, operator=operator,
+                              data={"reason": reason, "penalty": penalty})  # fmt: skip
+        return changed
+
+    async def risk_explain(self, ref: str) -> Explanation:
+        async with self._read() as conn:
+            row = await self._order_by_ref(conn, ref)
+        if row is None:
+            raise NotFound(f"no order {ref}")
+        m = row._mapping
+        shown: dict[str, str] = {}
+        for kind in IDENTITY_KINDS:
+            if kind == "account" and m["account"]:
+                shown[kind] = mask_identity(kind, m["account"])
+            elif kind == "contact" and m["contact_enc"]:
+                shown[kind] = mask_identity(kind, self._cipher.decrypt(m["contact_enc"]))
+            elif kind in ("ip", "user", "device") and m[f"{kind}_enc"]:
+                shown[kind] = mask_identity(kind, self._cipher.decrypt(m[f"{kind}_enc"]))
+        return Explanation(order_from_row(row), shown, m["risk"] or {})
