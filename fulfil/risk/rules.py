@@ -226,6 +226,7 @@ def decide(
     reason: str | None = None
     decided_by: str | None = None
     score_penalty = 0
+    scored: list[str] = []
 
     def escalate(to: Action, why: str, rule: str) -> None:
         nonlocal action, reason, decided_by
@@ -245,6 +246,7 @@ def decide(
             continue
         if rule.verb == "score":
             score_penalty += rule.penalty
+            scored.append(f"{rule.name} -{rule.penalty}")
         else:
             escalate("refuse" if rule.verb == "refuse" else "hold", f"{rule.name}: {detail}", rule.name)
     effective = credit - score_penalty
@@ -260,11 +262,10 @@ def decide(
     else:
         lines.append(Line("credit", "credit", detail, False, "hold"))
     penalty = score_penalty
-    if decided_by == "credit":
-        pass  # low credit is the consequence of earlier hits, not a new one: no spiral down to refused
-    elif action == "hold":
-        penalty += thresholds.hold_penalty
-    elif action == "refuse":
-        penalty += thresholds.refuse_penalty
-    why = f"{action} by {decided_by}" if decided_by else "score rules hit"
-    return Decision(action, reason, tuple(lines), credit, penalty, why if penalty else "", decided_by)
+    why = [f"score: {', '.join(scored)}"] if scored else []
+    # Low credit is the consequence of earlier hits, not a new one: no extra penalty (no spiral to refused).
+    if decided_by not in (None, "credit") and action in ("hold", "refuse"):
+        cost = thresholds.hold_penalty if action == "hold" else thresholds.refuse_penalty
+        penalty += cost
+        why.append(f"{'held' if action == 'hold' else 'refused'} by {decided_by} -{cost}")
+    return Decision(action, reason, tuple(lines), credit, penalty, "; ".join(why), decided_by)

@@ -325,31 +325,50 @@ class RiskOps(ReviewOps):
     ) -> tuple[BlockEntry, bool]:
         """Block an identity (or, for ip, a network); an existing entry gets the new reason and expiry.
         Returns the entry and whether it is new."""
+        return (await self.risk_block_many([(kind, value, reason, until)], operator, now))[0]
+
+    async def risk_block_many(
+        self, entries: Sequence[tuple[str, str, str, datetime | None]], operator: str, now: datetime
+    ) -> list[tuple[BlockEntry, bool]]:
+        """(kind, value, reason, until) entries in one transaction: all written or none."""
+        out: list[tuple[BlockEntry, bool]] = []
+        async with self._write() as conn:
+            for kind, value, reason, until in entries:
+                out.append(await self._block(conn, kind, value, reason, until, operator, now))
+        return out
+
+    async def _block(
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        value: str,
+        reason: str,
+        until: datetime | None,
+        operator: str,
+        now: datetime,
+    ) -> tuple[BlockEntry, bool]:
         if kind not in IDENTITY_KINDS:
             raise ValueError(f"unknown identity kind {kind!r}")
         network = _network(kind, value)
         norm = network or normalize(kind, value)
         identity = self._cipher.identity_hash("ipnet" if network else kind, norm)
-        async with self._write() as conn:
-            old = await conn.scalar(
-                select(risk_blocks.c.id).where(risk_blocks.c.kind == kind, risk_blocks.c.hash == identity)
-            )
-            values = {"reason": reason, "until": until, "operator": operator}
-            if old is None:
-                await conn.execute(
-                    risk_blocks.insert().values(
-                        kind=kind, hash=identity, network=network, value_enc=self._cipher.encrypt(norm),
-                        created_at=now, **values,
-                    )
-                )  # fmt: skip
-            else:
-                await conn.execute(update(risk_blocks).where(risk_blocks.c.id == old).values(**values))
-            row = (await conn.execute(select(risk_blocks).where(risk_blocks.c.hash == identity,
-                                                                risk_blocks.c.kind == kind))).one()  # fmt: skip
-            await self._event(
-                conn, "risk.block", now, operator=operator,
-                data={"kind": kind, "id": row.id, "reason": reason, "until": until.isoformat() if until else None},
+        where = (risk_blocks.c.kind == kind, risk_blocks.c.hash == identity)
+        old = await conn.scalar(select(risk_blocks.c.id).where(*where))
+        values = {"reason": reason, "until": until, "operator": operator}
+        if old is None:
+            await conn.execute(
+                risk_blocks.insert().values(
+                    kind=kind, hash=identity, network=network, value_enc=self._cipher.encrypt(norm),
+                    created_at=now, **values,
+                )
             )  # fmt: skip
+        else:
+            await conn.execute(update(risk_blocks).where(risk_blocks.c.id == old).values(**values))
+        row = (await conn.execute(select(risk_blocks).where(*where))).one()
+        await self._event(
+            conn, "risk.block", now, operator=operator,
+            data={"kind": kind, "id": row.id, "reason": reason, "until": until.isoformat() if until else None},
+        )  # fmt: skip
         return self._block_entry(row), old is None
 
     async def risk_unblock(self, kind: str, value: str, operator: str, now: datetime) -> bool:

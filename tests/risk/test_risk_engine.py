@@ -152,6 +152,6 @@ async def test_score_rules_lower_credit_and_the_thresholds_then_hold(store: Stor
     buyer = await store.buyer("account", "a-1")
     assert buyer.score == 41
     assert [(c.delta, c.reason) for c in buyer.changes] == [
-        (-30, "hold by credit"), (1, "recovered: 1 delivered order(s)"), (-30, "score rules hit")
+        (-30, "score: odd-device -30"), (1, "recovered: 1 delivered order(s)"), (-30, "score: odd-device -30")
     ]  # fmt: skip
     assert len(shop.supplier.ledger) == 2
