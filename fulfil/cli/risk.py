@@ -6,6 +6,7 @@ Buyer identities are named `KIND:VALUE` (`contact:b@example.com`, `account:10001
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import ipaddress
@@ -47,15 +48,15 @@ def parse_until(text: str | None, now: datetime) -> datetime | None:
         return None
     raw = text.strip()
     until: datetime | None = None
-    try:
+    with contextlib.suppress(ValueError):  # not a duration: a date, then
         until = now + timedelta(seconds=parse_duration(raw))
-    except ValueError:
-        pass
     if until is None:
         try:
             parsed = datetime.fromisoformat(raw)
         except ValueError:
-            raise BadInput(f"--until {raw[:40]!r}: expected a date (2027-01-31), a date-time or a duration (7d)")
+            raise BadInput(
+                f"--until {raw[:40]!r}: expected a date (2027-01-31), a date-time or a duration (7d)"
+            ) from None
         if len(raw) == 10:  # a bare date: blocked through that whole day
             parsed = datetime.combine(parsed.date(), time.max)
         until = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -88,51 +89,55 @@ class BlockLine:
     until: datetime | None
 
 
-def read_block_file(path: Path, now: datetime) -> list[BlockLine]:
-    """CSV with a header `kind,value[,reason][,until]` or JSON lines with those keys; every bad line is
-    named, and then nothing is written."""
+def _records(path: Path) -> list[tuple[int, Any]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: cannot read ({exc})") from exc
-    records: list[tuple[int, Any]] = []
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if first.startswith("{"):
+        records: list[tuple[int, Any]] = []
         for number, raw in enumerate(text.splitlines(), start=1):
             if raw.strip():
                 try:
                     records.append((number, values.load_json(raw)))
                 except values.JsonError as exc:
                     records.append((number, f"not valid JSON ({exc})"))
-    else:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = [name.strip().lower() for name in reader.fieldnames or []]
-        if "kind" not in header or "value" not in header or set(header) - {"kind", "value", "reason", "until"}:
-            raise BadInput(f"{path}: expected a CSV header kind,value[,reason][,until], got {','.join(header)[:80]}")
-        reader.fieldnames = header
-        records = [(reader.line_num, row) for row in reader]
+        return records
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [name.strip().lower() for name in reader.fieldnames or []]
+    if "kind" not in header or "value" not in header or set(header) - {"kind", "value", "reason", "until"}:
+        raise BadInput(f"{path}: expected a CSV header kind,value[,reason][,until], got {','.join(header)[:80]}")
+    reader.fieldnames = header
+    return [(reader.line_num, row) for row in reader]
+
+
+def _block_line(number: int, record: Any, now: datetime) -> BlockLine:
+    """One entry of a block file; BadInput naming what is wrong."""
+    if not isinstance(record, dict):
+        raise BadInput(record if isinstance(record, str) else "expected an object")
+    kind = str(record.get("kind") or "").strip().lower()
+    value = str(record.get("value") or "")
+    reason = str(record.get("reason") or "imported").strip()[:MAX_REASON]
+    if kind not in IDENTITY_KINDS:
+        raise BadInput(f"kind {kind[:20]!r} is not one of {', '.join(IDENTITY_KINDS)}")
+    problem = check_block_value(kind, value)
+    if problem:
+        raise BadInput(problem)
+    until = parse_until(str(record["until"]) if record.get("until") else None, now)
+    return BlockLine(number, kind, value.strip(), reason, until)
+
+
+def read_block_file(path: Path, now: datetime) -> list[BlockLine]:
+    """CSV with a header `kind,value[,reason][,until]` or JSON lines with those keys; every bad line is
+    named, and then nothing is written."""
     lines: list[BlockLine] = []
     problems: list[str] = []
-    for number, record in records:
-        if not isinstance(record, dict):
-            problems.append(f"line {number}: {record if isinstance(record, str) else 'expected an object'}")
-            continue
-        kind = str(record.get("kind") or "").strip().lower()
-        value = str(record.get("value") or "")
-        reason = str(record.get("reason") or "imported").strip()[:MAX_REASON]
-        if kind not in IDENTITY_KINDS:
-            problems.append(f"line {number}: kind {kind[:20]!r} is not one of {', '.join(IDENTITY_KINDS)}")
-            continue
-        problem = check_block_value(kind, value)
-        if problem:
-            problems.append(f"line {number}: {problem}")
-            continue
+    for number, record in _records(path):
         try:
-            until = parse_until(str(record["until"]) if record.get("until") else None, now)
+            lines.append(_block_line(number, record, now))
         except BadInput as exc:
             problems.append(f"line {number}: {exc.message.removeprefix('--')}")
-            continue
-        lines.append(BlockLine(number, kind, value.strip(), reason, until))
     if problems:
         raise BadInput(f"{path}: nothing blocked:\n" + "\n".join(f"  {p}" for p in problems))
     if not lines:
@@ -159,7 +164,12 @@ def identity_argument(text: str, *, credit: bool = False) -> tuple[str, str]:
 @click.option("--account", help="A recharge account.")
 @click.option("--user", help="The shop's account id of the buyer.")
 @click.option("--device", help="A device id.")
-@click.option("--file", "file", type=click.Path(path_type=Path), help="Entries to import (CSV kind,value,reason,until or JSON lines).")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path),
+    help="Entries to import (CSV kind,value,reason,until or JSON lines).",
+)
 @click.option("--reason", default="", help="Why (shown in `blocks`, and in the refused order's reason).")
 @click.option("--until", help="Expiry: a date, a date-time or a duration (7d). Default: never.")
 @operator_option
@@ -287,13 +297,26 @@ def buyer(identity: str, as_json: bool) -> None:
         "identity": view.shown,
         "credit": view.score if kind in CREDIT_KINDS else None,
         "history": [
-            {"at": c.at.isoformat(), "delta": c.delta, "score": c.score, "reason": c.reason, "operator": c.operator,
-             "order": c.order_ref}  # fmt: skip
+            {
+                "at": c.at.isoformat(),
+                "delta": c.delta,
+                "score": c.score,
+                "reason": c.reason,
+                "operator": c.operator,
+                "order": c.order_ref,
+            }  # fmt: skip
             for c in view.changes
         ],
         "orders": [
-            {"ref": o.ref, "sku": o.sku, "qty": o.qty, "amount": o.amount, "status": o.status.value,
-             "reason": o.reason, "created_at": o.created_at.isoformat()}  # fmt: skip
+            {
+                "ref": o.ref,
+                "sku": o.sku,
+                "qty": o.qty,
+                "amount": o.amount,
+                "status": o.status.value,
+                "reason": o.reason,
+                "created_at": o.created_at.isoformat(),
+            }  # fmt: skip
             for o in view.orders
         ],
     }

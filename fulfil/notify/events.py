@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from fulfil.config import EVENT_TYPES, NotifyConfig
-from fulfil.risk.identity import mask_contact
+from fulfil.risk.identity import mask_contact as mask_contact  # re-exported: notify masks contacts
 
 # Events of one order that happen at most once: one id per (type, order), unique per channel in the database.
 ONCE_PER_ORDER = frozenset({"order.accepted", "order.delivered", "order.failed", "order.delayed", "order.held"})

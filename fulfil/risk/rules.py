@@ -120,7 +120,8 @@ def queries(facts: OrderFacts, risk: RiskConfig, families: Mapping[str, str | No
                 if kind in facts.identities:
                     out.append(Query(rule.name, kind, facts.identities[kind], None, seen=True))
             continue
-        if rule.kind not in COUNTING or rule.per not in facts.identities:
+        per = rule.per
+        if rule.kind not in COUNTING or per is None or per not in facts.identities:
             continue
         since = now - timedelta(seconds=rule.seconds)
         skus: tuple[str, ...] | None = None
@@ -133,7 +134,7 @@ def queries(facts: OrderFacts, risk: RiskConfig, families: Mapping[str, str | No
             if skus is None:
                 continue
         distinct = rule.kind == "denominations"
-        out.append(Query(rule.name, rule.per, facts.identities[rule.per], since, skus, distinct_skus=distinct))
+        out.append(Query(rule.name, per, facts.identities[per], since, skus, distinct_skus=distinct))
     return out
 
 
@@ -184,9 +185,7 @@ def _limit_line(rule: RiskRule, facts: OrderFacts, figures: Figures) -> tuple[st
     return f"{', '.join(parts)} {where}", hit
 
 
-def _evaluate(
-    rule: RiskRule, facts: OrderFacts, figures: Mapping[str, Figures], credit: int
-) -> tuple[str, bool]:
+def _evaluate(rule: RiskRule, facts: OrderFacts, figures: Mapping[str, Figures], credit: int) -> tuple[str, bool]:
     mine = figures.get(rule.name)
     if rule.kind == "credit":
         return f"credit {credit} (below {rule.below} hits)", credit < (rule.below or 0)

@@ -44,8 +44,8 @@ from fulfil import failpoints
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config, SourceConfig
 from fulfil.domain import NewOrder, OrderStatus
-from fulfil.risk.identity import ip_error
 from fulfil.intake import validate_order
+from fulfil.risk.identity import ip_error
 from fulfil.sources import text
 from fulfil.sources.base import RowState, ShopOrder, ShopRefused, Source, SourceError, Taken, WriteOutcome, Written
 from fulfil.storage import SourceDraft, SourceRecord, SourceState, Store, StoreError

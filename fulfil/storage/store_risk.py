@@ -28,8 +28,8 @@ from fulfil.risk.identity import mask_identity, normalize
 from fulfil.risk.rules import BlockHit, Decision, Figures, OrderFacts, Query, decide, lock_keys, queries
 from fulfil.storage.base import chunks, order_from_row
 from fulfil.storage.errors import InvalidTransition, NotFound
-from fulfil.storage.store_review import ReviewOps
 from fulfil.storage.schema import orders, risk_blocks, risk_credit, risk_credit_changes
+from fulfil.storage.store_review import ReviewOps
 
 _PENDING = OrderStatus.PENDING.value
 _REVIEW = OrderStatus.REVIEW.value
@@ -182,8 +182,14 @@ class RiskOps(ReviewOps):
             )
             if good:
                 new = await self._change_credit(
-                    conn, r.kind, r.hash, good * credit.recover_per_order, f"recovered: {good} delivered order(s)",
-                    None, None, now,
+                    conn,
+                    r.kind,
+                    r.hash,
+                    good * credit.recover_per_order,
+                    f"recovered: {good} delivered order(s)",
+                    None,
+                    None,
+                    now,
                 )
                 scores[r.hash] = new
         return scores
@@ -203,7 +209,9 @@ class RiskOps(ReviewOps):
             found = await conn.execute(select(orders.c.sku).where(*where).distinct())
             return Figures(skus=frozenset(found.scalars()))
         amount = func.sum(orders.c.amount) if self.dialect == "postgresql" else func.total(orders.c.amount)
-        row = (await conn.execute(select(func.count(), func.coalesce(func.sum(orders.c.qty), 0), amount).where(*where))).one()
+        row = (
+            await conn.execute(select(func.count(), func.coalesce(func.sum(orders.c.qty), 0), amount).where(*where))
+        ).one()
         total = Decimal(str(round(row[2], 8))) if row[2] is not None else Decimal(0)
         return Figures(orders=row[0], units=int(row[1]), amount=total)
 
@@ -384,7 +392,11 @@ class RiskOps(ReviewOps):
             row = gone.first()
             if row is not None:
                 await self._event(
-                    conn, "risk.unblock", now, operator=operator, data={"kind": kind, "id": row.id, "reason": row.reason}
+                    conn,
+                    "risk.unblock",
+                    now,
+                    operator=operator,
+                    data={"kind": kind, "id": row.id, "reason": row.reason},
                 )
         return row is not None
 

@@ -41,7 +41,10 @@ def test_block_list_unblock_masks_values_and_records_the_operator(env: Env) -> N
         found = await store.events(limit=100)
         return [(e.name, e.operator) for e in found if e.name.startswith("risk.")]
 
-    assert sorted(env.store(events)) == [("risk.block", "alice")] * 3 + [("risk.block", "carol"), ("risk.unblock", "bob")]
+    assert sorted(env.store(events)) == [("risk.block", "alice")] * 3 + [
+        ("risk.block", "carol"),
+        ("risk.unblock", "bob"),
+    ]
 
 
 def test_block_refuses_bad_input_and_writes_nothing(env: Env) -> None:
@@ -56,7 +59,9 @@ def test_block_refuses_bad_input_and_writes_nothing(env: Env) -> None:
         result = env.cli("risk", "block", *args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
-    bad_file = env.write("blocks.csv", "kind,value,reason\ncontact,a@example.com,ok\nphone,123,bad kind\nip,1.2.3.999,x\n")
+    bad_file = env.write(
+        "blocks.csv", "kind,value,reason\ncontact,a@example.com,ok\nphone,123,bad kind\nip,1.2.3.999,x\n"
+    )
     result = env.cli("risk", "block", "--file", str(bad_file))
     assert result.exit_code == 2
     assert "line 3: kind 'phone' is not one of" in result.output and "line 4: ip: '1.2.3.999'" in result.output
@@ -64,7 +69,9 @@ def test_block_refuses_bad_input_and_writes_nothing(env: Env) -> None:
 
 
 def test_block_file_imports_csv_and_json_lines(env: Env) -> None:
-    csv_file = env.write("b.csv", "kind,value,reason,until\ncontact,x@example.com,fraud,\nip,192.0.2.0/28,farm,2099-01-01\n")
+    csv_file = env.write(
+        "b.csv", "kind,value,reason,until\ncontact,x@example.com,fraud,\nip,192.0.2.0/28,farm,2099-01-01\n"
+    )
     assert env.cli("risk", "block", "--file", str(csv_file)).exit_code == 0
     jsonl = env.write("b.jsonl", '{"kind": "device", "value": "dev-77", "reason": "emulator"}\n')
     assert env.cli("risk", "block", "--file", str(jsonl)).exit_code == 0
@@ -98,7 +105,9 @@ def test_buyer_fields_at_intake_are_validated_hashed_and_never_shown(env: Env) -
     ok = env.cli("orders", "add", "--ref", "I1", "--sku", "steam-100", "--qty", "1", "--ip", "203.0.113.9",
                  "--user", "u-900", "--device", "dev-abcdef", "--contact", "Buyer@Example.com")  # fmt: skip
     assert ok.exit_code == 0, ok.output
-    imported = env.write("o.csv", "ref,sku,qty,contact,ip,user,device\nI2,steam-100,1,c@example.com,2001:db8::1,u-2,d-2\n")
+    imported = env.write(
+        "o.csv", "ref,sku,qty,contact,ip,user,device\nI2,steam-100,1,c@example.com,2001:db8::1,u-2,d-2\n"
+    )
     assert env.cli("orders", "import", str(imported)).exit_code == 0
     jsonl = env.write("o.jsonl", '{"ref": "I3", "sku": "steam-100", "qty": 1, "ip": "not-an-ip"}\n')
     refused = env.cli("orders", "import", str(jsonl))
@@ -126,7 +135,9 @@ def test_buyer_fields_at_intake_are_validated_hashed_and_never_shown(env: Env) -
 
 def test_review_release_and_refuse_only_take_risk_holds(env: Env) -> None:
     for ref in ("H1", "H2", "N1"):
-        assert env.cli("orders", "add", "--ref", ref, "--sku", "steam-100", "--qty", "1", "--user", "u-5").exit_code == 0
+        assert (
+            env.cli("orders", "add", "--ref", ref, "--sku", "steam-100", "--qty", "1", "--user", "u-5").exit_code == 0
+        )
     env.put_in_review("H1", "risk: ip-burst: 6 orders (max 5) per ip in 1m")
     env.put_in_review("H2", "risk: credit 55 is below 60")
     env.put_in_review("N1", "out_of_stock")

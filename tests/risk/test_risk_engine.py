@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from riskkit import FACES, Shop, order, risk_config
 
 from fulfil.crypto import CardCipher
