@@ -235,8 +235,7 @@ def _parse_jsonl(text: str) -> Iterator[ParsedLine]:
             yield ParsedLine(number, error=f"not valid JSON ({exc})")
             continue
         if not isinstance(record, dict):
-            fields = f"{', '.join(FIELDS[:5])} ({', '.join(FIELDS[5:])})"
-            yield ParsedLine(number, error=f"expected a JSON object with {fields}")
+            yield ParsedLine(number, error="expected a JSON object with ref, sku, qty, account, amount")
             continue
         try:
             yield ParsedLine(number, order=order_from_fields(record))

@@ -13,7 +13,7 @@ Two steps, so the store can count exactly what the rules need inside the decisio
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from fulfil.config import CREDIT_KINDS, RiskConfig, RiskRule
 Action = Literal["allow", "hold", "refuse"]
 _SEVERITY: dict[Action, int] = {"allow": 0, "hold": 1, "refuse": 2}
 COUNTING = ("velocity", "product_limit", "denominations", "first_order")
+PENALTY_WINDOW = 3600.0  # a hold or refusal costs an identity at most once an hour per rule (longer windows: theirs)
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,15 @@ class Decision:
     reason: str | None  # starts with "risk: " unless allowed
     lines: tuple[Line, ...]
     credit: int  # the order's credit before this decision (lowest of its identities)
-    penalty: int = 0  # taken from each credit identity of the order
+    penalty: int = 0  # `score -N` hits: taken from each credit identity of the order
     penalty_reason: str = ""
     rule: str | None = None  # the rule that decided, when one did
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The hold or refusal's own penalty (`credit.hold_penalty` / `refuse_penalty`): taken at most once per
+    # `action_window` seconds per identity and reason, so a flood costs a buyer one penalty per window, not one
+    # per order (which would turn a burst of holds into refusals for months).
+    action_penalty: int = 0
+    action_reason: str = ""
+    action_window: float = 0.0
 
     def record(self) -> dict[str, Any]:
         """What is kept on the order for `fulfil risk explain`."""
@@ -98,7 +104,7 @@ class Decision:
             "reason": self.reason,
             "rule": self.rule,
             "credit": self.credit,
-            "penalty": self.penalty,
+            "penalty": self.penalty + self.action_penalty,
             "lines": [line.as_dict() for line in self.lines],
         }
 
@@ -260,11 +266,12 @@ def decide(
         escalate("hold", f"credit {effective} is below {thresholds.hold_below}", "credit")
     else:
         lines.append(Line("credit", "credit", detail, False, "hold"))
-    penalty = score_penalty
-    why = [f"score: {', '.join(scored)}"] if scored else []
+    why = f"score: {', '.join(scored)}" if scored else ""
+    cost, cost_reason, window = 0, "", 0.0
     # Low credit is the consequence of earlier hits, not a new one: no extra penalty (no spiral to refused).
     if decided_by not in (None, "credit") and action in ("hold", "refuse"):
         cost = thresholds.hold_penalty if action == "hold" else thresholds.refuse_penalty
-        penalty += cost
-        why.append(f"{'held' if action == 'hold' else 'refused'} by {decided_by} -{cost}")
-    return Decision(action, reason, tuple(lines), credit, penalty, "; ".join(why), decided_by)
+        cost_reason = f"{'held' if action == 'hold' else 'refused'} by {decided_by}"
+        rule_window = next((r.seconds for r in risk.rules if r.name == decided_by), 0.0)
+        window = max(rule_window, PENALTY_WINDOW)
+    return Decision(action, reason, tuple(lines), credit, score_penalty, why, decided_by, cost, cost_reason, window)

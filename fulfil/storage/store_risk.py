@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -136,15 +136,21 @@ class RiskOps(ReviewOps):
         facts = OrderFacts(order.id, order.sku, order.qty, order.amount, dict(order.identities))
         async with self._write() as conn:
             await self._fence(conn, order.id, owner, now)
-            if self.dialect == "postgresql":
-                for key in sorted({advisory_key(h) for h in lock_keys(facts, risk)}):
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            await self._serialise(conn, lock_keys(facts, risk))
             blocks = await self._matching_blocks(conn, facts, now)
             scores = await self._recovered_scores(conn, facts, now)
             figures = {q.rule: await self._count(conn, q) for q in queries(facts, risk, families, now)}
             decision = decide(facts, risk, figures, scores, blocks)
             await self._write_decision(conn, order, decision, now)
         return decision
+
+    async def _serialise(self, conn: AsyncConnection, identities: Sequence[str]) -> None:
+        """PostgreSQL: wait for, then hold until commit, a lock per identity whose counts this decision reads.
+        (SQLite: the write transaction already excludes every other writer.)"""
+        if self.dialect != "postgresql":
+            return
+        for key in sorted({advisory_key(h) for h in identities}):
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     async def _matching_blocks(self, conn: AsyncConnection, facts: OrderFacts, now: datetime) -> list[BlockHit]:
         pairs = set(facts.identities.items())
@@ -232,12 +238,25 @@ class RiskOps(ReviewOps):
                               order_id=order.id, data=data)  # fmt: skip
             await self._event(conn, f"order.{status}", now, order_id=order.id, data={"reason": decision.reason})
             await self._notify(conn, name, now, order_id=order.id, data={"status": status, "reason": decision.reason})
-        if decision.penalty:
-            mine = dict(order.identities)
-            for kind, identity in sorted((k, mine[k]) for k in CREDIT_KINDS if k in mine):
+        mine = dict(order.identities)
+        for kind, identity in sorted((k, mine[k]) for k in CREDIT_KINDS if k in mine):
+            if decision.penalty:
                 await self._change_credit(
                     conn, kind, identity, -decision.penalty, decision.penalty_reason, None, order.id, now
                 )
+            if decision.action_penalty and not await self._penalised_since(
+                conn, identity, decision.action_reason, now - timedelta(seconds=decision.action_window)
+            ):
+                await self._change_credit(
+                    conn, kind, identity, -decision.action_penalty, decision.action_reason, None, order.id, now
+                )
+
+    async def _penalised_since(self, conn: AsyncConnection, identity: str, reason: str, since: datetime) -> bool:
+        c = risk_credit_changes.c
+        found = await conn.scalar(
+            select(c.id).where(c.hash == identity, c.reason == reason, c.at >= since, c.delta < 0).limit(1)
+        )
+        return found is not None
 
     async def _change_credit(
         self,
