@@ -48,7 +48,8 @@ class Query:
     since: datetime | None
     skus: tuple[str, ...] | None = None
     seen: bool = False
-    distinct_skus: bool = False  # the skus seen rather than sums (denominations)
+    # What to count: orders, units, amount (sums over the window), skus (distinct ones), seen (any ever).
+    measures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Figures:
     orders: int = 0
     units: int = 0
     amount: Decimal = Decimal(0)
-    skus: frozenset[str] = frozenset()
+    skus: int = 0  # distinct skus among `Query.skus` (denominations: the family's other face values)
     seen: bool = False
 
 
@@ -124,7 +125,7 @@ def queries(facts: OrderFacts, risk: RiskConfig, families: Mapping[str, str | No
             kinds = (rule.per,) if rule.per else CREDIT_KINDS
             for kind in kinds:
                 if kind in facts.identities:
-                    out.append(Query(rule.name, kind, facts.identities[kind], None, seen=True))
+                    out.append(Query(rule.name, kind, facts.identities[kind], None, seen=True, measures=("seen",)))
             continue
         per = rule.per
         if rule.kind not in COUNTING or per is None or per not in facts.identities:
@@ -136,11 +137,16 @@ def queries(facts: OrderFacts, risk: RiskConfig, families: Mapping[str, str | No
             if facts.sku not in skus:
                 continue
         elif rule.kind == "denominations":
-            skus = _family_skus(facts.sku, families)
-            if skus is None:
+            family = _family_skus(facts.sku, families)
+            if family is None:
                 continue
-        distinct = rule.kind == "denominations"
-        out.append(Query(rule.name, per, facts.identities[per], since, skus, distinct_skus=distinct))
+            skus = tuple(s for s in family if s != facts.sku)  # the others: this order brings its own
+        if rule.kind == "denominations":
+            measures: tuple[str, ...] = ("skus",)
+        else:
+            wanted = (("orders", rule.max_orders), ("units", rule.max_units), ("amount", rule.max_amount))
+            measures = tuple(name for name, limit in wanted if limit is not None)
+        out.append(Query(rule.name, per, facts.identities[per], since, skus, measures=measures))
     return out
 
 
@@ -211,9 +217,9 @@ def _evaluate(rule: RiskRule, facts: OrderFacts, figures: Mapping[str, Figures],
             return f"{facts.sku} has no family, or the order has no {rule.per}", False
         return f"the order has no {rule.per}", False
     if rule.kind == "denominations":
-        skus = mine.skus | {facts.sku}
-        text = f"{len(skus)} skus of one family per {rule.per} in {_window(rule.seconds)} (max {rule.max_skus})"
-        return text, len(skus) > (rule.max_skus or 0)
+        skus = mine.skus + 1
+        text = f"{skus} skus of one family per {rule.per} in {_window(rule.seconds)} (max {rule.max_skus})"
+        return text, skus > (rule.max_skus or 0)
     return _limit_line(rule, facts, mine)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from datetime import datetime
 
 import pytest
 from riskkit import Shop, order, risk_config
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import OrderStatus
-from fulfil.risk.rules import Figures, Query
+from fulfil.risk.rules import Figures, OrderFacts, Query
 from fulfil.storage import Store
 
 pytestmark = pytest.mark.pg
@@ -28,9 +29,14 @@ LIMIT = {"name": "eleven", "kind": "velocity", "per": "contact", "window": 3600.
 ORDERS = 60
 
 
+Snapshot = tuple[dict[str, Figures], bool, bool]
+
+
 class SlowCounting(Store):
-    async def _count(self, conn: AsyncConnection, q: Query) -> Figures:
-        figures = await super()._count(conn, q)
+    async def _snapshot(
+        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime
+    ) -> Snapshot:
+        figures = await super()._snapshot(conn, facts, wanted, now)
         # Widen the window between reading the count and committing the decision, by varying amounts.
         await asyncio.sleep(random.uniform(0.002, 0.008))
         return figures
@@ -46,8 +52,10 @@ class Unlocked(Store):
     async def _serialise(self, conn: AsyncConnection, identities: Sequence[str]) -> None:
         return None
 
-    async def _count(self, conn: AsyncConnection, q: Query) -> Figures:
-        figures = await super()._count(conn, q)
+    async def _snapshot(
+        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime
+    ) -> Snapshot:
+        figures = await super()._snapshot(conn, facts, wanted, now)
         try:
             await asyncio.wait_for(RENDEZVOUS.wait(), 0.2)
         except (TimeoutError, asyncio.BrokenBarrierError):
