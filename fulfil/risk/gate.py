@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from fulfil import failpoints
 from fulfil.clock import Clock
 from fulfil.config import Config
 from fulfil.domain import Order, OrderStatus
@@ -45,6 +46,7 @@ class RiskGate:
         future: asyncio.Future[Outcome] = loop.create_future()
         self._waiting[order.id] = (order, owner, future)
         outcome = await future
+        await failpoints.pause("risk_decided")  # tests: a kill lands after the decision, before the purchase
         if isinstance(outcome, LeaseLost):
             raise outcome
         if isinstance(outcome, BaseException):

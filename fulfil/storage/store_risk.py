@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fulfil import failpoints
 from fulfil.config import CREDIT_KINDS, IDENTITY_KINDS, CreditConfig, RiskConfig
 from fulfil.domain import Order, OrderStatus
 from fulfil.risk.identity import mask_identity, normalize
@@ -197,6 +198,7 @@ class RiskOps(ReviewOps):
             blocks = await self._matching_blocks(conn, facts, now) if maybe_blocked else []
             scores = await self._recovered_scores(conn, facts, now) if low_credit else {}
             decision = decide(facts, risk, figures, scores, blocks)
+            await failpoints.pause("risk_deciding")  # tests: a kill lands inside the decision's transaction
             await self._write_decision(conn, order, owner, decision, now)
         return decision
 
