@@ -229,8 +229,12 @@ class RiskOps(ReviewOps):
                     old = replace(old, seen=old.seen or value is not None)
                 elif measure == "amount":
                     old = replace(old, amount=Decimal(str(round(value, 8))) if value is not None else Decimal(0))
+                elif measure == "orders":
+                    old = replace(old, orders=int(value or 0))
+                elif measure == "units":
+                    old = replace(old, units=int(value or 0))
                 else:
-                    old = replace(old, **{measure: int(value or 0)})
+                    old = replace(old, skus=int(value or 0))
             figures[q.rule] = old
         credit = row["credit"]
         return figures, bool(row["blocks"]), credit is not None and credit < self.risk_credit.start

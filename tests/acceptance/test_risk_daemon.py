@@ -98,7 +98,7 @@ def test_flood_face_values_blocks_credit_and_release_buy_nothing_for_held_orders
     # Four face values from one account, one at a time; a blocked contact; a buyer at credit 55.
     for i, sku in enumerate(FACES):
         import_orders(config, env, [order_line(f"D{i}", sku, account="acct-9")], tmp_path / f"d{i}.jsonl")
-        wait_until(lambda: _settled(config, env, 51 + i), timeout=60, message=f"D{i} decided")
+        wait_until(lambda n=51 + i: _settled(config, env, n), timeout=60, message=f"D{i} decided")
     import_orders(config, env, [order_line("B1", contact="Thief@example.com"), order_line("C1", user="u-55"),
                                 order_line("OK1", contact="fine@example.com", ip="198.51.100.7")],
                   tmp_path / "rest.jsonl")  # fmt: skip
