@@ -1,8 +1,8 @@
 """Where the engine asks risk: once per order, after its claim and before its first attempt.
 
 Orders claimed together are decided together, one after another in id order (each in its own transaction,
-each answered as soon as it is decided): with a limit of 5, the first 5 orders of a flood are the ones that
-go through, not whichever task the event loop ran first. Cheap on the happy path: with no rules configured,
+each answered as soon as it is decided), and a later claim's orders after an earlier claim's: with a limit of
+5, the first 5 orders of a flood are the ones that go through, not whichever task the event loop ran first. Cheap on the happy path: with no rules configured,
 a batch costs one read (is any block active, has any of these orders' buyers lost credit?) and orders of good
 buyers go on with no statement of their own.
 """
@@ -36,6 +36,7 @@ class RiskGate:
         self._clock = clock
         self._waiting: dict[int, tuple[Order, str, asyncio.Future[Outcome]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_order = asyncio.Lock()  # one claimed batch decided after the other, as they were claimed
 
     async def allows(self, order: Order, owner: str) -> bool:
         """True: go on and buy. False: the order was held or refused (or, `on_error: hold`, held because
@@ -65,6 +66,10 @@ class RiskGate:
         task.add_done_callback(self._tasks.discard)
 
     async def _decide_all(self, batch: dict[int, tuple[Order, str, asyncio.Future[Outcome]]]) -> None:
+        async with self._in_order:
+            await self._decide_batch(batch)
+
+    async def _decide_batch(self, batch: dict[int, tuple[Order, str, asyncio.Future[Outcome]]]) -> None:
         config = self._config()
         needed: set[int] | None = None
         try:
