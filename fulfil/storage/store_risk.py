@@ -139,6 +139,9 @@ def _measure(dialect: str, i: int, per: str, measure: str, has_skus: bool) -> An
     return select(value).where(*where).scalar_subquery()
 
 
+_LOCK_ALL = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
+
+
 def advisory_key(identity_hash: str) -> int:
     """A bigint from a hex identity hash: its first 60 bits (positive, so it fits a signed bigint)."""
     return int(identity_hash[:15], 16)
@@ -244,8 +247,11 @@ class RiskOps(ReviewOps):
         (SQLite: the write transaction already excludes every other writer.)"""
         if self.dialect != "postgresql":
             return
-        for key in sorted({advisory_key(h) for h in identities}):
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        keys = sorted({advisory_key(h) for h in identities})
+        if keys:
+            # One statement for all of them, taken in the array's (sorted) order: no two decisions can each
+            # hold one identity the other waits for.
+            await conn.execute(_LOCK_ALL, {"keys": keys})
 
     async def _matching_blocks(self, conn: AsyncConnection, facts: OrderFacts, now: datetime) -> list[BlockHit]:
         pairs = set(facts.identities.items())
