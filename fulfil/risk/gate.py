@@ -2,8 +2,9 @@
 
 Orders claimed together are decided together, one after another in id order (each in its own transaction,
 each answered as soon as it is decided), and a later claim's orders after an earlier claim's: with a limit of
-5, the first 5 orders of a flood are the ones that go through, not whichever task the event loop ran first. Cheap on the happy path: with no rules configured,
-a batch costs one read (is any block active, has any of these orders' buyers lost credit?) and orders of good
+5, the first 5 orders of a flood are the ones that go through, not whichever task the event loop ran first.
+
+Cheap on the happy path: with no rules configured, a batch costs one read (is any block active, has any of these orders' buyers lost credit?) and orders of good
 buyers go on with no statement of their own.
 """
 
