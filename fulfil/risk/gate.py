@@ -4,8 +4,8 @@ Orders claimed together are decided together, one after another in id order (eac
 each answered as soon as it is decided), and a later claim's orders after an earlier claim's: with a limit of
 5, the first 5 orders of a flood are the ones that go through, not whichever task the event loop ran first.
 
-Cheap on the happy path: with no rules configured, a batch costs one read (is any block active, has any of these orders' buyers lost credit?) and orders of good
-buyers go on with no statement of their own.
+Cheap on the happy path: with no rules configured, a batch costs one read (is any block active, has any of
+these orders' buyers lost credit?) and orders of good buyers go on with no statement of their own.
 """
 
 from __future__ import annotations
