@@ -87,6 +87,8 @@ def judge(order: ShopOrder, source: SourceConfig, config: Config) -> tuple[Sourc
         qty=order.qty,
         account=order.account,
         amount=order.amount,
+        contact=_clean(order.contact, 256),
+        ip=order.ip.strip() if order.ip and not ip_error(order.ip) else None,  # garbage is no address to match
     )
     if not sku:
         return draft, [f"goods {order.goods_id} is not in the goods map"]
@@ -97,8 +99,8 @@ def judge(order: ShopOrder, source: SourceConfig, config: Config) -> tuple[Sourc
         qty=order.qty,
         account=order.account,
         amount=order.amount,
-        contact=_clean(order.contact, 256),
-        ip=order.ip.strip() if order.ip and not ip_error(order.ip) else None,  # garbage is no address to match
+        contact=draft.contact,
+        ip=draft.ip,
     )
     for reason in validate_order(new, config):
         if reason.startswith("account is required") and source.account_field:

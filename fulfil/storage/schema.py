@@ -393,6 +393,10 @@ Index("ix_orders_user_risk", orders.c.user_hash, orders.c.risk_passed_at)
 Index("ix_orders_device_risk", orders.c.device_hash, orders.c.risk_passed_at)
 Index("ix_orders_account_risk", orders.c.account_hash, orders.c.risk_passed_at)
 
+# A shop order's buyer (contact, address), encrypted, carried from the taking record to the order it becomes.
+source_orders.append_column(Column("contact_enc", LargeBinary))
+source_orders.append_column(Column("ip_enc", LargeBinary))
+
 # Blocked buyers: an exact identity (by its keyed hash) or, for ip, a network (CIDR, kept as text: a range is
 # the operator's rule, not a buyer's address). An entry past `until` no longer blocks.
 risk_blocks = Table(

@@ -1,5 +1,5 @@
 """Buyers and risk: buyer identities on orders (keyed hashes to match on, encrypted values), the risk
-decision on the order, blocklist entries, credit scores and their history.
+decision on the order, blocklist entries, credit scores and their history; a shop order's buyer on its record.
 
 Revision ID: 0007
 Revises: 0006
@@ -34,6 +34,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("risk_passed_at", ts))
         batch.add_column(sa.Column("risk", sa.Text()))
     op.create_index("ix_orders_contact_hash", "orders", ["contact_hash"])
+    with op.batch_alter_table("source_orders") as batch:
+        batch.add_column(sa.Column("contact_enc", sa.LargeBinary()))
+        batch.add_column(sa.Column("ip_enc", sa.LargeBinary()))
     for kind in _HASHES:
         op.create_index(f"ix_orders_{kind}_risk", "orders", [f"{kind}_hash", "risk_passed_at"])
 
@@ -82,6 +85,9 @@ def downgrade() -> None:
     op.drop_table("risk_blocks")
     for kind in _HASHES:
         op.drop_index(f"ix_orders_{kind}_risk", table_name="orders")
+    with op.batch_alter_table("source_orders") as batch:
+        batch.drop_column("ip_enc")
+        batch.drop_column("contact_enc")
     op.drop_index("ix_orders_contact_hash", table_name="orders")
     with op.batch_alter_table("orders") as batch:
         for column in ("risk", "risk_passed_at", "device_enc", "user_enc", "ip_enc"):
