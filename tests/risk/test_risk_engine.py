@@ -3,13 +3,21 @@ bought as usual, and a person's release lets a held order through."""
 
 from __future__ import annotations
 
+import base64
+import shutil
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from riskkit import FACES, Shop, order, risk_config
+from sqlalchemy import text
 
+from fulfil.config import NotifyConfig
 from fulfil.crypto import CardCipher
 from fulfil.domain import OrderStatus
+from fulfil.notify.events import build_routes
 from fulfil.storage import Store
 
 DELIVERED, REVIEW, FAILED = OrderStatus.DELIVERED, OrderStatus.REVIEW, OrderStatus.FAILED
@@ -154,3 +162,48 @@ async def test_score_rules_lower_credit_and_the_thresholds_then_hold(store: Stor
         (-30, "score: odd-device -30"), (1, "recovered: 1 delivered order(s)"), (-30, "score: odd-device -30")
     ]  # fmt: skip
     assert len(shop.supplier.ledger) == 2
+
+
+async def test_a_hold_writes_order_held_to_the_outbox_in_its_transaction(store: Store, cipher: CardCipher) -> None:
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    hook = {"name": "shop", "url": "http://127.0.0.1:9/hook", "secret": secret, "events": ["order.*"]}
+    store.notify_routes = build_routes(NotifyConfig.model_validate({"webhooks": [hook]}))
+    shop = Shop(store, cipher, risk_config([IP_BURST]))
+    await shop.add(*(order(f"N{i}", ip="203.0.113.9") for i in range(6)))
+    await shop.drain()
+    held = await store.get_order("N5")
+    assert held is not None and held.order.status is REVIEW
+    rows = [r for r in await store.outbox_rows(limit=1000) if r.order_id == held.order.id]
+    assert [(r.type, r.data["reason"]) for r in rows if r.type != "order.accepted"] == [
+        ("order.held", "risk: ip-burst: 6 orders (max 5) per ip in 1m")
+    ]
+
+
+@pytest.fixture
+async def sqlite_store(_sqlite_template: Path, tmp_path: Path, cipher: CardCipher) -> AsyncIterator[Store]:
+    path = tmp_path / "broken.db"
+    shutil.copyfile(_sqlite_template, path)
+    opened = await Store.open(f"sqlite:///{path}", cipher)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.mark.parametrize("on_error", ["hold", "allow"])
+async def test_when_deciding_fails_on_error_holds_or_allows(
+    sqlite_store: Store, cipher: CardCipher, on_error: str
+) -> None:
+    """A real failure: the blocklist's table is gone, so the decision's SELECT fails in the database."""
+    async with sqlite_store._write() as conn:  # noqa: SLF001 - breaking the database on purpose
+        await conn.execute(text("DROP TABLE risk_blocks"))
+    shop = Shop(sqlite_store, cipher, risk_config([IP_BURST], on_error=on_error))
+    await shop.add(order("E1", ip="203.0.113.9"))
+    await shop.drain()
+    status, reason = (await shop.statuses())["E1"]
+    if on_error == "hold":
+        assert status is REVIEW and reason is not None
+        assert reason.startswith("risk: evaluation failed (StoreError: database error: no such table: risk_blocks")
+        assert shop.supplier.ledger == {}
+    else:
+        assert status is DELIVERED and len(shop.supplier.ledger) == 1
