@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -137,21 +138,30 @@ class TimedStore(Store):
         await super()._write_decision(*args, **kwargs)
 
 
-Timings = tuple[list[float], list[float], list[float]]
+@dataclass
+class Timings:
+    """Seconds per decision: evaluation (wall), this process's CPU for it, the whole transaction (wall), and
+    whether the buyer was a heavy one (a thousand orders in the window)."""
+
+    evaluation: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    whole: list[float] = field(default_factory=list)
+    heavy: list[bool] = field(default_factory=list)
 
 
 async def decide(url: str, cipher: CardCipher, buyers: Buyers, decisions: int, now: datetime) -> Timings:
-    """(evaluation times, this process's CPU for the evaluation, whole-transaction times) in seconds, one per
-    decision. The CPU figure does not move with other load on the machine; on PostgreSQL it leaves out the
-    server's share."""
+    """Every decision timed. The CPU figure moves less with other load on the machine; on PostgreSQL it leaves
+    out the server's share."""
     store = await TimedStore.open(url, cipher)
     rng = buyers.rng
     try:
         cfg = config()
         families = {sku: p.family for sku, p in cfg.products.items()}
         new = []
+        heavy: dict[str, bool] = {}
         for i in range(decisions):
             b = rng.choice(buyers.heavy) if rng.random() < 0.05 else rng.randrange(len(buyers.plain))
+            heavy[f"N{i:06d}"] = b in buyers.heavy
             account, contact, ip = buyers.plain[b]
             amount = rng.choice(("20", "50", "100", "300"))
             new.append(NewOrder(f"N{i:06d}", rng.choice(FACES), 1, account=account, contact=contact, ip=ip,
@@ -159,15 +169,16 @@ async def decide(url: str, cipher: CardCipher, buyers: Buyers, decisions: int, n
         await store.add_orders(new, now)
         claimed = await store.claim_orders("bench", decisions, 3600.0, now)
         assert len(claimed) == decisions, len(claimed)
-        evaluation, cpu, whole = [], [], []
+        timings = Timings()
         for order in claimed:
             start, start_cpu = time.perf_counter(), time.process_time()
             await store.risk_decide(order, "bench", cfg.risk, families, datetime.now(UTC))
             end = time.perf_counter()
-            evaluation.append(store.decided_at - start)
-            cpu.append(store.decided_cpu - start_cpu)
-            whole.append(end - start)
-        return evaluation, cpu, whole
+            timings.evaluation.append(store.decided_at - start)
+            timings.cpu.append(store.decided_cpu - start_cpu)
+            timings.whole.append(end - start)
+            timings.heavy.append(heavy[order.ref])
+        return timings
     finally:
         await store.close()
 
@@ -178,15 +189,18 @@ def _line(what: str, timings: list[float]) -> str:
     return f"  {what}: p50 {q[49]:.2f} ms, p95 {q[94]:.2f} ms, p99 {q[98]:.2f} ms, max {ms[-1]:.2f} ms"
 
 
-def report(name: str, total: int, timings: Timings) -> str:
-    evaluation, cpu, whole = timings
+def report(name: str, total: int, t: Timings) -> str:
+    ordinary = [e for e, h in zip(t.evaluation, t.heavy, strict=True) if not h]
+    flooding = [e for e, h in zip(t.evaluation, t.heavy, strict=True) if h] or [0.0, 0.0]
     return "\n".join(
         [
-            f"risk {name}: {total:,} orders in the database, {len(whole)} decisions (load average "
+            f"risk {name}: {total:,} orders in the database, {len(t.whole)} decisions (load average "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)",
-            _line("evaluation, wall (lock, counts, blocks, credit, rules)", evaluation),
-            _line("evaluation, this process's CPU", cpu),
-            _line("decision transaction, wall (evaluation + fenced write + commit)", whole),
+            _line("evaluation, wall (lock, counts, blocks, credit, rules)", t.evaluation),
+            _line("evaluation, this process's CPU", t.cpu),
+            _line(f"evaluation, wall, ordinary buyers ({len(ordinary)})", ordinary),
+            _line(f"evaluation, wall, buyers with 1,000 orders in the day ({sum(t.heavy)})", flooding),
+            _line("decision transaction, wall (evaluation + fenced write + commit)", t.whole),
         ]
     )
 

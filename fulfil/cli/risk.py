@@ -27,7 +27,9 @@ from suppliers import values
 
 if TYPE_CHECKING:
     from fulfil.storage import Store
-    from fulfil.storage.store_risk import BlockEntry, BuyerView, Explanation
+    from fulfil.storage.store_blocks import BlockEntry
+    from fulfil.storage.store_credit import BuyerView
+    from fulfil.storage.store_risk import Explanation
 
 logger = logging.getLogger(__name__)
 MAX_VALUE = 256

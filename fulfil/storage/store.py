@@ -15,6 +15,7 @@ from fulfil.storage import database
 from fulfil.storage.errors import StoreError
 from fulfil.storage.schema import meta
 from fulfil.storage.store_attempts import AttemptOps
+from fulfil.storage.store_blocks import BlockOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_held import HeldOps
 from fulfil.storage.store_notify import NotifyOps
@@ -38,6 +39,7 @@ class Store(
     ClaimOps,
     HeldOps,
     RiskOps,
+    BlockOps,
     ReviewOps,
     ParkingOps,
     QualityOps,

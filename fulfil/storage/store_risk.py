@@ -1,4 +1,6 @@
-"""Risk's storage: the decision's transaction, blocklist entries, credit scores and their history.
+"""Risk's storage: the decision's transaction, and a person's release or refusal of a held order.
+
+Blocklist entries are in `store_blocks.py`, credit scores and their history in `store_credit.py`.
 
 The decision runs inside the order's claim (its lease fenced) and before any attempt exists. Counts are
 indexed queries over the orders let through recently (`ix_orders_<kind>_risk`: identity hash, then time),
@@ -19,66 +21,24 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, literal, or_, select, text, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil import failpoints
-from fulfil.config import CREDIT_KINDS, IDENTITY_KINDS, CreditConfig, RiskConfig
+from fulfil.config import CREDIT_KINDS, IDENTITY_KINDS, RiskConfig
 from fulfil.domain import Order, OrderStatus
-from fulfil.risk.identity import mask_identity, normalize
+from fulfil.risk.identity import mask_identity
 from fulfil.risk.rules import BlockHit, Decision, Figures, OrderFacts, Query, decide, lock_keys, queries
 from fulfil.storage.base import chunks, order_from_row
 from fulfil.storage.errors import InvalidTransition, LeaseLost, NotFound
 from fulfil.storage.schema import orders, risk_blocks, risk_credit, risk_credit_changes
+from fulfil.storage.store_credit import CreditOps
 from fulfil.storage.store_review import ReviewOps
 
-_PENDING = OrderStatus.PENDING.value
 _PROCESSING = OrderStatus.PROCESSING.value
 _REVIEW = OrderStatus.REVIEW.value
 _FAILED = OrderStatus.FAILED.value
-_DELIVERED = OrderStatus.DELIVERED.value
 RISK_PREFIX = "risk:"
-
-
-@dataclass(frozen=True)
-class BlockEntry:
-    id: int
-    kind: str
-    shown: str  # the value masked (a network in full: it is the operator's rule, not a buyer)
-    reason: str
-    until: datetime | None
-    operator: str
-    created_at: datetime
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "value": self.shown,
-            "reason": self.reason,
-            "until": self.until.isoformat() if self.until else None,
-            "operator": self.operator,
-            "created_at": self.created_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True)
-class CreditChange:
-    at: datetime
-    delta: int
-    score: int
-    reason: str
-    operator: str | None
-    order_ref: str | None
-
-
-@dataclass(frozen=True)
-class BuyerView:
-    kind: str
-    shown: str
-    score: int
-    changes: tuple[CreditChange, ...]
-    orders: tuple[Order, ...]
 
 
 @dataclass(frozen=True)
@@ -147,17 +107,7 @@ def advisory_key(identity_hash: str) -> int:
     return int(identity_hash[:15], 16)
 
 
-def _network(kind: str, value: str) -> str | None:
-    """An ip block given as a network wider than one address: its canonical text; else None."""
-    if kind != "ip" or "/" not in value:
-        return None
-    net = ipaddress.ip_network(value.strip(), strict=False)
-    return None if net.num_addresses == 1 else str(net)
-
-
-class RiskOps(ReviewOps):
-    # The credit settings (`risk.credit`); the composition root sets them from the config.
-    risk_credit: CreditConfig = CreditConfig()
+class RiskOps(CreditOps, ReviewOps):
 
     # -- the decision -------------------------------------------------------------------------------------
 
@@ -349,55 +299,6 @@ class RiskOps(ReviewOps):
         )
         return found is not None
 
-    async def _change_credit(
-        self,
-        conn: AsyncConnection,
-        kind: str,
-        identity: str,
-        delta: int,
-        reason: str,
-        operator: str | None,
-        order_id: int | None,
-        now: datetime,
-        *,
-        absolute: int | None = None,
-    ) -> int:
-        """Add `delta` (or set `absolute`) to one identity's score, kept between 0 and the start; the change
-        is recorded with its reason. Returns the new score."""
-        start = self.risk_credit.start
-
-        def clamp(value: Any) -> Any:
-            return case((value < 0, literal(0)), (value > start, literal(start)), else_=value)
-
-        first = absolute if absolute is not None else max(0, min(start, start + delta))
-        stmt = self._insert_ignore_or_update(kind, identity, first, absolute, delta, clamp, now)
-        score = int((await conn.execute(stmt)).scalar_one())
-        await conn.execute(
-            risk_credit_changes.insert().values(
-                hash=identity, kind=kind, at=now, delta=delta if absolute is None else absolute, score=score,
-                reason=reason[:500], operator=operator, order_id=order_id,
-            )
-        )  # fmt: skip
-        await self._event(
-            conn, "risk.credit", now, order_id=order_id, operator=operator,
-            data={"kind": kind, "identity": identity[:12], "delta": delta, "set": absolute, "score": score,
-                  "reason": reason[:500]},
-        )  # fmt: skip
-        return score
-
-    def _insert_ignore_or_update(
-        self, kind: str, identity: str, first: int, absolute: int | None, delta: int, clamp: Any, now: datetime
-    ) -> Any:
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert_(risk_credit).values(hash=identity, kind=kind, score=first, recovered_at=now, updated_at=now)
-        new = literal(absolute) if absolute is not None else clamp(risk_credit.c.score + delta)
-        changes: dict[str, Any] = {"score": new, "updated_at": now}
-        if delta > 0 and absolute is None:
-            changes["recovered_at"] = now  # recovery counted up to now
-        return stmt.on_conflict_do_update(index_elements=["hash"], set_=changes).returning(risk_credit.c.score)
-
     # -- the operator's side of a held order -------------------------------------------------------------
 
     async def review_release(self, ref: str, operator: str, now: datetime) -> Order:
@@ -435,167 +336,6 @@ class RiskOps(ReviewOps):
         if not (row.reason or "").startswith(RISK_PREFIX):
             raise InvalidTransition(f"order {ref} is in review for another reason (not risk): use review retry")
         return row
-
-    # -- blocklist ------------------------------------------------------------------------------------------
-
-    async def risk_block(
-        self, kind: str, value: str, reason: str, until: datetime | None, operator: str, now: datetime
-    ) -> tuple[BlockEntry, bool]:
-        """Block an identity (or, for ip, a network); an existing entry gets the new reason and expiry.
-        Returns the entry and whether it is new."""
-        return (await self.risk_block_many([(kind, value, reason, until)], operator, now))[0]
-
-    async def risk_block_many(
-        self, entries: Sequence[tuple[str, str, str, datetime | None]], operator: str, now: datetime
-    ) -> list[tuple[BlockEntry, bool]]:
-        """(kind, value, reason, until) entries in one transaction: all written or none."""
-        out: list[tuple[BlockEntry, bool]] = []
-        async with self._write() as conn:
-            for kind, value, reason, until in entries:
-                out.append(await self._block(conn, kind, value, reason, until, operator, now))
-        return out
-
-    async def _block(
-        self,
-        conn: AsyncConnection,
-        kind: str,
-        value: str,
-        reason: str,
-        until: datetime | None,
-        operator: str,
-        now: datetime,
-    ) -> tuple[BlockEntry, bool]:
-        if kind not in IDENTITY_KINDS:
-            raise ValueError(f"unknown identity kind {kind!r}")
-        network = _network(kind, value)
-        norm = network or normalize(kind, value)
-        identity = self._cipher.identity_hash("ipnet" if network else kind, norm)
-        where = (risk_blocks.c.kind == kind, risk_blocks.c.hash == identity)
-        old = await conn.scalar(select(risk_blocks.c.id).where(*where))
-        values = {"reason": reason, "until": until, "operator": operator}
-        if old is None:
-            await conn.execute(
-                risk_blocks.insert().values(
-                    kind=kind, hash=identity, network=network, value_enc=self._cipher.encrypt(norm),
-                    created_at=now, **values,
-                )
-            )  # fmt: skip
-        else:
-            await conn.execute(update(risk_blocks).where(risk_blocks.c.id == old).values(**values))
-        row = (await conn.execute(select(risk_blocks).where(*where))).one()
-        await self._event(
-            conn, "risk.block", now, operator=operator,
-            data={"kind": kind, "id": row.id, "reason": reason, "until": until.isoformat() if until else None},
-        )  # fmt: skip
-        return self._block_entry(row), old is None
-
-    async def risk_unblock(self, kind: str, value: str, operator: str, now: datetime) -> bool:
-        network = _network(kind, value)
-        norm = network or normalize(kind, value)
-        identity = self._cipher.identity_hash("ipnet" if network else kind, norm)
-        async with self._write() as conn:
-            gone = await conn.execute(
-                risk_blocks.delete()
-                .where(risk_blocks.c.kind == kind, risk_blocks.c.hash == identity)
-                .returning(risk_blocks.c.id, risk_blocks.c.reason)
-            )
-            row = gone.first()
-            if row is not None:
-                await self._event(
-                    conn,
-                    "risk.unblock",
-                    now,
-                    operator=operator,
-                    data={"kind": kind, "id": row.id, "reason": row.reason},
-                )
-        return row is not None
-
-    async def risk_block_list(self, now: datetime, *, expired: bool = False) -> list[BlockEntry]:
-        stmt = select(risk_blocks).order_by(risk_blocks.c.id)
-        if not expired:
-            stmt = stmt.where(or_(risk_blocks.c.until.is_(None), risk_blocks.c.until > now))
-        async with self._read() as conn:
-            return [self._block_entry(row) for row in await conn.execute(stmt)]
-
-    def _block_entry(self, row: Any) -> BlockEntry:
-        shown = row.network or mask_identity(row.kind, self._cipher.decrypt(row.value_enc))
-        return BlockEntry(row.id, row.kind, shown, row.reason, row.until, row.operator, row.created_at)
-
-    # -- credit ---------------------------------------------------------------------------------------------
-
-    async def order_credit(self, order_id: int) -> int:
-        """The order's buyer credit: the lowest score of its account, contact and user (an identity with no
-        record has the configured start; an order with none of them, too). For after-sales: a low score makes
-        a report suspect. NotFound for an unknown order."""
-        async with self._read() as conn:
-            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
-            if row is None:
-                raise NotFound(f"no order {order_id}")
-            hashes = [row._mapping[f"{k}_hash"] for k in CREDIT_KINDS if row._mapping[f"{k}_hash"]]
-            found = await conn.execute(select(risk_credit.c.score).where(risk_credit.c.hash.in_(hashes)))
-            return min(found.scalars(), default=self.risk_credit.start)
-
-    async def adjust_credit_for_order(
-        self, order_id: int, delta: int, reason: str, operator: str | None, now: datetime
-    ) -> dict[str, int]:
-        """Change the credit of each of the order's credit identities (account, contact, user) by `delta`
-        (negative: a penalty, e.g. an after-sales report judged abusive), kept between 0 and the start, each
-        change recorded with `reason` and `operator`. Returns {kind: new score}; {} when the order has none of
-        those identities. NotFound for an unknown order."""
-        async with self._write() as conn:
-            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
-            if row is None:
-                raise NotFound(f"no order {order_id}")
-            out: dict[str, int] = {}
-            for kind in CREDIT_KINDS:
-                identity = row._mapping[f"{kind}_hash"]
-                if identity:
-                    out[kind] = await self._change_credit(conn, kind, identity, delta, reason, operator, order_id, now)
-            return out
-
-    async def set_credit(self, kind: str, value: str, score: int, reason: str, operator: str, now: datetime) -> int:
-        """Set one identity's score (an operator's decision); recorded with the reason and operator."""
-        if kind not in CREDIT_KINDS:
-            raise ValueError(f"credit is kept per {', '.join(CREDIT_KINDS)}, not per {kind}")
-        identity = self._cipher.identity_hash(kind, normalize(kind, value))
-        async with self._write() as conn:
-            return await self._change_credit(conn, kind, identity, 0, reason, operator, None, now, absolute=score)
-
-    async def buyer(self, kind: str, value: str, *, limit: int = 50) -> BuyerView:
-        """One identity's score, its history (newest first) and its latest orders."""
-        identity = self._cipher.identity_hash(kind, normalize(kind, value))
-        async with self._read() as conn:
-            score = await conn.scalar(select(risk_credit.c.score).where(risk_credit.c.hash == identity))
-            c = risk_credit_changes.c
-            changes = await conn.execute(
-                select(c.at, c.delta, c.score, c.reason, c.operator, orders.c.ref)
-                .select_from(risk_credit_changes.outerjoin(orders, orders.c.id == c.order_id))
-                .where(c.hash == identity)
-                .order_by(c.id.desc())
-                .limit(limit)
-            )
-            history = tuple(CreditChange(r.at, r.delta, r.score, r.reason, r.operator, r.ref) for r in changes)
-            found = await conn.execute(
-                select(orders).where(orders.c[f"{kind}_hash"] == identity).order_by(orders.c.id.desc()).limit(limit)
-            )
-            mine = tuple(order_from_row(r) for r in found)
-        start = self.risk_credit.start
-        shown = mask_identity(kind, value)
-        return BuyerView(kind, shown, score if score is not None and kind in CREDIT_KINDS else start, history, mine)
-
-    async def risk_report(self, ref: str, reason: str, operator: str, now: datetime) -> dict[str, int]:
-        """The shop reports a delivered order refunded (a chargeback): the buyer's credit loses
-        `credit.chargeback_penalty`, recorded with the reason and operator."""
-        async with self._read() as conn:
-            row = await self._order_by_ref(conn, ref)
-        if row is None:
-            raise NotFound(f"no order {ref}")
-        penalty = self.risk_credit.chargeback_penalty
-        changed = await self.adjust_credit_for_order(row.id, -penalty, f"reported: {reason}", operator, now)
-        async with self._write() as conn:
-            await self._event(conn, "risk.report", now, order_id=row.id, operator=operator,
-                              data={"reason": reason, "penalty": penalty})  # fmt: skip
-        return changed
 
     async def risk_explain(self, ref: str) -> Explanation:
         async with self._read() as conn:
