@@ -21,7 +21,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+import psycopg
+from psycopg.rows import dict_row
+from sqlalchemy import String, any_, bindparam, cast, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil import failpoints
@@ -30,7 +34,7 @@ from fulfil.domain import Order, OrderStatus
 from fulfil.risk.identity import mask_identity
 from fulfil.risk.rules import BlockHit, Decision, Figures, OrderFacts, Query, decide, lock_keys, queries
 from fulfil.storage.base import chunks, order_from_row
-from fulfil.storage.errors import InvalidTransition, LeaseLost, NotFound
+from fulfil.storage.errors import InvalidTransition, LeaseLost, NotFound, StoreError
 from fulfil.storage.schema import orders, risk_blocks, risk_credit, risk_credit_changes
 from fulfil.storage.store_credit import CreditOps
 from fulfil.storage.store_review import ReviewOps
@@ -49,8 +53,15 @@ class Explanation:
 
 
 # Snapshot statements by (dialect, shape of the rules' queries): built once, values bound per order. Shapes are
-# few (rules x which identities an order has), so this stays small.
+# few (rules x which identities an order has), so this stays small. On PostgreSQL the statement is kept as the
+# SQL text psycopg runs (lists bound as arrays, so the text never changes with their length).
 _SNAPSHOTS: dict[tuple[str, tuple[Any, ...]], Any] = {}
+
+
+def _one_of(column: Any, name: str, dialect: str) -> Any:
+    if dialect == "postgresql":
+        return column == any_(cast(bindparam(name), ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def _snapshot_statement(dialect: str, shape: tuple[tuple[str, tuple[str, ...], bool], ...]) -> Any:
@@ -58,21 +69,24 @@ def _snapshot_statement(dialect: str, shape: tuple[tuple[str, tuple[str, ...], b
     now = bindparam("now", type_=b.until.type)
     columns: list[Any] = [
         select(func.count())
-        .where(
-            or_(b.hash.in_(bindparam("hashes", expanding=True)), b.network.is_not(None)),
-            or_(b.until.is_(None), b.until > now),
-        )
+        .where(or_(_one_of(b.hash, "hashes", dialect), b.network.is_not(None)), or_(b.until.is_(None), b.until > now))
         .scalar_subquery()
         .label("blocks"),
         select(func.min(risk_credit.c.score))
-        .where(risk_credit.c.hash.in_(bindparam("credit", expanding=True)))
+        .where(_one_of(risk_credit.c.hash, "credit", dialect))
         .scalar_subquery()
         .label("credit"),
     ]
     for i, (per, measures, has_skus) in enumerate(shape):
         for measure in measures:
             columns.append(_measure(dialect, i, per, measure, has_skus).label(f"q{i}_{measure}"))
-    return select(*columns)
+    stmt = select(*columns)
+    if dialect == "postgresql":
+        compiled = stmt.compile(dialect=psycopg_dialect())  # type: ignore[no-untyped-call]
+        # The SQL and the values the statement carries itself (LIMIT 1's), which psycopg must be given too.
+        fixed = {name: value for name, value in compiled.params.items() if value is not None}
+        return str(compiled), fixed
+    return stmt
 
 
 def _measure(dialect: str, i: int, per: str, measure: str, has_skus: bool) -> Any:
@@ -85,7 +99,7 @@ def _measure(dialect: str, i: int, per: str, measure: str, has_skus: bool) -> An
     since = bindparam(f"s{i}", type_=o.risk_passed_at.type)
     where = [column == bindparam(f"h{i}"), o.risk_passed_at >= since]
     if has_skus:
-        where.append(o.sku.in_(bindparam(f"k{i}", expanding=True)))
+        where.append(_one_of(o.sku, f"k{i}", dialect))
     value: Any
     if measure == "orders":
         value = func.count()
@@ -99,7 +113,27 @@ def _measure(dialect: str, i: int, per: str, measure: str, has_skus: bool) -> An
     return select(value).where(*where).scalar_subquery()
 
 
-_LOCK_ALL = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
+# All of a decision's identity locks in one statement, taken in the array's (sorted) order: no two decisions can
+# each hold one identity the other waits for.
+_LOCK_ALL = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(%(keys)s AS bigint[])) AS k"
+
+
+async def _locked_read(conn: AsyncConnection, locks: list[int], sql: str, params: dict[str, Any]) -> Any:
+    """PostgreSQL: BEGIN, the identity locks and the snapshot SELECT in one round trip (psycopg's pipeline).
+    The server runs them in order: the SELECT starts, and takes its snapshot, only once every lock is held, so
+    it counts whatever a decision that held one of them committed."""
+    raw = await conn.get_raw_connection()
+    pg = raw.driver_connection
+    assert isinstance(pg, psycopg.AsyncConnection)
+    try:
+        async with pg.pipeline():
+            if locks:
+                await pg.execute(_LOCK_ALL, {"keys": locks})
+            cursor = pg.cursor(row_factory=dict_row)
+            await cursor.execute(sql, params)
+        return await cursor.fetchone()
+    except psycopg.Error as exc:
+        raise StoreError(f"database error: {exc}") from exc
 
 
 def advisory_key(identity_hash: str) -> int:
@@ -140,14 +174,15 @@ class RiskOps(CreditOps, ReviewOps):
         transaction: allowed (counted from now on), held (review, `order.held`), or refused (failed, refundable).
         LeaseLost when the order is no longer `owner`'s.
 
-        A good buyer's order costs three statements (four with the lock on PostgreSQL): every count, whether a
-        block may match and whether the buyer's credit is low, in one SELECT of scalar subqueries; the blocks
-        and credit are read in detail only when that says they matter; the write is also the lease fence."""
+        A good buyer's order costs two statements: every count, whether a block may match and whether the
+        buyer's credit is low, in one SELECT of scalar subqueries (on PostgreSQL sent in one round trip with the
+        BEGIN and the identity locks before it); the blocks and credit are read in detail only when that says
+        they matter; the write is also the lease fence."""
         facts = OrderFacts(order.id, order.sku, order.qty, order.amount, dict(order.identities))
         wanted = queries(facts, risk, families, now)
         async with self._write() as conn:
-            await self._serialise(conn, lock_keys(facts, risk))
-            figures, maybe_blocked, low_credit = await self._snapshot(conn, facts, wanted, now)
+            locks = self._locks(facts, risk)
+            figures, maybe_blocked, low_credit = await self._snapshot(conn, facts, wanted, now, locks)
             blocks = await self._matching_blocks(conn, facts, now) if maybe_blocked else []
             scores = await self._recovered_scores(conn, facts, now) if low_credit else {}
             decision = decide(facts, risk, figures, scores, blocks)
@@ -156,9 +191,10 @@ class RiskOps(CreditOps, ReviewOps):
         return decision
 
     async def _snapshot(
-        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime
+        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime, locks: list[int]
     ) -> tuple[dict[str, Figures], bool, bool]:
-        """(figures per rule, may a block match, is a credit identity below the start) in one statement."""
+        """(figures per rule, may a block match, is a credit identity below the start) in one statement, read
+        after `locks` are held (PostgreSQL)."""
         shape = tuple((q.per, q.measures, q.skus is not None) for q in wanted)
         stmt = _SNAPSHOTS.get((self.dialect, shape))
         if stmt is None:
@@ -172,7 +208,11 @@ class RiskOps(CreditOps, ReviewOps):
             params[f"h{i}"] = q.hash
             params[f"s{i}"] = q.since
             params[f"k{i}"] = list(q.skus or ())
-        row = (await conn.execute(stmt, params)).one()._mapping
+        if self.dialect == "postgresql":
+            sql, fixed = stmt
+            row = await _locked_read(conn, locks, sql, {**fixed, **params})
+        else:
+            row = (await conn.execute(stmt, params)).one()._mapping
         figures: dict[str, Figures] = {}
         for i, q in enumerate(wanted):
             old = figures.get(q.rule, Figures())
@@ -192,16 +232,12 @@ class RiskOps(CreditOps, ReviewOps):
         credit = row["credit"]
         return figures, bool(row["blocks"]), credit is not None and credit < self.risk_credit.start
 
-    async def _serialise(self, conn: AsyncConnection, identities: Sequence[str]) -> None:
-        """PostgreSQL: wait for, then hold until commit, a lock per identity whose counts this decision reads.
-        (SQLite: the write transaction already excludes every other writer.)"""
+    def _locks(self, facts: OrderFacts, risk: RiskConfig) -> list[int]:
+        """PostgreSQL: the advisory lock keys of the identities whose counts this decision reads, sorted. (SQLite:
+        none; the write transaction already excludes every other writer.)"""
         if self.dialect != "postgresql":
-            return
-        keys = sorted({advisory_key(h) for h in identities})
-        if keys:
-            # One statement for all of them, taken in the array's (sorted) order: no two decisions can each
-            # hold one identity the other waits for.
-            await conn.execute(_LOCK_ALL, {"keys": keys})
+            return []
+        return sorted({advisory_key(h) for h in lock_keys(facts, risk)})
 
     async def _matching_blocks(self, conn: AsyncConnection, facts: OrderFacts, now: datetime) -> list[BlockHit]:
         pairs = set(facts.identities.items())

@@ -16,6 +16,7 @@ import pytest
 from riskkit import Shop, order, risk_config
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fulfil.config import RiskConfig
 from fulfil.crypto import CardCipher
 from fulfil.domain import OrderStatus
 from fulfil.risk.rules import Figures, OrderFacts, Query
@@ -34,9 +35,9 @@ Snapshot = tuple[dict[str, Figures], bool, bool]
 
 class SlowCounting(Store):
     async def _snapshot(
-        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime
+        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime, locks: list[int]
     ) -> Snapshot:
-        figures = await super()._snapshot(conn, facts, wanted, now)
+        figures = await super()._snapshot(conn, facts, wanted, now, locks)
         # Widen the window between reading the count and committing the decision, by varying amounts.
         await asyncio.sleep(random.uniform(0.002, 0.008))
         return figures
@@ -49,13 +50,13 @@ class Unlocked(Store):
     """The control: no lock, and both engines' decisions meet after counting and before writing (a barrier
     in this one process), which is the interleaving the lock exists to prevent."""
 
-    async def _serialise(self, conn: AsyncConnection, identities: Sequence[str]) -> None:
-        return None
+    def _locks(self, facts: OrderFacts, risk: RiskConfig) -> list[int]:
+        return []
 
     async def _snapshot(
-        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime
+        self, conn: AsyncConnection, facts: OrderFacts, wanted: Sequence[Query], now: datetime, locks: list[int]
     ) -> Snapshot:
-        figures = await super()._snapshot(conn, facts, wanted, now)
+        figures = await super()._snapshot(conn, facts, wanted, now, locks)
         try:
             await asyncio.wait_for(RENDEZVOUS.wait(), 0.2)
         except (TimeoutError, asyncio.BrokenBarrierError):
