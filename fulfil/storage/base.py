@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fulfil.config import IDENTITY_KINDS
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage import statements
@@ -68,6 +69,8 @@ def order_from_row(row: Row[Any]) -> Order:
         lease_expires=m["lease_expires"],
         reissue_of=m.get("reissue_of"),
         avoid_supplier=m.get("avoid_supplier"),
+        identities=tuple((kind, m[f"{kind}_hash"]) for kind in IDENTITY_KINDS if m.get(f"{kind}_hash")),
+        risk_passed=m.get("risk_passed_at") is not None,
     )
 
 

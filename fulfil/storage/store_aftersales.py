@@ -313,6 +313,9 @@ class AftersalesOps(StoreBase):
                 contact_enc=order.contact_enc,  # the buyer hears of the new keys like of the first ones
                 reissue_of=order.id,
                 avoid_supplier=original.supplier if original is not None else None,
+                # The after-sales decision (credit included) was this order's risk decision: the gate lets it
+                # through. No buyer identities on it, so it never counts as the buyer's order in risk's rules.
+                risk_passed_at=now,
             )
             .returning(orders.c.id)
         )

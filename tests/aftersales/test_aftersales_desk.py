@@ -78,14 +78,36 @@ async def test_an_operator_reissues_once_and_a_second_click_is_refused(store: St
 
 async def test_reject_costs_the_buyer_credit_and_resolve_keeps_the_note(store: Store, cipher: CardCipher) -> None:
     shop = make_shop(store, cipher)
-    await shop.delivered_order("o-1")
-    await shop.delivered_order("o-2")
+    first = await shop.delivered_order("o-1")
+    await shop.delivered_order("o-2")  # the same buyer (contact)
+    start = await store.order_credit(first.order.id)
     rejected = await shop.desk.act((await _open(shop, "o-1")).case_no, Action.REJECT, "abusive", "alice")
     assert str(rejected.status) == "rejected"
-    penalty = await store.events(name="aftersales.credit_penalty")
-    assert [(e.operator, e.data["delta"]) for e in penalty] == [("alice", -20)]
+    assert await store.order_credit(first.order.id) == start - 20  # the risk wing's credit, per buyer identity
     resolved = await shop.desk.act((await _open(shop, "o-2")).case_no, Action.RESOLVE, "told them how", "bob")
     assert (str(resolved.outcome), resolved.reason, resolved.decided_by) == ("answered", "told them how", "bob")
+    # Rejected twice more: the buyer's credit is below l1.min_credit, and L1 no longer reissues for them.
+    for ref in ("o-1", "o-2"):
+        await shop.desk.act((await _open(shop, ref)).case_no, Action.REJECT, "abusive again", "alice")
+    view = await store.get_order("o-2")
+    assert view is not None
+    case = await _open(shop, "o-2", Problem.KEY_INVALID, (view.cards[0].password,))
+    assert str(case.level) == "L2" and case.reason == f"buyer credit {start - 60} is below 60"
+    assert await shop.run_pending() == []
+
+
+async def test_without_a_credit_record_every_buyer_is_neutral_and_a_penalty_is_an_event(store: Store) -> None:
+    from datetime import UTC, datetime
+
+    from fulfil.aftersales.credit import NEUTRAL_CREDIT, NeutralCredit
+
+    book = NeutralCredit(store)
+    assert await book.order_credit(12345) == NEUTRAL_CREDIT == 100
+    await book.adjust_credit_for_order(12345, -20, "abusive", "alice", datetime.now(UTC))
+    penalty = await store.events(name="aftersales.credit_penalty")
+    assert [(e.operator, e.order_id, e.data["delta"], e.data["applied"]) for e in penalty] == [
+        ("alice", 12345, -20, False)
+    ]
 
 
 async def test_l2_past_its_limit_goes_to_l3_with_an_alert_and_l3_past_its_limit_alerts(

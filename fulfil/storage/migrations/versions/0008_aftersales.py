@@ -2,7 +2,7 @@
 and on orders the link of a reissue to the order it makes good.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 
 Self-contained on purpose (plain SQLAlchemy types, no imports from fulfil), like 0001.
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
