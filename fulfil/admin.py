@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from fulfil.aftersales import credit_book
+from fulfil.aftersales.desk import Desk
+from fulfil.aftersales.web import AftersalesApi
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config, PushConfig
 from fulfil.engine import Engine
@@ -40,10 +43,11 @@ log = logging.getLogger("fulfil.admin")
 # Every request body (orders and supplier callbacks, a few hundred bytes each): a larger one is answered 413.
 MAX_BODY = 64 * 1024
 # Paths anyone may ask for: the callbacks carry their supplier's own signature instead of the token.
-PUBLIC_PATHS = ("/healthz", "/openapi.json")
+PUBLIC_PATHS = ("/healthz", "/openapi.json", "/aftersales")
 # Paths that carry their own authentication instead of the token: supplier callbacks (a signature), shop pushes
 # (an allowed address or the source's secret).
-PUBLIC_PREFIXES = ("/callbacks/", "/sources/")
+# The buyer's after-sales endpoints carry the buyer's proof (the order's contact) under wrong-proof limits.
+PUBLIC_PREFIXES = ("/callbacks/", "/sources/", "/aftersales/")
 # A shop sends one push at most twice (dujiaoka: a retry after its 30 s timeout): one wake-up per order number.
 PUSH_DEDUP_SECONDS = 600.0
 PUSH_DEDUP_SIZE = 10_000
@@ -71,8 +75,13 @@ class AdminServer:
         clock: Clock | None = None,
         sources: SourceRunner | None = None,
         on_intake: Callable[[], None] | None = None,
+        desk: Desk | None = None,
     ) -> None:
         self.store = store
+        if desk is None:  # a server on its own (tests): a desk of its own, on the engine's suppliers
+            suppliers = engine.suppliers if engine is not None else {}
+            desk = Desk(store, config, credit_book(store), suppliers=suppliers, clock=clock or SystemClock())
+        self.aftersales = AftersalesApi(store, desk, config)
         self.engine = engine
         self.config = config
         self.sources = sources
@@ -94,6 +103,7 @@ class AdminServer:
         app.router.add_get("/orders/{ref}", self.show_order)
         app.router.add_post("/callbacks/{supplier}", self.callback)
         app.router.add_post("/sources/{name}/push", self.source_push)
+        self.aftersales.add_routes(app)
         return app
 
     async def start(self, listen: str) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fulfil.admin import AdminServer
+from fulfil.aftersales import credit_book
+from fulfil.aftersales.desk import Desk
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config
 from fulfil.crypto import CardCipher
@@ -38,6 +40,7 @@ class Daemon:
     admin: AdminServer | None
     sources: SourceRunner | None = None
     notify: Dispatcher | None = None
+    desk: Desk | None = None
 
 
 def build_sources(config: Config, store: Store, clock: Clock | None = None) -> SourceRunner | None:
@@ -89,7 +92,16 @@ async def daemon(
     engine = build_engine(config, store, cipher, suppliers)
     sources = build_sources(config, store)
     services: list[Service] = [sources] if sources is not None else []
-    worker = Worker(store, engine, config, owner=owner, services=services)
+    desk = Desk(
+        store,
+        lambda: worker.config,
+        credit_book(store),
+        suppliers=suppliers,
+        clock=engine.clock,
+        on_reissue=lambda: worker.wake(),
+    )
+    jobs = {"aftersales": (lambda c: c.aftersales.interval, desk.tick)}
+    worker = Worker(store, engine, config, owner=owner, services=services, jobs=jobs)
     if sources is not None:
         sources.config = lambda: worker.config
         sources.on_taken = worker.wake  # orders just taken from a shop are claimed at once
@@ -101,10 +113,12 @@ async def daemon(
         if notify if notify is not None else True:
             sender = await _Sender.start(store, worker, config_dir)
         if config.http.enabled if serve_http is None else serve_http:
-            admin = AdminServer(store, engine, lambda: worker.config, on_intake=worker.wake, sources=sources)
+            admin = AdminServer(
+                store, engine, lambda: worker.config, on_intake=worker.wake, sources=sources, desk=desk
+            )
             await admin.start(config.http.listen)
         notifier = sender.dispatcher if sender else None
-        yield Daemon(store, engine, worker, suppliers, admin, sources=sources, notify=notifier)
+        yield Daemon(store, engine, worker, suppliers, admin, sources=sources, notify=notifier, desk=desk)
     finally:
         if admin is not None:
             await admin.stop()

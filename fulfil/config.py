@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -184,6 +185,7 @@ EVENT_TYPES = (
     "order.review",
     "order.held",
     "aftersales.opened",
+    "aftersales.escalated",
     "aftersales.resolved",
     "supplier.alert",
     "system.alert",
@@ -339,6 +341,90 @@ class NotifyConfig(_Frozen):
     alert_rules: AlertRulesConfig = AlertRulesConfig()
     retention: Duration | None = 30 * 86400.0  # delivered, dead and skipped outbox rows are pruned after this
     lease: Duration = 120.0  # a row being sent is another daemon's again after timeout + this
+
+
+# --- after-sales (fulfil/aftersales) ---------------------------------------------------------------------
+
+PROBLEMS = ("key_invalid", "not_received", "topup_not_arrived", "other")
+Problem = Literal["key_invalid", "not_received", "topup_not_arrived", "other"]
+
+
+class AftersalesL1Config(_Frozen):
+    """L1: automatic decisions, on by default. Below `min_credit` (0-100) a buyer's report goes to a person."""
+
+    enabled: bool = True
+    min_credit: int = Field(60, ge=0, le=100)
+    # A top-up the supplier says failed after the report: buy it again, or tell the shop to refund.
+    topup_failed: Literal["reissue", "refund"] = "reissue"
+    reject_penalty: int = Field(20, ge=0, le=100)  # credit taken from a buyer whose report was rejected as abusive
+
+
+class LevelConfig(_Frozen):
+    time_limit: Duration
+    problems: dict[Problem, Duration] = Field(default_factory=dict)  # a per-problem limit instead
+
+    def limit_for(self, problem: str) -> float:
+        limit: float = self.problems.get(problem, self.time_limit)  # type: ignore[call-overload]
+        return limit
+
+
+class LevelsConfig(_Frozen):
+    L2: LevelConfig = LevelConfig(time_limit=7200.0)  # noqa: N815 - the levels' names, as the issue spells them
+    L3: LevelConfig = LevelConfig(time_limit=86400.0)  # noqa: N815
+
+
+class AftersalesProductConfig(_Frozen):
+    window: Duration | None = None  # the product's after-sales window (default: aftersales.window)
+
+
+class HotspotConfig(_Frozen):
+    """After-sales rate (reports per delivered order) over `window` against `baseline` before it: a jump
+    (at least `min_cases` reports, a rate of at least `min_rate`, and `factor` times the baseline's rate)
+    raises an alert and pauses the offer (`pause: offer`), every offer of the product (`product`) or nothing."""
+
+    enabled: bool = True
+    window: Duration = 86400.0
+    baseline: Duration = 7 * 86400.0
+    min_cases: int = Field(3, ge=1)
+    min_rate: float = Field(0.05, ge=0, le=1)
+    factor: float = Field(3.0, ge=1)
+    pause: Literal["offer", "product", "none"] = "offer"
+    pause_for: Duration = 86400.0
+    interval: Duration = 300.0  # how often the rates are computed (two aggregate reads over window + baseline)
+
+
+class RateLimitConfig(_Frozen):
+    """Wrong proofs per caller address and per order ref within `per`; one more is refused (429)."""
+
+    tries: int = Field(10, ge=1)
+    per: Duration = 60.0
+    # A storefront proxying the endpoints: from these addresses the caller is the last X-Forwarded-For entry,
+    # so one buyer's wrong guesses do not lock out the whole shop.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: '{address}'") from None
+        return value
+
+
+class AftersalesConfig(_Frozen):
+    l1: AftersalesL1Config = AftersalesL1Config()
+    window: Duration = 7 * 86400.0
+    products: dict[str, AftersalesProductConfig] = Field(default_factory=dict)
+    levels: LevelsConfig = LevelsConfig()
+    hotspots: HotspotConfig = HotspotConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    interval: Duration = 30.0  # how often time limits and hotspots are looked at
+
+    def window_for(self, sku: str) -> float:
+        product = self.products.get(sku)
+        return product.window if product is not None and product.window is not None else self.window
 
 
 class SupplierConfig(_Frozen):
@@ -553,6 +639,7 @@ class Config(_Frozen):
     products: dict[str, ProductConfig] = Field(default_factory=dict)
     notify: NotifyConfig = NotifyConfig()
     sources: tuple[SourceConfig, ...] = ()
+    aftersales: AftersalesConfig = AftersalesConfig()
     risk: RiskConfig = RiskConfig()
 
     def supplier(self, name: str) -> SupplierConfig:
@@ -802,6 +889,14 @@ def _check_notify(raw: Any, products: Any, errors: list[str]) -> None:
                 errors.append(f"notify.delay.products.{sku}: unknown product '{sku}'")
 
 
+def _check_aftersales(raw: Any, products: Any, errors: list[str]) -> None:
+    configured = products if isinstance(products, dict) else {}
+    entries = raw.get("products") if isinstance(raw, dict) else None
+    for sku in entries if isinstance(entries, dict) else {}:
+        if sku not in configured:
+            errors.append(f"aftersales.products.{sku}: unknown product '{sku}'")
+
+
 def _check_alert(entry: dict[str, Any], where: str, errors: list[str]) -> None:
     kind = entry.get("type")
     needs = {"webhook": ("url", "secret"), "wecom": ("secret",), "telegram": ("secret", "chat_id")}
@@ -843,6 +938,7 @@ def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Con
     _check_database(data.get("database"), errors)
     _check_listen(data.get("http"), errors)
     _check_notify(data.get("notify"), data.get("products"), errors)
+    _check_aftersales(data.get("aftersales"), data.get("products"), errors)
     _check_risk(data.get("risk"), data.get("products"), errors)
     config: Config | None = None
     try:

@@ -38,6 +38,7 @@ class ClaimReason(enum.StrEnum):
     CHARGED_NOT_DELIVERED = "charged_not_delivered"
     POSSIBLE_DOUBLE = "possible_double"
     TOPUP_FAILED_AFTER_CHARGE = "topup_failed_after_charge"
+    INVALID_KEY_REPORTED = "invalid_key_reported"  # a buyer reported a delivered key invalid (after-sales)
 
 
 class ClaimStatus(enum.StrEnum):
@@ -89,6 +90,8 @@ class Order:
     delivered_at: datetime | None = None
     lease_owner: str | None = None
     lease_expires: datetime | None = None
+    reissue_of: int | None = None  # a reissue: the id of the order it makes good
+    avoid_supplier: str | None = None  # a reissue: routed last (the supplier that sold the bad key)
     # (kind, keyed hash) of each buyer identity the order has: account, contact, ip, user, device.
     identities: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # Risk has let it through (or a person released it): never evaluated again.
@@ -197,3 +200,7 @@ class OrderView:
     cards: tuple[Card, ...]
     attempts: tuple[AttemptRecord, ...]
     claims: tuple[ClaimRecord, ...]
+    # Parallel to `cards`: a key a reissue replaced (reported invalid, new keys delivered), and the reissue's
+    # new keys, which the original order's view lists after its own.
+    replaced: tuple[bool, ...] = ()
+    reissued: tuple[bool, ...] = ()

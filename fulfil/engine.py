@@ -36,7 +36,7 @@ from fulfil.domain import (
 from fulfil.health import Health, NullHealth
 from fulfil.placing import place_with_budget
 from fulfil.risk.gate import RiskGate
-from fulfil.routing import Offer, Skipped, offer_of, plan_offers
+from fulfil.routing import Offer, Skipped, avoid_last, offer_of, plan_offers
 from fulfil.storage import DuplicateCard, LeaseLost, Store, StoreError
 from fulfil.validation import CardVerdict, check_cards
 from suppliers.base import PlaceRequest, Supplier
@@ -188,6 +188,7 @@ class Engine:
                 now=self.clock.now(),
                 strategy=self.config.routing.strategy,
             )
+            offers = avoid_last(offers, order.avoid_supplier)
             if not offers:
                 await self._finish(order, owner, OrderStatus.REVIEW, _exhausted_reason(skipped))
                 return

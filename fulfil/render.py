@@ -120,10 +120,19 @@ def order_to_dict(view: OrderView, *, reveal: bool = False) -> dict[str, Any]:
         "reason": order.reason,
         "created_at": _time(order.created_at),
         "delivered_at": _time(order.delivered_at),
-        "cards": [card_to_dict(card, reveal=reveal) for card in view.cards],
+        "cards": [_order_card(view, i, card, reveal) for i, card in enumerate(view.cards)],
         "attempts": [attempt_to_dict(attempt) for attempt in view.attempts],
         "claims": [claim_to_dict(claim) for claim in view.claims],
     }
+
+
+def _order_card(view: OrderView, index: int, card: Card, reveal: bool) -> dict[str, Any]:
+    out = card_to_dict(card, reveal=reveal)
+    if index < len(view.replaced) and view.replaced[index]:
+        out["replaced"] = True  # reported invalid, and a reissue delivered its replacement
+    if index < len(view.reissued) and view.reissued[index]:
+        out["reissued"] = True  # a replacement bought by an after-sales reissue
+    return out
 
 
 def to_json(value: Any) -> str:

@@ -108,6 +108,14 @@ def plan_offers(
     return ordered, skipped
 
 
+def avoid_last(offers: Sequence[Offer], supplier: str | None) -> list[Offer]:
+    """`supplier`'s offers after every other (a reissue: the supplier that sold the bad key is tried only when
+    nothing else is left), each group in its routing order."""
+    if supplier is None:
+        return list(offers)
+    return [o for o in offers if o.supplier != supplier] + [o for o in offers if o.supplier == supplier]
+
+
 def _skip_reason(
     offer: Offer,
     used: Mapping[tuple[str, int], str],

@@ -161,8 +161,12 @@ class Worker:
         clock: Clock = utc_now,
         notifier: Notifier | None = None,
         services: Sequence[Service] = (),
+        jobs: Mapping[str, tuple[Callable[[Config], float], Tick]] | None = None,
     ) -> None:
         self.store = store
+        # More periodic jobs (the after-sales desk's time limits and hotspots): name -> (interval from the
+        # config, tick). A tick that raises is logged and tried again at the next one, like the others.
+        self._extra_jobs = dict(jobs or {})
         self.processor = processor
         self.config = config
         self.owner = owner or make_owner()
@@ -429,6 +433,7 @@ class Worker:
             "lease-sweeper": (self.config.daemon.lease / 2, self._sweep),
             "processor": (self.config.ambiguity.query_interval, self.processor.periodic),
             "retention": (self.config.retention.interval, self._prune),
+            **{name: (interval(self.config), tick) for name, (interval, tick) in self._extra_jobs.items()},
         }
 
     def _start_scheduler(self) -> Any:

@@ -27,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "claims": "fulfil.cli.claims:claims",
     "webhooks": "fulfil.cli.webhooks:webhooks",
     "sources": "fulfil.cli.sources_cmd:sources",
+    "aftersales": "fulfil.cli.aftersales_cmd:aftersales",
+    "reissues": "fulfil.cli.aftersales_cmd:reissues",
+    "evidence": "fulfil.cli.aftersales_cmd:evidence",
     "risk": "fulfil.cli.risk:risk",
 }
 # Commands other modules provide; absent until those modules exist.

@@ -23,6 +23,8 @@ from fulfil.risk.identity import mask_contact as mask_contact  # re-exported: no
 # Events of one order that happen at most once: one id per (type, order), unique per channel in the database.
 ONCE_PER_ORDER = frozenset({"order.accepted", "order.delivered", "order.failed", "order.delayed", "order.held"})
 ORDER_EVENTS = frozenset(name for name in EVENT_TYPES if name.startswith("order."))
+# What the buyer may be e-mailed about: their order, and their after-sales case (templates per type).
+BUYER_EVENTS = ORDER_EVENTS | frozenset(name for name in EVENT_TYPES if name.startswith("aftersales."))
 
 
 def webhook_channel(name: str) -> str:
@@ -75,7 +77,7 @@ def build_routes(config: NotifyConfig) -> Routes:
         if hook.enabled:
             subscribed.append((webhook_channel(hook.name), _matching(hook.events)))
     if config.email is not None and config.email.enabled:
-        subscribed.append((EMAIL_CHANNEL, _matching(config.email.events) & ORDER_EVENTS))
+        subscribed.append((EMAIL_CHANNEL, _matching(config.email.events) & BUYER_EVENTS))
     for alert in config.alerts:
         if alert.enabled:
             subscribed.append((alert_channel(alert.name), _matching(alert.events)))

@@ -16,6 +16,7 @@ from fulfil.config import IDENTITY_KINDS
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage import statements
+from fulfil.storage.aftersales_rows import settle_reissue_case
 from fulfil.storage.database import WRITE
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
 from fulfil.storage.outbox import NO_ROUTES, OutboxRoutes, write_outbox
@@ -66,6 +67,8 @@ def order_from_row(row: Row[Any]) -> Order:
         delivered_at=m["delivered_at"],
         lease_owner=m["lease_owner"],
         lease_expires=m["lease_expires"],
+        reissue_of=m.get("reissue_of"),
+        avoid_supplier=m.get("avoid_supplier"),
         identities=tuple((kind, m[f"{kind}_hash"]) for kind in IDENTITY_KINDS if m.get(f"{kind}_hash")),
         risk_passed=m.get("risk_passed_at") is not None,
     )
@@ -238,6 +241,35 @@ class StoreBase:
             raise NotFound(f"no attempt {attempt_id} for order {order_id}")
         await mark_receipt_applied(conn, attempt_id, now)
         await self._notify(conn, "order.delivered", now, order_id=order_id, data={"status": "delivered"})
+        await self._settle_reissue(conn, order_id, now, delivered=True)
+
+    async def _settle_reissue(
+        self, conn: AsyncConnection, order_id: int, now: datetime, *, delivered: bool, reason: str | None = None
+    ) -> None:
+        """Part of the transaction that ends an order: a reissue's case is resolved, or goes to a person."""
+        settled = await settle_reissue_case(conn, order_id, now, delivered=delivered, reason=reason)
+        if settled is None:
+            return
+        original, case_no, status = settled
+        name = "aftersales.resolved" if delivered else "aftersales.escalated"
+        data = {"case_no": case_no, "status": status, "outcome": "reissued" if delivered else None, "reason": reason}
+        await self._case_event(conn, name, original, None, data, now)
+
+    async def _case_event(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        order_id: int,
+        operator: str | None,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """An after-sales case's event, in the log and (for the shop and the buyer) in the outbox, with the
+        order's ref: a receiver knows which order without asking back."""
+        ref = await conn.scalar(select(orders.c.ref).where(orders.c.id == order_id))
+        data = {"ref": ref, **data}
+        await self._event(conn, name, now, order_id=order_id, operator=operator, data=data)
+        await self._notify(conn, name, now, order_id=order_id, data=data)
 
     async def _hold(
         self, conn: AsyncConnection, attempt_id: int, cards: Sequence[Card], reason: str, now: datetime

@@ -441,3 +441,73 @@ risk_credit_changes = Table(
     Column("order_id", Id),
     Index("ix_risk_credit_changes_hash", "hash", "id"),
 )
+
+# --- after-sales (migration 0008) --------------------------------------------------------------------------
+
+# A reissue is an order of its own (a child of the order it makes good), bought by the normal engine under
+# every money rule: write-ahead attempts, receipts, leases, failover. `reissue_of` links it to the original;
+# `avoid_supplier` is routed last (the supplier that sold the bad key, unless it is the only one left).
+orders.append_column(Column("reissue_of", Id))
+orders.append_column(Column("avoid_supplier", String(128)))
+Index("ix_orders_reissue_of", orders.c.reissue_of)
+
+# A buyer's report and what became of it. `open_key` is "<order id>:<problem>" while the case is open and NULL
+# once closed: the database keeps one open case per order and problem, whoever reports at the same time.
+aftersales_cases = Table(
+    "aftersales_cases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("case_no", String(32), unique=True),  # null only inside the inserting transaction
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False, index=True),
+    Column("problem", String(32), nullable=False),  # key_invalid | not_received | topup_not_arrived | other
+    Column("status", String(16), nullable=False),  # open | resolved | rejected
+    Column("level", String(4), nullable=False),  # L1 | L2 | L3
+    Column("outcome", String(16)),  # reissued | refunded | confirmed | answered
+    Column("reason", Text),  # why it is with a person (L2/L3), or how it closed
+    Column("text", Text),  # the buyer's words
+    Column("attachments", JSONText, nullable=False),  # {"refs": [...]}: references, never the files
+    Column("units", Integer, nullable=False, server_default="0"),  # keys reported
+    Column("supplier", String(128)),  # the supplier whose purchase the report is about
+    Column("attempt_id", Id, ForeignKey("attempts.id")),
+    Column("decided_by", String(128)),
+    Column("reports", Integer, nullable=False, server_default="1"),  # the first report and its repeats
+    Column("open_key", String(64), unique=True),
+    Column("due_at", UTCDateTime),  # the current level's time limit
+    Column("alerted_at", UTCDateTime),  # L3 past its limit: alerted once
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("level_at", UTCDateTime, nullable=False),  # when the case reached its current level
+    Column("closed_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_aftersales_cases_queue", "status", "level", "due_at"),
+    Index("ix_aftersales_cases_opened", "opened_at"),
+)
+
+# The delivered keys a report names (by delivery and fingerprint): "reported before" is a lookup here.
+aftersales_keys = Table(
+    "aftersales_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("case_id", Id, ForeignKey("aftersales_cases.id"), nullable=False, index=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("fingerprint", String(64), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One row per reissue decision (automatic or by an operator): who decided, why, which purchase it replaces and
+# its claim. Suppliers, costs and supplier order ids are read from the attempts: the ledger is a view of the
+# books, not a second copy. `reissue_order_id` is unique: one decision buys one child order, never two.
+reissues = Table(
+    "reissues",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("case_id", Id, ForeignKey("aftersales_cases.id"), nullable=False, index=True),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False, index=True),
+    Column("reissue_order_id", Id, ForeignKey("orders.id"), nullable=False, unique=True),
+    Column("original_attempt_id", Id, ForeignKey("attempts.id")),
+    Column("claim_id", Id, ForeignKey("claims.id")),
+    Column("units", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("decided_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_reissues_created", "created_at"),
+)

@@ -16,6 +16,7 @@ from fulfil.storage.errors import StoreError
 from fulfil.storage.schema import meta
 from fulfil.storage.store_attempts import AttemptOps
 from fulfil.storage.store_blocks import BlockOps
+from fulfil.storage.store_case_actions import CaseActionOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_held import HeldOps
 from fulfil.storage.store_notify import NotifyOps
@@ -23,6 +24,7 @@ from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_receipts import ReceiptOps
+from fulfil.storage.store_reissues import ReissueOps
 from fulfil.storage.store_review import ReviewOps
 from fulfil.storage.store_risk import RiskOps
 from fulfil.storage.store_sources import SourceOps
@@ -42,6 +44,8 @@ class Store(
     BlockOps,
     ReviewOps,
     ParkingOps,
+    CaseActionOps,
+    ReissueOps,
     QualityOps,
     WorkOps,
     NotifyOps,

@@ -170,6 +170,7 @@ class HeldOps(ReviewOps):
             ).one()
             held_ids = [row.id for row in rows]
             await self._notify(conn, "order.delivered", now, order_id=order.id, data={"status": "delivered"})
+            await self._settle_reissue(conn, order.id, now, delivered=True)
             await self._event(
                 conn,
                 "held.released",

@@ -15,7 +15,7 @@ from fulfil.storage.base import StoreBase, attempt_from_row, chunks, order_from_
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, StoreError
 from fulfil.storage.outbox import write_outbox_many
-from fulfil.storage.schema import attempts, deliveries, orders
+from fulfil.storage.schema import aftersales_keys, attempts, deliveries, orders, reissues
 from fulfil.storage.store_claims import claims_query
 from fulfil.storage.types import AddResult, AddStatus
 
@@ -208,6 +208,7 @@ class OrderOps(StoreBase):
             await self._event(conn, f"order.{status.value}", now, order_id=order_id, data={"reason": reason})
             data = {"status": status.value, "reason": reason}
             await self._notify(conn, f"order.{status.value}", now, order_id=order_id, data=data)
+            await self._settle_reissue(conn, order_id, now, delivered=False, reason=reason)
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -242,26 +243,64 @@ class OrderOps(StoreBase):
         cards: dict[int, list[Any]] = {i: [] for i in ids}
         tries: dict[int, list[Any]] = {i: [] for i in ids}
         claims: dict[int, list[ClaimRecord]] = {i: [] for i in ids}
+        delivered: dict[int, list[int]] = {i: [] for i in ids}  # delivery ids, parallel to cards
         for part in chunks(ids):
             found = await conn.execute(
                 select(deliveries).where(deliveries.c.order_id.in_(part)).order_by(deliveries.c.id)
             )
             for d in found:
                 cards[d.order_id].append(self._card(d._mapping))
+                delivered[d.order_id].append(d.id)
             found = await conn.execute(select(attempts).where(attempts.c.order_id.in_(part)).order_by(attempts.c.id))
             for a in found:
                 tries[a.order_id].append(attempt_from_row(a))
             for claim in await claims_query(conn, order_ids=part):
                 claims[claim.order_id].append(claim)
+        replaced, reissued = await self._reissue_cards(conn, ids, cards, delivered)
         return [
             OrderView(
                 order=order_from_row(row),
                 cards=tuple(cards[row.id]),
                 attempts=tuple(tries[row.id]),
                 claims=tuple(claims[row.id]),
+                replaced=tuple(replaced[row.id]),
+                reissued=tuple(reissued[row.id]),
             )
             for row in rows
         ]
+
+    async def _reissue_cards(
+        self, conn: AsyncConnection, ids: Sequence[int], cards: dict[int, list[Any]], delivered: dict[int, list[int]]
+    ) -> tuple[dict[int, list[bool]], dict[int, list[bool]]]:
+        """An original order's view lists its reissues' keys after its own (flagged `reissued`), and flags its
+        keys a delivered reissue replaced (`replaced`). `cards` is extended in place."""
+        replaced = {i: [False] * len(cards[i]) for i in ids}
+        reissued = {i: [False] * len(cards[i]) for i in ids}
+        for part in chunks(ids):
+            found = await conn.execute(
+                select(reissues.c.order_id, reissues.c.case_id, deliveries)
+                .join(orders, orders.c.id == reissues.c.reissue_order_id)
+                .join(deliveries, deliveries.c.order_id == reissues.c.reissue_order_id)
+                .where(reissues.c.order_id.in_(part), orders.c.status == OrderStatus.DELIVERED.value)
+                .order_by(deliveries.c.id)
+            )
+            done_cases: set[int] = set()
+            for row in found:
+                cards[row.order_id].append(self._card(row._mapping))
+                replaced[row.order_id].append(False)
+                reissued[row.order_id].append(True)
+                done_cases.add(row.case_id)
+            if not done_cases:
+                continue
+            named = await conn.execute(
+                select(aftersales_keys.c.delivery_id).where(aftersales_keys.c.case_id.in_(done_cases))
+            )
+            gone = set(named.scalars())
+            for order_id in part:
+                for position, delivery_id in enumerate(delivered[order_id]):
+                    if delivery_id in gone:
+                        replaced[order_id][position] = True
+        return replaced, reissued
 
 
 def _values(order: NewOrder, now: datetime) -> dict[str, Any]:

@@ -287,7 +287,10 @@ class QualityOps(StoreBase):
             amount = func.sum(cast(func.round(cast(claims.c.amount, Float) * _MONEY_SCALE), Integer))
         else:
             amount = func.sum(claims.c.amount)
-        invalid = case((claims.c.reason == ClaimReason.INVALID_KEY.value, claims.c.qty), else_=0)
+        # Keys found invalid on arrival and keys buyers reported invalid later (after-sales) both count against
+        # the supplier's key validity.
+        bad_keys = (ClaimReason.INVALID_KEY.value, ClaimReason.INVALID_KEY_REPORTED.value)
+        invalid = case((claims.c.reason.in_(bad_keys), claims.c.qty), else_=0)
         return (
             select(
                 *group,

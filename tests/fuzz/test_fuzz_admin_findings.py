@@ -78,3 +78,11 @@ async def test_control_characters_in_orders_are_refused(client: httpx.AsyncClien
     answer = await client.post("/orders", json={"ref": "R2", "sku": "steam-100", "qty": 1, **fields})
     assert answer.status_code == 422, answer.text
     assert (await client.get("/orders/R2")).status_code == 404
+
+
+async def test_an_aftersales_problem_that_is_not_a_string_is_400_not_500(client: httpx.AsyncClient) -> None:
+    # Found by Schemathesis (server error): `"problem": {}` raised TypeError (unhashable) in the membership test.
+    for problem in ({}, [], 1, None):
+        body = {"ref": "fuzz-1", "proof": "buyer@example.com", "problem": problem}
+        answer = await client.post("/aftersales", json=body)
+        assert answer.status_code == 400 and answer.json()["field"] == "problem"

@@ -69,6 +69,8 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             workdir,
             db_url=db_url,
             http={"enabled": True, "listen": f"127.0.0.1:{port}"},
+            # The wrong-proof limit would answer most of the fuzzer's requests 429 before any logic runs.
+            aftersales={"rate_limit": {"tries": 1_000_000}},
             suppliers=[{"name": "shelf", "type": "stock"}, kit.fulu_supplier("fulu-main", sim)],
             products={
                 kit.SKU: {
@@ -83,7 +85,12 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         env = kit.base_env(FULFIL_ADMIN_TOKEN=TOKEN)
         kit.upgrade(config, env)
         kit.import_stock(config, env, kit.SKU, kit.make_keys(1), workdir / "keys.txt")
-        orders = [kit.order_line("fuzz-1"), kit.order_line("fuzz-2", qty=2, amount="190.00"), kit.order_line("fuzz-3")]
+        # fuzz-1's contact is the example proof of /aftersales: the fuzzer reaches the case logic, not only 404s.
+        orders = [
+            kit.order_line("fuzz-1", contact="buyer@example.com"),
+            kit.order_line("fuzz-2", qty=2, amount="190.00"),
+            kit.order_line("fuzz-3"),
+        ]
         kit.import_orders(config, env, orders, workdir / "orders.jsonl")
         daemon = kit.start_daemon(config, env)
         daemon.wait_for("admin.listening")
