@@ -14,12 +14,15 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from suppliers.taxonomy import Card
 
 ENV_VAR = "FULFIL_CARD_KEY"
 _NONCE = 12
+_IDENTITY_INFO = b"fulfil buyer identity v1"
 
 
 class CardKeyError(Exception):
@@ -64,6 +67,7 @@ class CardCipher:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise CardKeyError("the card key must be 32 bytes")
+        self._key = key
         self._aead = AESGCM(hashlib.sha256(b"fulfil-enc\x00" + key).digest())
         self._mac_key = hashlib.sha256(b"fulfil-mac\x00" + key).digest()
 
@@ -78,6 +82,21 @@ class CardCipher:
         """Keyed hash of a card's identity: equal cards, equal fingerprints; reveals nothing."""
         normal = card.number.strip() + "\x00" + card.password.strip()
         return hmac.new(self._mac_key, normal.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def identity(self, kind: str, value: str) -> str:
+        """`identity_hash` under this cipher's key: how a buyer's contact is found without decrypting."""
+        return identity_hash(self._key, kind, value)
+
+
+def identity_hash(card_key: bytes, kind: str, value: str) -> str:
+    """Keyed hash of a buyer identity for matching without storing it readable: HMAC-SHA256 under an
+    HKDF-SHA256 subkey of the card key (info=_IDENTITY_INFO, no salt, 32 bytes), over f"{kind}:{norm}",
+    hex. `norm` is value.strip(), lower-cased for kind == "contact"."""
+    subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_IDENTITY_INFO).derive(card_key)
+    norm = value.strip()
+    if kind == "contact":
+        norm = norm.lower()
+    return hmac.new(subkey, f"{kind}:{norm}".encode(), hashlib.sha256).hexdigest()
 
 
 def mask(secret: str) -> str:
