@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fulfil import metrics
 from fulfil.domain import CLAIM_TRANSITIONS, OPEN_ATTEMPT_STATES, ClaimReason, ClaimRecord, ClaimStatus, OrderStatus
 from fulfil.storage.base import StoreBase
 from fulfil.storage.errors import InvalidTransition, NotFound
@@ -132,7 +133,10 @@ class ClaimOps(StoreBase):
                     supplier=attempt.supplier,
                     data={"claim_no": claim_no, "reason": reason.value, "amount": amount, "qty": qty},
                 )
-            return (await claims_query(conn, attempt_id=attempt_id, reason=reason.value))[0]
+            found = (await claims_query(conn, attempt_id=attempt_id, reason=reason.value))[0]
+        if claim_id is not None:  # counted once committed, and only by the daemon that wrote it
+            metrics.claim_opened(found.supplier, found.reason.value)
+        return found
 
     async def update_claim_evidence(self, claim_no: str, evidence: dict[str, Any], now: datetime) -> None:
         """Merge more evidence into a claim (keys given replace keys there)."""
