@@ -381,6 +381,8 @@ Index("ix_orders_created", orders.c.created_at)
 Index("ix_orders_sku_delivered", orders.c.sku, orders.c.delivered_at)
 Index("ix_orders_status_updated", orders.c.status, orders.c.updated_at)
 Index("ix_attempts_supplier_order_id", attempts.c.supplier_order_id)
+# An order's notifications, for its timeline.
+Index("ix_outbox_order", outbox.c.order_id)
 # Orders a person acted on (not automatic): the few events with an operator, by order.
 Index(
     "ix_events_operator",

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil import metrics
@@ -283,7 +284,14 @@ class ClaimOps(StoreBase):
             "reason": reason,
             "updated_at": now,
         }
-        stmt = self._upsert(cooldowns, values, ["supplier", "product_id"])
+        insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert_(cooldowns).values(**values)
+        # An operator's pause (the console) is lifted by a resume only, never shortened by a supplier's trouble.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["supplier", "product_id"],
+            set_={k: v for k, v in values.items() if k not in ("supplier", "product_id")},
+            where=cooldowns.c.reason.not_like("paused by %"),
+        )
         async with self._write() as conn:
             await conn.execute(stmt)
 
