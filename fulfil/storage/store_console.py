@@ -31,6 +31,7 @@ from fulfil.storage.schema import (
     orders,
     outbox,
     receipts,
+    stock,
     supplier_calls,
     supplier_health,
 )
@@ -372,6 +373,17 @@ class ConsoleOps(StoreBase):
             oldest_outbox_due=oldest_due,
             outbox_dead=int(dead or 0),
         )
+
+    async def last_delivery(self) -> datetime | None:
+        async with self._read() as conn:
+            found: datetime | None = await conn.scalar(select(func.max(orders.c.delivered_at)))
+            return found
+
+    async def available_stock(self) -> dict[str, int]:
+        """Unused keys per product, through the partial index of unused stock (used rows are never read)."""
+        stmt = select(stock.c.sku, func.count()).where(stock.c.used_by_attempt.is_(None)).group_by(stock.c.sku)
+        async with self._read() as conn:
+            return {sku: int(n) for sku, n in await conn.execute(stmt)}
 
     async def review_queue(self, limit: int = 200) -> list[OrderHit]:
         """Orders waiting for a person, the longest waiting first (since they got there)."""

@@ -1,0 +1,598 @@
+"""The operator console at `/console/`: server-rendered pages (Jinja2 through aiohttp-jinja2), Chinese and
+English, for support staff and shop owners.
+
+Security, all enforced here on the server:
+- named operator accounts (`fulfil operators add|list|disable`), passwords as argon2 hashes;
+- a session cookie (HttpOnly, SameSite=Strict, Secure behind TLS or `X-Forwarded-Proto: https`) whose token the
+  database keeps only as a SHA-256;
+- a CSRF token in every form, checked on every POST (the login form's is a double-submit cookie);
+- roles viewer < agent < admin checked by each action (a viewer's forged POST is refused with 403);
+- failed logins limited per client address and per account name;
+- keys masked on every page; showing one is an agent's or admin's action, recorded as an event.
+Every action goes through the Store method the CLI uses, with the operator's name on its event.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from fulfil import render
+from fulfil.clock import Clock
+from fulfil.config import Config
+from fulfil.crypto import mask
+from fulfil.domain import ClaimStatus, OrderStatus
+from fulfil.intake import shown
+from fulfil.notify.events import mask_contact
+from fulfil.storage import InvalidTransition, NotFound, Store, StoreError
+from fulfil.storage.store_console import PAUSE_PREFIX, OrderQuery, window_start
+from fulfil.storage.store_operators import ROLES, SessionRecord
+from fulfil.web import charts, i18n
+from fulfil.web.accounts import LoginLimiter, needs_rehash, verify_password
+from fulfil.web.figures import PublicFigures
+
+log = logging.getLogger("fulfil.console")
+
+COOKIE = "fulfil_console"
+PRE_CSRF = "fulfil_login_csrf"
+RANK = {role: i for i, role in enumerate(ROLES)}
+OVERVIEW_TTL = 15.0  # the overview's figures are read at most this often
+PAGE_SIZE = 50
+MAX_FIELD = 256
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class _Cached:
+    at: float
+    value: dict[str, Any]
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+Method = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
+
+
+def requires(role: str) -> Callable[[Method], Method]:
+    """The handler runs only for an operator of at least `role`; anyone else gets 403 (and nothing happens)."""
+
+    def wrap(method: Method) -> Method:
+        @functools.wraps(method)
+        async def checked(self: Any, request: web.Request) -> web.StreamResponse:
+            session: SessionRecord = request["session"]
+            if RANK[session.operator.role] < RANK[role]:
+                log.warning(
+                    "console.forbidden",
+                    extra={"operator": session.operator.name, "role": session.operator.role, "path": request.path},
+                )
+                raise web.HTTPForbidden(text=f"this needs the {role} role")
+            return await method(self, request)
+
+        return checked
+
+    return wrap
+
+
+class Console:
+    def __init__(self, store: Store, config: Callable[[], Config], clock: Clock, figures: PublicFigures) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.figures = figures
+        cfg = config().console
+        self.limiter = LoginLimiter(cfg.login_attempts, cfg.login_window)
+        self._overview: _Cached | None = None
+
+    # --- the application -------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._session])
+        env = aiohttp_jinja2.setup(
+            app,
+            loader=jinja2.PackageLoader("fulfil.web", "templates"),
+            autoescape=jinja2.select_autoescape(default=True),
+            context_processors=[self._context],
+        )
+        env.filters.update(
+            contact=mask_contact, key=mask, money=_money, when=_when, ago=_ago, pct=_pct, secs=_secs
+        )
+        r = app.router
+        r.add_get("/", self.overview)
+        r.add_get("/login", self.login_page)
+        r.add_post("/login", self.login)
+        r.add_post("/logout", self.logout)
+        r.add_post("/lang", self.set_lang)
+        r.add_get("/orders", self.orders)
+        r.add_get("/orders/{ref}", self.order)
+        r.add_post("/orders/{ref}/retry", self.retry)
+        r.add_post("/orders/{ref}/refund", self.refund)
+        r.add_post("/orders/{ref}/resolve", self.resolve)
+        r.add_post("/orders/{ref}/reveal", self.reveal)
+        r.add_get("/queues", self.queues)
+        r.add_get("/suppliers", self.suppliers)
+        r.add_post("/suppliers/{name}/pause", self.pause)
+        r.add_post("/suppliers/{name}/resume", self.resume)
+        r.add_get("/claims", self.claims)
+        r.add_get("/claims.csv", self.claims_csv)
+        r.add_get("/webhooks", self.webhooks)
+        r.add_post("/webhooks/replay", self.replay)
+        r.add_static("/static", str(_static_dir()))
+        return app
+
+    async def _context(self, request: web.Request) -> dict[str, Any]:
+        lang = request.get("lang", "en")
+        session: SessionRecord | None = request.get("session")
+        return {
+            "_": i18n.translator(lang),
+            "lang": lang,
+            "me": session.operator if session else None,
+            "csrf": session.csrf if session else request.get("pre_csrf", ""),
+            "can_act": session is not None and RANK[session.operator.role] >= RANK["agent"],
+            "is_admin": session is not None and session.operator.role == "admin",
+            "path": request.path,
+            "now": self.clock.now(),
+        }
+
+    @web.middleware
+    async def _session(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request["lang"] = i18n.choose(request.cookies.get(i18n.COOKIE), request.headers.get("Accept-Language"))
+        public = request.path in ("/console/login", "/console/lang") or request.path.startswith("/console/static/")
+        token = request.cookies.get(COOKIE, "")
+        session = await self.store.session(_token_hash(token), self.clock.now()) if token else None
+        if session is None and not public:
+            if request.method == "GET":
+                raise web.HTTPFound("/console/login")
+            raise web.HTTPForbidden(text="not logged in")
+        request["session"] = session
+        if request.method == "POST":
+            form = await request.post()
+            given = str(form.get("csrf", ""))
+            expected = session.csrf if session is not None else request.cookies.get(PRE_CSRF, "")
+            if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+                log.warning("console.csrf_refused", extra={"path": request.path})
+                raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page")
+            request["form"] = form
+        response = await handler(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
+        )
+        return response
+
+    def _operator(self, request: web.Request) -> str:
+        session: SessionRecord = request["session"]
+        return session.operator.name
+
+    # --- login -----------------------------------------------------------------------------------------
+
+    async def login_page(self, request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+        pre = secrets.token_urlsafe(24)
+        request["pre_csrf"] = pre
+        response = aiohttp_jinja2.render_template("login.html", request, {"error": error}, status=status)
+        response.set_cookie(PRE_CSRF, pre, httponly=True, samesite="Strict", secure=_secure(request), path="/console")
+        return response
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        form = request["form"]
+        name = str(form.get("name", "")).strip()[:64]
+        password = str(form.get("password", ""))
+        keys = [f"ip:{request.remote}", f"name:{name.lower()}"]
+        _ = i18n.translator(request["lang"])
+        if self.limiter.blocked(keys):
+            log.warning("console.login_limited", extra={"operator": name, "remote": request.remote})
+            return await self.login_page(request, _("Too many failed logins; wait a few minutes."), 429)
+        found = await self.store.get_operator(name) if name else None
+        ok = verify_password(found.password_hash if found else None, password)
+        if found is None or not ok or not found.active:
+            self.limiter.failed(keys)
+            log.warning("console.login_failed", extra={"operator": name, "remote": request.remote})
+            return await self.login_page(request, _("Wrong name or password."), 401)
+        self.limiter.succeeded(keys)
+        if needs_rehash(found.password_hash):
+            from fulfil.web.accounts import hash_password
+
+            await self.store.set_operator_password(found.name, hash_password(password))
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        now = self.clock.now()
+        ttl = self.config().console.session_ttl
+        await self.store.open_session(_token_hash(token), found.name, csrf, now + timedelta(seconds=ttl), now)
+        log.info("console.login", extra={"operator": found.name, "role": found.role})
+        response = web.HTTPFound("/console/")
+        response.set_cookie(
+            COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request), path="/console", max_age=int(ttl)
+        )
+        response.del_cookie(PRE_CSRF, path="/console")
+        raise response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        token = request.cookies.get(COOKIE, "")
+        if token:
+            await self.store.close_session(_token_hash(token))
+        response = web.HTTPFound("/console/login")
+        response.del_cookie(COOKIE, path="/console")
+        raise response
+
+    async def set_lang(self, request: web.Request) -> web.StreamResponse:
+        lang = str(request["form"].get("lang", ""))
+        back = str(request["form"].get("back", "/console/"))
+        if not back.startswith("/console/") or "//" in back:
+            back = "/console/"
+        response = web.HTTPFound(back)
+        if lang in i18n.LANGUAGES:
+            response.set_cookie(i18n.COOKIE, lang, samesite="Strict", path="/console", max_age=365 * 86400)
+        raise response
+
+    # --- pages -----------------------------------------------------------------------------------------
+
+    async def overview(self, request: web.Request) -> web.Response:
+        mono = time.monotonic()
+        if self._overview is None or mono - self._overview.at > OVERVIEW_TTL:
+            self._overview = _Cached(mono, await self._overview_data())
+        data = dict(self._overview.value)
+        _ = i18n.translator(request["lang"])
+        days = data["days"]
+        data["chart"] = charts.bars(
+            [d[5:] for d, _m, _d in days],
+            [
+                (_("taken in"), "#94a3b8", [m for _d, m, _x in days]),
+                (_("delivered"), "#16a34a", [x for *_r, x in days]),
+            ],
+            title=_("Orders per day"),
+        )
+        return aiohttp_jinja2.render_template("overview.html", request, data)
+
+    async def _overview_data(self) -> dict[str, Any]:
+        now = self.clock.now()
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        windows = {
+            "today": await self.store.window_figures(today),
+            "7d": await self.store.window_figures(window_start(now, 7)),
+        }
+        backlog = await self.store.backlog(now)
+        review_limit = self.config().notify.alert_rules.review_age
+        health = await self.store.supplier_snapshot()
+        alerts: list[dict[str, Any]] = []
+        for row in health:
+            if row["breaker"] == "open" and (row["opened_until"] is None or row["opened_until"] > now):
+                alerts.append({"kind": "breaker_open", "subject": row["supplier"], "at": row["updated_at"]})
+            if (row["detail"] or {}).get("balance_low"):
+                alerts.append({"kind": "balance_low", "subject": row["supplier"], "at": row["balance_at"]})
+        if review_limit and backlog.oldest_review and (now - backlog.oldest_review).total_seconds() > review_limit:
+            alerts.append({"kind": "review_overdue", "subject": "review", "at": backlog.oldest_review})
+        for key, at in await self.store.recent_alerts(now - timedelta(hours=1)):
+            kind, _, subject = key.partition(":")
+            alerts.append({"kind": kind, "subject": subject, "at": at})
+        return {
+            "windows": windows,
+            "backlog": backlog,
+            "review_limit": review_limit,
+            "alerts": alerts,
+            "days": await self.store.daily_counts(window_start(today, 13)),
+        }
+
+    async def orders(self, request: web.Request) -> web.Response:
+        q, problems = _query(request)
+        before = _int(request.query.get("before"))
+        hits = await self.store.search_orders(q, before=before, limit=PAGE_SIZE + 1) if not problems else []
+        more = len(hits) > PAGE_SIZE
+        hits = hits[:PAGE_SIZE]
+        params = {k: v for k, v in request.query.items() if k != "before" and v}
+        ctx = {
+            "hits": hits,
+            "q": request.query,
+            "problems": problems,
+            "more": more,
+            "next_before": hits[-1].id if more and hits else None,
+            "params": params,
+            "statuses": [s.value for s in OrderStatus],
+            "skus": sorted(self.config().products),
+        }
+        return aiohttp_jinja2.render_template("orders.html", request, ctx, status=400 if problems else 200)
+
+    async def order(self, request: web.Request, revealed: bool = False) -> web.Response:
+        ref = request.match_info["ref"]
+        view = await self.store.get_order(ref) if len(ref) <= 128 and ref.isprintable() else None
+        if view is None:
+            raise web.HTTPNotFound(text=f"no order {shown(ref)}")
+        detail = await self.store.order_detail(view)
+        status = view.order.status
+        actions = []
+        if status is OrderStatus.REVIEW:
+            actions = ["retry", "refund"] + (["resolve"] if any(h["released_at"] is None for h in detail.held) else [])
+        timeline = _timeline(detail)
+        ctx = {
+            "view": view,
+            "order": view.order,
+            "detail": detail,
+            "contact": mask_contact(detail.contact),
+            "timeline": timeline,
+            "actions": actions,
+            "revealed": revealed,
+        }
+        return aiohttp_jinja2.render_template("order.html", request, ctx)
+
+    async def queues(self, request: web.Request) -> web.Response:
+        now = self.clock.now()
+        limit = self.config().notify.alert_rules.review_age
+        items = []
+        for hit in await self.store.review_queue():
+            waited = (now - hit.created_at).total_seconds()  # created_at here: when it entered review
+            items.append({"hit": hit, "waited": waited, "left": (limit - waited) if limit else None})
+        queues = [{"name": "review", "title": "Review", "limit": limit, "items": items}]
+        return aiohttp_jinja2.render_template("queues.html", request, {"queues": queues})
+
+    async def suppliers(self, request: web.Request) -> web.Response:
+        from fulfil.cli.suppliers_cmd import supplier_rows
+
+        now = self.clock.now()
+        config = self.config()
+        rows = await supplier_rows(self.store, config, now)
+        series = await self.store.supplier_series(now - timedelta(hours=24))
+        hours = [(now - timedelta(hours=23 - i)).replace(minute=0, second=0, microsecond=0) for i in range(24)]
+        _ = i18n.translator(request["lang"])
+        day = window_start(now, 7)
+        fig = await self.store.window_figures(day)
+        for row in rows:
+            by_hour = {h: (calls, ok, lat) for h, calls, ok, lat in series.get(row["name"], [])}
+            row["success_chart"] = charts.line(
+                [by_hour[h][1] / by_hour[h][0] if h in by_hour and by_hour[h][0] else None for h in hours],
+                title=_("success rate, last 24 h"), ceiling=1.0, colour="#16a34a",
+            )
+            row["latency_chart"] = charts.line(
+                [by_hour[h][2] if h in by_hour else None for h in hours], title=_("mean latency, last 24 h"), unit="s"
+            )
+            claims_n = fig.claims_by_supplier.get(row["name"], 0)
+            row["claims_7d"] = claims_n
+            row["claims_share"] = claims_n / fig.claims if fig.claims else None
+            row["paused"] = {c["product_id"] for c in row["cooldowns"] if str(c["reason"]).startswith(PAUSE_PREFIX)}
+        return aiohttp_jinja2.render_template("suppliers.html", request, {"rows": rows})
+
+    async def claims(self, request: web.Request) -> web.Response:
+        days = max(1, min(_int(request.query.get("days")) or 14, 90))
+        ledger = await self.store.ledger_by_day(window_start(self.clock.now(), days))
+        open_claims = await self.store.list_claims(status=ClaimStatus.OPEN)
+        return aiohttp_jinja2.render_template(
+            "claims.html", request, {"ledger": ledger, "days": days, "open_claims": open_claims[-200:]}
+        )
+
+    @requires("agent")
+    async def claims_csv(self, request: web.Request) -> web.StreamResponse:
+        import io
+
+        days = max(1, min(_int(request.query.get("days")) or 14, 90))
+        found = await self.store.list_claims(since=window_start(self.clock.now(), days))
+        buffer = io.StringIO()
+        render.write_claims_csv(found, buffer, evidence=True)
+        response = web.Response(text=buffer.getvalue(), content_type="text/csv", charset="utf-8")
+        response.headers["Content-Disposition"] = f'attachment; filename="claims-{days}d.csv"'
+        return response
+
+    async def webhooks(self, request: web.Request) -> web.Response:
+        counts = await self.store.outbox_counts()
+        disabled = await self.store.disabled_endpoints()
+        failed = await self.store.outbox_rows(failed=True, limit=100)
+        configured = [w.name for w in self.config().notify.webhooks]
+        ctx = {"counts": counts, "disabled": disabled, "failed": failed, "configured": configured}
+        return aiohttp_jinja2.render_template("webhooks.html", request, ctx)
+
+    # --- actions ---------------------------------------------------------------------------------------
+
+    async def _act(self, request: web.Request, what: str, action: Callable[[], Awaitable[Any]]) -> web.StreamResponse:
+        ref = request.match_info["ref"]
+        operator = self._operator(request)
+        try:
+            await action()
+        except (NotFound, InvalidTransition) as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        except StoreError as exc:
+            raise web.HTTPConflict(text=f"{what} not done: {exc}") from None
+        log.info(f"console.{what}", extra={"ref": ref, "operator": operator})
+        self._overview = None
+        raise web.HTTPSeeOther(f"/console/orders/{_quote(ref)}")
+
+    @requires("agent")
+    async def retry(self, request: web.Request) -> web.StreamResponse:
+        ref, who = request.match_info["ref"], self._operator(request)
+        return await self._act(request, "retry", lambda: self.store.review_retry(ref, who, self.clock.now()))
+
+    @requires("agent")
+    async def refund(self, request: web.Request) -> web.StreamResponse:
+        ref, who = request.match_info["ref"], self._operator(request)
+        return await self._act(request, "refund", lambda: self.store.review_refund(ref, who, self.clock.now()))
+
+    @requires("agent")
+    async def resolve(self, request: web.Request) -> web.StreamResponse:
+        """Deliver the order from the keys held for it (the CLI's `review resolve --from-held`)."""
+        ref, who = request.match_info["ref"], self._operator(request)
+
+        async def run() -> Any:
+            return await self.store.review_resolve_from_held(ref, None, who, self.clock.now())
+
+        return await self._act(request, "resolve", run)
+
+    @requires("agent")
+    async def reveal(self, request: web.Request) -> web.StreamResponse:
+        ref = request.match_info["ref"]
+        view = await self.store.get_order(ref)
+        if view is None:
+            raise web.HTTPNotFound(text="no such order")
+        operator = self._operator(request)
+        await self.store.record_reveal(view.order.id, operator, self.clock.now())
+        log.info("console.reveal", extra={"ref": ref, "operator": operator})
+        return await self.order(request, revealed=True)
+
+    @requires("admin")
+    async def pause(self, request: web.Request) -> web.StreamResponse:
+        name, product_id = request.match_info["name"], str(request["form"].get("product_id", ""))[:MAX_FIELD]
+        if not product_id:
+            raise web.HTTPBadRequest(text="product_id is missing")
+        who = self._operator(request)
+        await self.store.pause_offer(name, product_id, who, self.clock.now())
+        log.info("console.pause", extra={"supplier": name, "product_id": product_id, "operator": who})
+        raise web.HTTPSeeOther("/console/suppliers")
+
+    @requires("admin")
+    async def resume(self, request: web.Request) -> web.StreamResponse:
+        name, product_id = request.match_info["name"], str(request["form"].get("product_id", ""))[:MAX_FIELD]
+        who = self._operator(request)
+        await self.store.resume_offer(name, product_id, who, self.clock.now())
+        log.info("console.resume", extra={"supplier": name, "product_id": product_id, "operator": who})
+        raise web.HTTPSeeOther("/console/suppliers")
+
+    @requires("admin")
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        ids = [i for i in (_int(v) for v in request["form"].getall("id", [])) if i is not None]
+        if not ids:
+            raise web.HTTPBadRequest(text="no delivery chosen (id)")
+        n = await self.store.replay_outbox(self.clock.now(), ids=ids)
+        await self.store.record_event("webhooks.replayed", self.clock.now(), operator=self._operator(request),
+                                      data={"ids": ids, "rows": n})
+        raise web.HTTPSeeOther("/console/webhooks")
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def _static_dir() -> Any:
+    from importlib import resources
+
+    return resources.files("fulfil.web").joinpath("static")
+
+
+def _quote(ref: str) -> str:
+    from urllib.parse import quote
+
+    return quote(ref, safe="")
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def _query(request: web.Request) -> tuple[OrderQuery, list[str]]:
+    """The search form, checked: each bad field is named; nothing is searched with a half-understood form."""
+    q = request.query
+    problems: list[str] = []
+
+    def text(name: str) -> str | None:
+        value = q.get(name, "").strip()
+        if len(value) > MAX_FIELD or not value.isprintable():
+            problems.append(f"{name}: too long or not printable")
+            return None
+        return value or None
+
+    def day(name: str, end: bool) -> datetime | None:
+        value = text(name)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            problems.append(f"{name}: {value!r} is not a date (YYYY-MM-DD)")
+            return None
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if end and len(value) <= 10:  # a whole day: up to its end
+            parsed += timedelta(days=1)
+        return parsed
+
+    def amount(name: str) -> Decimal | None:
+        value = text(name)
+        if value is None:
+            return None
+        try:
+            found = Decimal(value)
+        except InvalidOperation:
+            problems.append(f"{name}: {value!r} is not an amount")
+            return None
+        if not found.is_finite():
+            problems.append(f"{name}: {value!r} is not an amount")
+            return None
+        return found
+
+    status = text("status")
+    if status and status not in {s.value for s in OrderStatus}:
+        problems.append(f"status: {status!r} is not one of {', '.join(s.value for s in OrderStatus)}")
+        status = None
+    query = OrderQuery(
+        ref=text("ref"),
+        contact=text("contact"),
+        account=text("account"),
+        supplier_order=text("supplier_order"),
+        since=day("since", False),
+        until=day("until", True),
+        amount_min=amount("amount_min"),
+        amount_max=amount("amount_max"),
+        status=status,
+        sku=text("sku"),
+    )
+    return query, problems
+
+
+def _timeline(detail: Any) -> list[dict[str, Any]]:
+    """One list, in time order: intake, events (risk, operator actions, claims), attempts, deliveries,
+    notifications."""
+    view = detail.view
+    items: list[dict[str, Any]] = [{"at": view.order.created_at, "kind": "intake", "what": "order.accepted"}]
+    for e in detail.events:
+        items.append({"at": e.at, "kind": "event", "what": e.name, "operator": e.operator, "data": e.data})
+    for a in view.attempts:
+        items.append({"at": a.started_at, "kind": "attempt", "what": a.state.value, "attempt": a})
+    for n in detail.notifications:
+        items.append({"at": n.created_at, "kind": "notification", "what": n.type, "row": n})
+    if view.order.delivered_at is not None:
+        items.append({"at": view.order.delivered_at, "kind": "delivery", "what": "order.delivered"})
+    return sorted(items, key=lambda item: item["at"])
+
+
+def _money(value: Decimal | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _when(value: datetime | None) -> str:
+    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _ago(value: datetime | None, now: datetime | None = None) -> str:
+    if value is None:
+        return "—"
+    return _secs(((now or datetime.now(UTC)) - value).total_seconds())
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
