@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "claims": "fulfil.cli.claims:claims",
     "webhooks": "fulfil.cli.webhooks:webhooks",
     "sources": "fulfil.cli.sources_cmd:sources",
+    "operators": "fulfil.cli.operators:operators",
 }
 # Commands other modules provide; absent until those modules exist.
 OPTIONAL_COMMANDS: dict[str, str] = {
