@@ -26,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from fulfil import render
 from fulfil.clock import Clock
@@ -52,6 +52,12 @@ RANK = {role: i for i, role in enumerate(ROLES)}
 OVERVIEW_TTL = 15.0  # the overview's figures are read at most this often
 PAGE_SIZE = 50
 MAX_FIELD = 256
+
+# Per-request storage: the language, the session (None on the login page), the checked form, a login page's token.
+LANG = web.RequestKey("lang", str)
+SESSION: web.RequestKey[SessionRecord | None] = web.RequestKey("session", object)  # type: ignore[arg-type]
+FORM: web.RequestKey[MultiDictProxy[Any]] = web.RequestKey("form", MultiDictProxy)
+PRE = web.RequestKey("pre_csrf", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,7 +85,8 @@ def requires(role: str) -> Callable[[Method], Method]:
     def wrap(method: Method) -> Method:
         @functools.wraps(method)
         async def checked(self: Any, request: web.Request) -> web.StreamResponse:
-            session: SessionRecord = request["session"]
+            session = request[SESSION]
+            assert session is not None  # the middleware lets no one without a session this far
             if RANK[session.operator.role] < RANK[role]:
                 log.warning(
                     "console.forbidden",
@@ -102,17 +109,22 @@ class Console:
         cfg = config().console
         self.limiter = LoginLimiter(cfg.login_attempts, cfg.login_window)
         self._overview: _Cached | None = None
+        self.env = jinja2.Environment(
+            loader=jinja2.PackageLoader("fulfil.web", "templates"), autoescape=True
+        )
+
+    def render(
+        self, name: str, request: web.Request, context: dict[str, Any], *, status: int = 200
+    ) -> web.Response:
+        """One template per page, around the shared layout; what every page needs comes from `_context`."""
+        text = self.env.get_template(name).render({**self._context(request), **context})
+        return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
     # --- the application -------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._session])
-        env = aiohttp_jinja2.setup(
-            app,
-            loader=jinja2.PackageLoader("fulfil.web", "templates"),
-            autoescape=jinja2.select_autoescape(default=True),
-            context_processors=[self._context],
-        )
+        env = self.env
         env.filters.update(
             contact=mask_contact, key=mask, money=_money, when=_when, ago=_ago, pct=_pct, secs=_secs
         )
@@ -139,14 +151,14 @@ class Console:
         r.add_static("/static", str(_static_dir()))
         return app
 
-    async def _context(self, request: web.Request) -> dict[str, Any]:
-        lang = request.get("lang", "en")
-        session: SessionRecord | None = request.get("session")
+    def _context(self, request: web.Request) -> dict[str, Any]:
+        lang = request.get(LANG, "en")
+        session: SessionRecord | None = request.get(SESSION)
         return {
             "_": i18n.translator(lang),
             "lang": lang,
             "me": session.operator if session else None,
-            "csrf": session.csrf if session else request.get("pre_csrf", ""),
+            "csrf": session.csrf if session else request.get(PRE, ""),
             "can_act": session is not None and RANK[session.operator.role] >= RANK["agent"],
             "is_admin": session is not None and session.operator.role == "admin",
             "path": request.path,
@@ -155,7 +167,7 @@ class Console:
 
     @web.middleware
     async def _session(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request["lang"] = i18n.choose(request.cookies.get(i18n.COOKIE), request.headers.get("Accept-Language"))
+        request[LANG] = i18n.choose(request.cookies.get(i18n.COOKIE), request.headers.get("Accept-Language"))
         public = request.path in ("/console/login", "/console/lang") or request.path.startswith("/console/static/")
         token = request.cookies.get(COOKIE, "")
         session = await self.store.session(_token_hash(token), self.clock.now()) if token else None
@@ -163,7 +175,7 @@ class Console:
             if request.method == "GET":
                 raise web.HTTPFound("/console/login")
             raise web.HTTPForbidden(text="not logged in")
-        request["session"] = session
+        request[SESSION] = session
         if request.method == "POST":
             form = await request.post()
             given = str(form.get("csrf", ""))
@@ -171,7 +183,7 @@ class Console:
             if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
                 log.warning("console.csrf_refused", extra={"path": request.path})
                 raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page")
-            request["form"] = form
+            request[FORM] = form
         response = await handler(request)
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -183,24 +195,25 @@ class Console:
         return response
 
     def _operator(self, request: web.Request) -> str:
-        session: SessionRecord = request["session"]
+        session = request[SESSION]
+        assert session is not None
         return session.operator.name
 
     # --- login -----------------------------------------------------------------------------------------
 
     async def login_page(self, request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
         pre = secrets.token_urlsafe(24)
-        request["pre_csrf"] = pre
-        response = aiohttp_jinja2.render_template("login.html", request, {"error": error}, status=status)
+        request[PRE] = pre
+        response = self.render("login.html", request, {"error": error}, status=status)
         response.set_cookie(PRE_CSRF, pre, httponly=True, samesite="Strict", secure=_secure(request), path="/console")
         return response
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        form = request["form"]
+        form = request[FORM]
         name = str(form.get("name", "")).strip()[:64]
         password = str(form.get("password", ""))
         keys = [f"ip:{request.remote}", f"name:{name.lower()}"]
-        _ = i18n.translator(request["lang"])
+        _ = i18n.translator(request[LANG])
         if self.limiter.blocked(keys):
             log.warning("console.login_limited", extra={"operator": name, "remote": request.remote})
             return await self.login_page(request, _("Too many failed logins; wait a few minutes."), 429)
@@ -236,8 +249,8 @@ class Console:
         raise response
 
     async def set_lang(self, request: web.Request) -> web.StreamResponse:
-        lang = str(request["form"].get("lang", ""))
-        back = str(request["form"].get("back", "/console/"))
+        lang = str(request[FORM].get("lang", ""))
+        back = str(request[FORM].get("back", "/console/"))
         if not back.startswith("/console/") or "//" in back:
             back = "/console/"
         response = web.HTTPFound(back)
@@ -252,7 +265,7 @@ class Console:
         if self._overview is None or mono - self._overview.at > OVERVIEW_TTL:
             self._overview = _Cached(mono, await self._overview_data())
         data = dict(self._overview.value)
-        _ = i18n.translator(request["lang"])
+        _ = i18n.translator(request[LANG])
         days = data["days"]
         data["chart"] = charts.bars(
             [d[5:] for d, _m, _d in days],
@@ -262,7 +275,7 @@ class Console:
             ],
             title=_("Orders per day"),
         )
-        return aiohttp_jinja2.render_template("overview.html", request, data)
+        return self.render("overview.html", request, data)
 
     async def _overview_data(self) -> dict[str, Any]:
         now = self.clock.now()
@@ -310,7 +323,7 @@ class Console:
             "statuses": [s.value for s in OrderStatus],
             "skus": sorted(self.config().products),
         }
-        return aiohttp_jinja2.render_template("orders.html", request, ctx, status=400 if problems else 200)
+        return self.render("orders.html", request, ctx, status=400 if problems else 200)
 
     async def order(self, request: web.Request, revealed: bool = False) -> web.Response:
         ref = request.match_info["ref"]
@@ -332,7 +345,7 @@ class Console:
             "actions": actions,
             "revealed": revealed,
         }
-        return aiohttp_jinja2.render_template("order.html", request, ctx)
+        return self.render("order.html", request, ctx)
 
     async def queues(self, request: web.Request) -> web.Response:
         now = self.clock.now()
@@ -342,7 +355,7 @@ class Console:
             waited = (now - hit.created_at).total_seconds()  # created_at here: when it entered review
             items.append({"hit": hit, "waited": waited, "left": (limit - waited) if limit else None})
         queues = [{"name": "review", "title": "Review", "limit": limit, "items": items}]
-        return aiohttp_jinja2.render_template("queues.html", request, {"queues": queues})
+        return self.render("queues.html", request, {"queues": queues})
 
     async def suppliers(self, request: web.Request) -> web.Response:
         from fulfil.cli.suppliers_cmd import supplier_rows
@@ -352,7 +365,7 @@ class Console:
         rows = await supplier_rows(self.store, config, now)
         series = await self.store.supplier_series(now - timedelta(hours=24))
         hours = [(now - timedelta(hours=23 - i)).replace(minute=0, second=0, microsecond=0) for i in range(24)]
-        _ = i18n.translator(request["lang"])
+        _ = i18n.translator(request[LANG])
         day = window_start(now, 7)
         fig = await self.store.window_figures(day)
         for row in rows:
@@ -368,13 +381,13 @@ class Console:
             row["claims_7d"] = claims_n
             row["claims_share"] = claims_n / fig.claims if fig.claims else None
             row["paused"] = {c["product_id"] for c in row["cooldowns"] if str(c["reason"]).startswith(PAUSE_PREFIX)}
-        return aiohttp_jinja2.render_template("suppliers.html", request, {"rows": rows})
+        return self.render("suppliers.html", request, {"rows": rows})
 
     async def claims(self, request: web.Request) -> web.Response:
         days = max(1, min(_int(request.query.get("days")) or 14, 90))
         ledger = await self.store.ledger_by_day(window_start(self.clock.now(), days))
         open_claims = await self.store.list_claims(status=ClaimStatus.OPEN)
-        return aiohttp_jinja2.render_template(
+        return self.render(
             "claims.html", request, {"ledger": ledger, "days": days, "open_claims": open_claims[-200:]}
         )
 
@@ -396,7 +409,7 @@ class Console:
         failed = await self.store.outbox_rows(failed=True, limit=100)
         configured = [w.name for w in self.config().notify.webhooks]
         ctx = {"counts": counts, "disabled": disabled, "failed": failed, "configured": configured}
-        return aiohttp_jinja2.render_template("webhooks.html", request, ctx)
+        return self.render("webhooks.html", request, ctx)
 
     # --- actions ---------------------------------------------------------------------------------------
 
@@ -446,7 +459,7 @@ class Console:
 
     @requires("admin")
     async def pause(self, request: web.Request) -> web.StreamResponse:
-        name, product_id = request.match_info["name"], str(request["form"].get("product_id", ""))[:MAX_FIELD]
+        name, product_id = request.match_info["name"], str(request[FORM].get("product_id", ""))[:MAX_FIELD]
         if not product_id:
             raise web.HTTPBadRequest(text="product_id is missing")
         who = self._operator(request)
@@ -456,7 +469,7 @@ class Console:
 
     @requires("admin")
     async def resume(self, request: web.Request) -> web.StreamResponse:
-        name, product_id = request.match_info["name"], str(request["form"].get("product_id", ""))[:MAX_FIELD]
+        name, product_id = request.match_info["name"], str(request[FORM].get("product_id", ""))[:MAX_FIELD]
         who = self._operator(request)
         await self.store.resume_offer(name, product_id, who, self.clock.now())
         log.info("console.resume", extra={"supplier": name, "product_id": product_id, "operator": who})
@@ -464,7 +477,7 @@ class Console:
 
     @requires("admin")
     async def replay(self, request: web.Request) -> web.StreamResponse:
-        ids = [i for i in (_int(v) for v in request["form"].getall("id", [])) if i is not None]
+        ids = [i for i in (_int(v) for v in request[FORM].getall("id", [])) if i is not None]
         if not ids:
             raise web.HTTPBadRequest(text="no delivery chosen (id)")
         n = await self.store.replay_outbox(self.clock.now(), ids=ids)
