@@ -11,7 +11,9 @@ from fulfil.storage import Store
 from tests.console.consolekit import add_operator, browser, console_config, csrf_of, make_order, serving
 
 
-async def test_pages_need_a_login_and_the_cookie_is_locked_down(store: Store, cipher: CardCipher, now: datetime) -> None:
+async def test_pages_need_a_login_and_the_cookie_is_locked_down(
+    store: Store, cipher: CardCipher, now: datetime
+) -> None:
     await add_operator(store, "ann", "viewer", now)
     async with serving(store, cipher) as server, browser(server) as b:
         first = await b.client.get("/console/orders")
@@ -136,12 +138,11 @@ async def test_logins_are_rate_limited_and_a_disabled_account_is_out_at_once(
         assert (await b.login("eve")).status_code == 429  # even the right password, for a while
         assert (await b.login("dan")).status_code == 429  # and from this address, any name
     assert await store.session("x", now) is None
-    async with serving(store, cipher, config) as server:
-        async with browser(server, "dan") as d:
-            assert (await d.client.get("/console/queues")).status_code == 200
-            await store.disable_operator("dan", "eve", now)
-            assert (await d.client.get("/console/queues")).status_code == 302  # back to the login
-            assert (await d.login("dan")).status_code == 401
+    async with serving(store, cipher, config) as server, browser(server, "dan") as d:
+        assert (await d.client.get("/console/queues")).status_code == 200
+        await store.disable_operator("dan", "eve", now)
+        assert (await d.client.get("/console/queues")).status_code == 302  # back to the login
+        assert (await d.login("dan")).status_code == 401
     assert [e.operator for e in await store.events(name="operator.disabled")] == ["eve"]
 
 
