@@ -374,6 +374,25 @@ class ConsoleOps(StoreBase):
             outbox_dead=int(dead or 0),
         )
 
+    async def attempt_outcomes(self, since: datetime) -> dict[tuple[str, str, str | None], int]:
+        """(supplier, state, error class) -> attempts started since `since` (the demo's live view)."""
+        stmt = (
+            select(attempts.c.supplier, attempts.c.state, attempts.c.error_class, func.count())
+            .where(attempts.c.started_at >= since)
+            .group_by(attempts.c.supplier, attempts.c.state, attempts.c.error_class)
+        )
+        async with self._read() as conn:
+            return {(s, st, e): int(n) for s, st, e, n in await conn.execute(stmt)}
+
+    async def claim_counts(self, since: datetime) -> dict[tuple[str, str], int]:
+        stmt = (
+            select(claims.c.supplier, claims.c.reason, func.count())
+            .where(claims.c.created_at >= since)
+            .group_by(claims.c.supplier, claims.c.reason)
+        )
+        async with self._read() as conn:
+            return {(s, r): int(n) for s, r, n in await conn.execute(stmt)}
+
     async def last_delivery(self) -> datetime | None:
         async with self._read() as conn:
             found: datetime | None = await conn.scalar(select(func.max(orders.c.delivered_at)))
