@@ -76,7 +76,8 @@ def dashboard_exprs() -> list[str]:
 def alert_exprs() -> list[str]:
     doc = yaml.safe_load((ROOT / "deploy" / "prometheus-alerts.yml").read_text(encoding="utf-8"))
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
-    assert {"FulfilNoDeliveries", "FulfilSupplierBreakerOpen", "FulfilReviewQueueOverdue"} <= {r["alert"] for r in rules}
+    names = {r["alert"] for r in rules}
+    assert {"FulfilNoDeliveries", "FulfilSupplierBreakerOpen", "FulfilReviewQueueOverdue"} <= names
     for rule in rules:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"} and rule["expr"]
     return [rule["expr"] for rule in rules]
