@@ -56,6 +56,12 @@ def line(points: Sequence[float | None], *, title: str, unit: str = "", colour: 
         f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(seg)}"/>'
         for seg in segments if seg
     )
+    # Dots too: an hour on its own between gaps is a point, which a polyline would not draw.
+    lines += "".join(
+        f'<circle cx="{xy.split(",")[0]}" cy="{xy.split(",")[1]}" r="2" fill="{colour}"/>'
+        for seg in segments for xy in seg
+    )
+    lines = f'<rect x="0" y="0" width="{w}" height="{h}" fill="#f1f5f9"/>' + lines
     last = values[-1]
     return Markup(f'<svg class="spark" role="img" aria-label="{escape(title)}" viewBox="0 0 {w} {h}" '
                   f'width="{w}" height="{h}"><title>{escape(title)}: {last:.3g}{escape(unit)}</title>{lines}</svg>')
