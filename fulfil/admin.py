@@ -119,6 +119,7 @@ class AdminServer:
         log.info("admin.listening", extra={"host": host, "port": self.port})
 
     async def stop(self) -> None:
+        await self.console.slow.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -19,9 +19,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -42,6 +40,7 @@ from fulfil.storage.store_console import PAUSE_PREFIX, OrderQuery, window_start
 from fulfil.storage.store_operators import ROLES, SessionRecord
 from fulfil.web import charts, i18n
 from fulfil.web.accounts import LoginLimiter, needs_rehash, verify_password
+from fulfil.web.cache import Revalidating
 from fulfil.web.figures import PublicFigures
 
 log = logging.getLogger("fulfil.console")
@@ -60,12 +59,6 @@ FORM: web.RequestKey[MultiDictProxy[Any]] = web.RequestKey("form", MultiDictProx
 PRE = web.RequestKey("pre_csrf", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class _Cached:
-    at: float
-    value: dict[str, Any]
 
 
 def _token_hash(token: str) -> str:
@@ -108,7 +101,8 @@ class Console:
         self.figures = figures
         cfg = config().console
         self.limiter = LoginLimiter(cfg.login_attempts, cfg.login_window)
-        self._overview: _Cached | None = None
+        # Window aggregates (overview, suppliers, ledger) are recomputed in the background at most this often.
+        self.slow = Revalidating(OVERVIEW_TTL)
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("fulfil.web", "templates"), autoescape=True
         )
@@ -261,10 +255,7 @@ class Console:
     # --- pages -----------------------------------------------------------------------------------------
 
     async def overview(self, request: web.Request) -> web.Response:
-        mono = time.monotonic()
-        if self._overview is None or mono - self._overview.at > OVERVIEW_TTL:
-            self._overview = _Cached(mono, await self._overview_data())
-        data = dict(self._overview.value)
+        data = dict(await self.slow.get("overview", self._overview_data))
         _ = i18n.translator(request[LANG])
         days = data["days"]
         data["chart"] = charts.bars(
@@ -358,6 +349,26 @@ class Console:
         return self.render("queues.html", request, {"queues": queues})
 
     async def suppliers(self, request: web.Request) -> web.Response:
+        _ = i18n.translator(request[LANG])
+        data = await self.slow.get("suppliers", self._suppliers_data)
+        rows = []
+        for row in data["rows"]:
+            by_hour = data["series"].get(row["name"], {})
+            hours = data["hours"]
+            rows.append({
+                **row,
+                "success_chart": charts.line(
+                    [by_hour[h][1] / by_hour[h][0] if h in by_hour and by_hour[h][0] else None for h in hours],
+                    title=_("success rate, last 24 h"), ceiling=1.0, colour="#16a34a",
+                ),
+                "latency_chart": charts.line(
+                    [by_hour[h][2] if h in by_hour else None for h in hours],
+                    title=_("mean latency, last 24 h"), unit="s",
+                ),
+            })
+        return self.render("suppliers.html", request, {"rows": rows})
+
+    async def _suppliers_data(self) -> dict[str, Any]:
         from fulfil.cli.suppliers_cmd import supplier_rows
 
         now = self.clock.now()
@@ -365,27 +376,21 @@ class Console:
         rows = await supplier_rows(self.store, config, now)
         series = await self.store.supplier_series(now - timedelta(hours=24))
         hours = [(now - timedelta(hours=23 - i)).replace(minute=0, second=0, microsecond=0) for i in range(24)]
-        _ = i18n.translator(request[LANG])
-        day = window_start(now, 7)
-        fig = await self.store.window_figures(day)
+        fig = await self.store.window_figures(window_start(now, 7))
         for row in rows:
-            by_hour = {h: (calls, ok, lat) for h, calls, ok, lat in series.get(row["name"], [])}
-            row["success_chart"] = charts.line(
-                [by_hour[h][1] / by_hour[h][0] if h in by_hour and by_hour[h][0] else None for h in hours],
-                title=_("success rate, last 24 h"), ceiling=1.0, colour="#16a34a",
-            )
-            row["latency_chart"] = charts.line(
-                [by_hour[h][2] if h in by_hour else None for h in hours], title=_("mean latency, last 24 h"), unit="s"
-            )
             claims_n = fig.claims_by_supplier.get(row["name"], 0)
             row["claims_7d"] = claims_n
             row["claims_share"] = claims_n / fig.claims if fig.claims else None
             row["paused"] = {c["product_id"] for c in row["cooldowns"] if str(c["reason"]).startswith(PAUSE_PREFIX)}
-        return self.render("suppliers.html", request, {"rows": rows})
+        by_supplier = {
+            name: {h: (calls, ok, lat) for h, calls, ok, lat in points} for name, points in series.items()
+        }
+        return {"rows": rows, "series": by_supplier, "hours": hours}
 
     async def claims(self, request: web.Request) -> web.Response:
         days = max(1, min(_int(request.query.get("days")) or 14, 90))
-        ledger = await self.store.ledger_by_day(window_start(self.clock.now(), days))
+        since = window_start(self.clock.now(), days)
+        ledger = await self.slow.get(("ledger", days), lambda: self.store.ledger_by_day(since))
         open_claims = await self.store.list_claims(status=ClaimStatus.OPEN)
         return self.render(
             "claims.html", request, {"ledger": ledger, "days": days, "open_claims": open_claims[-200:]}
@@ -423,7 +428,7 @@ class Console:
         except StoreError as exc:
             raise web.HTTPConflict(text=f"{what} not done: {exc}") from None
         log.info(f"console.{what}", extra={"ref": ref, "operator": operator})
-        self._overview = None
+        self.slow.clear()
         raise web.HTTPSeeOther(f"/console/orders/{_quote(ref)}")
 
     @requires("agent")
@@ -464,6 +469,7 @@ class Console:
             raise web.HTTPBadRequest(text="product_id is missing")
         who = self._operator(request)
         await self.store.pause_offer(name, product_id, who, self.clock.now())
+        self.slow.clear()
         log.info("console.pause", extra={"supplier": name, "product_id": product_id, "operator": who})
         raise web.HTTPSeeOther("/console/suppliers")
 
@@ -472,6 +478,7 @@ class Console:
         name, product_id = request.match_info["name"], str(request[FORM].get("product_id", ""))[:MAX_FIELD]
         who = self._operator(request)
         await self.store.resume_offer(name, product_id, who, self.clock.now())
+        self.slow.clear()
         log.info("console.resume", extra={"supplier": name, "product_id": product_id, "operator": who})
         raise web.HTTPSeeOther("/console/suppliers")
 
