@@ -54,7 +54,7 @@ def add(name: str, role: str, password_stdin: bool, operator: str) -> None:
         run_with_store(body)
     except Conflict as exc:
         raise CommandFailed(str(exc)) from exc
-    logger.info("operator.added", extra={"name": name, "role": role, "operator": operator})
+    logger.info("operator.added", extra={"account": name, "role": role, "operator": operator})
     if password_stdin:
         click.echo(f"operator {name} ({role}) added")
     else:
@@ -103,5 +103,5 @@ def disable(name: str, operator: str) -> None:
         run_with_store(body)
     except NotFound as exc:
         raise BadInput(str(exc)) from exc
-    logger.info("operator.disabled", extra={"name": name, "operator": operator})
+    logger.info("operator.disabled", extra={"account": name, "operator": operator})
     click.echo(f"operator {name} disabled")

@@ -63,8 +63,10 @@ async def claims_query(
     supplier: str | None = None,
     status: str | None = None,
     since: datetime | None = None,
+    newest: int | None = None,
 ) -> list[ClaimRecord]:
-    """Claims with what a claim shows of its order and attempt, oldest first; None filters are ignored."""
+    """Claims with what a claim shows of its order and attempt, oldest first; None filters are ignored.
+    `newest`: only the last so many (still oldest first)."""
     stmt = (
         select(
             claims,
@@ -89,6 +91,9 @@ async def claims_query(
             stmt = stmt.where(column == value)
     if since is not None:
         stmt = stmt.where(claims.c.created_at >= since)
+    if newest is not None:
+        stmt = stmt.order_by(None).order_by(claims.c.id.desc()).limit(newest)
+        return [_claim_from_row(row) for row in reversed((await conn.execute(stmt)).all())]
     return [_claim_from_row(row) for row in await conn.execute(stmt)]
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Float, and_, cast, delete, exists, func, literal_column, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from fulfil.domain import ClaimStatus, OrderStatus, OrderView
+from fulfil.domain import ClaimRecord, ClaimStatus, OrderStatus, OrderView
 from fulfil.storage.base import StoreBase
 from fulfil.storage.schema import (
     alert_state,
@@ -35,6 +35,7 @@ from fulfil.storage.schema import (
     supplier_calls,
     supplier_health,
 )
+from fulfil.storage.store_claims import claims_query
 from fulfil.storage.store_notify import OutboxRow
 from fulfil.storage.store_notify import _row as outbox_row
 from fulfil.storage.types import EventRecord
@@ -354,9 +355,15 @@ class ConsoleOps(StoreBase):
                     .group_by(orders.c.status)
                 )
             }
-            oldest_pending = await conn.scalar(
-                select(func.min(orders.c.created_at)).where(orders.c.status.in_(("pending", "processing")))
+            # Through a subquery: a bare MIN(created_at) tempts SQLite into walking ix_orders_created from the
+            # oldest order until it meets an open one (a scan of the whole history); this reads the open ones only.
+            open_ = (
+                select(orders.c.created_at)
+                .where(orders.c.status.in_(("pending", "processing")))
+                .limit(-1 if self.dialect == "sqlite" else None)
+                .subquery()
             )
+            oldest_pending = await conn.scalar(select(func.min(open_.c.created_at)))
             oldest_review = await conn.scalar(select(func.min(orders.c.updated_at)).where(orders.c.status == "review"))
             due = outbox.c.state == "pending"
             outbox_due, oldest_due = (
@@ -392,6 +399,10 @@ class ConsoleOps(StoreBase):
         )
         async with self._read() as conn:
             return {(s, r): int(n) for s, r, n in await conn.execute(stmt)}
+
+    async def latest_claims(self, status: str, limit: int = 200) -> list[ClaimRecord]:
+        async with self._read() as conn:
+            return await claims_query(conn, status=status, newest=limit)
 
     async def last_delivery(self) -> datetime | None:
         async with self._read() as conn:

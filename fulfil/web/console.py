@@ -391,9 +391,9 @@ class Console:
         days = max(1, min(_int(request.query.get("days")) or 14, 90))
         since = window_start(self.clock.now(), days)
         ledger = await self.slow.get(("ledger", days), lambda: self.store.ledger_by_day(since))
-        open_claims = await self.store.list_claims(status=ClaimStatus.OPEN)
+        open_claims = await self.store.latest_claims(ClaimStatus.OPEN.value)
         return self.render(
-            "claims.html", request, {"ledger": ledger, "days": days, "open_claims": open_claims[-200:]}
+            "claims.html", request, {"ledger": ledger, "days": days, "open_claims": open_claims}
         )
 
     @requires("agent")
