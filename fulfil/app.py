@@ -96,7 +96,9 @@ async def daemon(
     admin: AdminServer | None = None
     sender: _Sender | None = None
     try:
-        if store.notify_routes and (notify if notify is not None else True):
+        # Started even with no channel configured: a SIGHUP that adds the first one must find a dispatcher
+        # (with none it reads nothing; its only cost is an idle task and a second connection pool).
+        if notify if notify is not None else True:
             sender = await _Sender.start(store, worker, config_dir)
         if config.http.enabled if serve_http is None else serve_http:
             admin = AdminServer(store, engine, lambda: worker.config, on_intake=worker.wake, sources=sources)
@@ -150,6 +152,7 @@ class _Sender:
             worker.stop()
 
         task.add_done_callback(died)
+        worker.on_reload.append(lambda _config: dispatcher.reconfigure())
         return cls(dispatcher, own, task, stopping)
 
     async def stop(self) -> None:

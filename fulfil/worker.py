@@ -181,6 +181,9 @@ class Worker:
         self._last_ping = float("-inf")
         self._started = False
         self._services = tuple(services)
+        # Called with the new config after a reload (the notification dispatcher: routes must follow at once,
+        # or changes committed before its next round would miss a channel just added).
+        self.on_reload: list[Callable[[Config], None]] = []
         self._service_tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -232,6 +235,8 @@ class Worker:
             )
         if isinstance(self.processor, Reconfigurable):
             self.processor.reconfigure(config)
+        for listener in self.on_reload:
+            listener(config)
         self._reschedule()
         self._wakeup.set()  # concurrency or batch size may have grown
         logger.info("config.reloaded", extra={"changed": changed, **self._settings()})

@@ -205,6 +205,11 @@ class Dispatcher:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def reconfigure(self) -> None:
+        """The config was reloaded: routes and channels follow now, not at the next round."""
+        self._refresh_channels()
+        self._wakeup.set()
+
     async def _shutdown(self, recorder: asyncio.Task[None]) -> None:
         tasks = [t for state in self._channels.values() for t in state.in_flight] + list(self._jobs)
         if tasks:
@@ -257,6 +262,8 @@ class Dispatcher:
         (go again at once)."""
         self._refresh_channels()
         self._start_jobs()
+        if not self._channels:
+            return False  # nothing configured (yet: a SIGHUP may add a channel): no reads at all
         now_mono = time.monotonic()
         if now_mono - self._disabled_at > _DISABLED_REFRESH:
             self._disabled = await self.store.disabled_endpoints()

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import secrets
-import selectors
 import signal
 import string
 import subprocess
@@ -42,6 +41,7 @@ from typing import IO, Any, NamedTuple, TypeVar
 import httpx
 import yaml
 
+from chaos.procs import read_line
 from fulfil.crypto import CardCipher, generate_key, load_card_key
 
 T = TypeVar("T")
@@ -456,7 +456,7 @@ def start_sim(scenario_path: Path, *, log_path: Path | None = None, timeout: flo
             cwd=ROOT,
         )
     _started.append(proc)
-    line = _read_line(proc, timeout)
+    line = read_line(proc, timeout)  # type: ignore[arg-type]  # reads the raw fd: text or bytes mode alike
     match = _SIM_READY.match(line.strip())
     if match is None:
         proc.kill()
@@ -464,24 +464,6 @@ def start_sim(scenario_path: Path, *, log_path: Path | None = None, timeout: flo
         _close(proc.stdout)
         raise AssertionError(f"the simulator did not start: {line!r}\n{log_path.read_text(errors='replace')}")
     return Sim(proc, match.group(1), match.group(3))
-
-
-def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    """One line of a child's stdout, without blocking past `timeout` (raw reads: select() and a buffered
-    reader do not mix)."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in data and time.monotonic() < deadline:
-            if sel.select(timeout=0.1):
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                data += chunk
-    return data.decode(errors="replace").split("\n", 1)[0]
 
 
 def sim_ledger(control_url: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from benchmarks.loopback import LoopbackThread
+
 SECRET = "whsec_" + base64.b64encode(b"acceptance-webhook-secret-32byte").decode()
 
 
@@ -27,8 +29,11 @@ class Seen:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class ReceiverThread:
+class ReceiverThread(LoopbackThread):
+    name = "webhook-receiver"
+
     def __init__(self, *, fail: float = 0.0, slow: float = 0.0, slow_seconds: float = 2.0, seed: int = 1) -> None:
+        super().__init__()
         self.fail = fail
         self.slow = slow
         self.slow_seconds = slow_seconds
@@ -36,42 +41,8 @@ class ReceiverThread:
         self._lock = threading.Lock()
         self.seen: list[Seen] = []
         self.unverified = 0
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="webhook-receiver", daemon=True)
 
-    def __enter__(self) -> ReceiverThread:
-        self._thread.start()
-        assert self._ready.wait(10), "the receiver did not start"
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
             event = Webhook(SECRET).verify(body, dict(request.headers))

@@ -17,7 +17,8 @@ from aiohttp import web
 from notifykit import SECRET, Receiver, serve_receiver
 from standardwebhooks import Webhook
 
-from fulfil.config import Config
+from fulfil.config import Config, config_from_data
+from fulfil.crypto import CardCipher
 from fulfil.domain import NewOrder, OrderStatus
 from fulfil.notify import Dispatcher, build_routes
 from fulfil.storage import Store
@@ -246,3 +247,40 @@ async def test_a_row_whose_lease_ran_short_while_it_waited_goes_back_untried(sto
     (back,) = await store.outbox_rows()
     assert (back.state, back.attempts, back.event_id) == ("pending", 0, row.event_id)
     await state.channel.aclose()
+
+
+async def test_a_reload_that_adds_the_first_channel_starts_sending(
+    store: Store, cipher: CardCipher, receiver: Receiver
+) -> None:
+    """A daemon started with no `notify:` section, then reloaded (SIGHUP) with a webhook: the new endpoint
+    gets the events of orders delivered after the reload, signed."""
+    from fulfil.app import daemon
+
+    data: dict[str, Any] = {
+        "daemon": {"poll_interval": "50ms"},
+        "suppliers": [{"name": "shelf", "type": "stock"}],
+        "products": {"steam-100": {"kind": "card", "offers": [{"supplier": "shelf"}]}},
+    }
+    bare = config_from_data(data, environ={})
+    hook = _hook(receiver.url, retry_schedule=["0s", "100ms"], timeout="2s")
+    hooked = config_from_data({**data, "notify": {"webhooks": [hook]}}, environ={})
+    await store.import_stock("steam-100", [Card(password="RELOAD-KEY-1"), Card(password="RELOAD-KEY-2")], _now())
+    async with daemon(bare, store, cipher, serve_http=False) as running:
+        assert running.notify is not None, "no dispatcher: a later SIGHUP could never add a channel"
+        worker = asyncio.create_task(running.worker.run())
+        try:
+            await store.add_order(NewOrder("before-1", "steam-100", 1), _now())
+            for _ in range(200):
+                view = await store.get_order("before-1")
+                if view is not None and view.order.status is OrderStatus.DELIVERED:
+                    break
+                await asyncio.sleep(0.02)
+            running.worker.reload(hooked)
+            await store.add_order(NewOrder("after-1", "steam-100", 1), _now())
+            delivered = ("after-1", "order.delivered")
+            await _until(lambda: any((e["data"].get("ref"), e["type"]) == delivered for e in _verified(receiver)))
+        finally:
+            running.worker.stop()
+            await worker
+    refs = {e["data"].get("ref") for e in _verified(receiver)}
+    assert "before-1" not in refs, "an order delivered with no channel configured wrote an event anyway"
