@@ -163,3 +163,27 @@ async def test_every_page_answers_for_a_viewer(store: Store, cipher: CardCipher,
         assert switched.status_code == 302
         again = await b.client.get("/console/", headers={"Accept-Language": "zh-CN"})
         assert "Automation rate" in again.text
+
+
+async def test_two_agents_clicking_at_once_act_once(store: Store, cipher: CardCipher, now: datetime) -> None:
+    """A double click, or two agents on one order: one action happens, the other is told it is too late."""
+    import asyncio
+
+    await add_operator(store, "ann", "agent", now)
+    await add_operator(store, "ben", "agent", now)
+    await make_order(store, "r-9", OrderStatus.REVIEW, now)
+    async with serving(store, cipher) as server, browser(server, "ann") as a, browser(server, "ben") as b:
+        answers = await asyncio.gather(
+            a.post("/console/orders/r-9/refund"),
+            b.post("/console/orders/r-9/retry"),
+            a.post("/console/orders/r-9/refund"),
+        )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [303, 409, 409], [(r.status_code, r.text[:200]) for r in answers]
+    view = await store.get_order("r-9")
+    assert view is not None
+    acted = await store.events(name="review.refund", order_id=view.order.id) + await store.events(
+        name="review.retry", order_id=view.order.id
+    )
+    assert len(acted) == 1
+    assert view.order.status is (OrderStatus.FAILED if acted[0].name == "review.refund" else OrderStatus.PENDING)
