@@ -75,7 +75,9 @@ class PublicFigures:
 
     async def svg(self, request: web.Request) -> web.Response:
         lang = request.query.get("lang", "en")
-        body = badge(await self.figures(self._sku(request)), "zh" if lang == "zh" else "en")
+        if lang not in ("en", "zh"):
+            raise web.HTTPBadRequest(text="lang must be en or zh", headers=CORS)
+        body = badge(await self.figures(self._sku(request)), lang)
         return web.Response(text=body, content_type="image/svg+xml", headers=CORS)
 
     async def options(self, request: web.Request) -> web.Response:

@@ -98,3 +98,10 @@ async def test_the_figures_match_a_direct_sql_computation(store: Store, cipher: 
         assert (await client.get("/public/products/nope/figures")).status_code == 404
         # Nothing about orders or buyers in the public answer.
         assert "auto-1" not in answer.text and "by-hand" not in answer.text
+
+
+async def test_a_badge_in_an_unknown_language_is_refused(store: Store, cipher: CardCipher) -> None:
+    async with serving(store, cipher) as server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+        answer = await c.get("/public/products/steam/figures.svg", params={"lang": "fr"})
+        assert answer.status_code == 400 and "lang must be en or zh" in answer.text
+        assert (await c.get("/public/products/steam/figures.svg")).status_code == 200
