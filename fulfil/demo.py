@@ -122,12 +122,13 @@ def demo_config(db_url: str, primary: str, backup: str) -> Config:
 def demo_orders(count: int, rng: random.Random) -> list[NewOrder]:
     orders = []
     for i in range(count):
+        contact = f"buyer{i % 97}@example.com"  # what support would be told: try it in the console's search
         if rng.random() < 0.15:
-            orders.append(NewOrder(f"demo-{i:05d}", DIRECT_SKU, 1, account=f"{rng.randrange(10**8, 10**9)}"))
+            account = f"{rng.randrange(10**8, 10**9)}"
+            orders.append(NewOrder(f"demo-{i:05d}", DIRECT_SKU, 1, account=account, contact=contact))
         else:
-            orders.append(
-                NewOrder(f"demo-{i:05d}", CARD_SKU, rng.choice((1, 1, 1, 2, 3)), amount=Decimal("100"))
-            )
+            qty = rng.choice((1, 1, 1, 2, 3))
+            orders.append(NewOrder(f"demo-{i:05d}", CARD_SKU, qty, amount=Decimal("100"), contact=contact))
     return orders
 
 
@@ -265,7 +266,8 @@ class _Run:
         print(f"  primary {self.primary.url}  (loses answers, system errors, invalid keys, refused connections)",
               file=out)
         print(f"  backup  {self.backup.url}  (clean)", file=out)
-        print(f"  console {console.url}  login: {console.operator} / {console.password}  (this run only)", file=out)
+        print(f"  console {console.url}  login: {console.operator} / {console.password}  (this run only;"
+              " find orders by the buyer's contact, e.g. buyer7@example.com)", file=out)
         metrics = console.url.replace("/console/", "/metrics")
         print(f"  metrics curl -H 'Authorization: Bearer {console.metrics_token}' {metrics}", file=out, flush=True)
 

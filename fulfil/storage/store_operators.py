@@ -105,7 +105,7 @@ class OperatorOps(StoreBase):
                 )
             )
             await conn.execute(update(operators).where(operators.c.name == name).values(last_login_at=now))
-            await self._event(conn, "operator.login", now, data={"name": name})
+            await self._event(conn, "operator.login", now, operator=name, data={"name": name})
 
     async def session(self, token_hash: str, now: datetime) -> SessionRecord | None:
         """The live session of an active operator, else None (expired, logged out, account disabled)."""

@@ -42,6 +42,7 @@ from fulfil.web import charts, i18n
 from fulfil.web.accounts import LoginLimiter, needs_rehash, verify_password
 from fulfil.web.cache import Revalidating
 from fulfil.web.figures import PublicFigures
+from fulfil.web.queues import Queue, review_queue
 
 log = logging.getLogger("fulfil.console")
 
@@ -103,6 +104,8 @@ class Console:
         self.limiter = LoginLimiter(cfg.login_attempts, cfg.login_window)
         # Window aggregates (overview, suppliers, ledger) are recomputed in the background at most this often.
         self.slow = Revalidating(OVERVIEW_TTL)
+        # The queues page shows these, in order (after-sales L2/L3 adds its own).
+        self.work_queues: list[Queue] = [review_queue(store)]
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("fulfil.web", "templates"), autoescape=True
         )
@@ -340,13 +343,17 @@ class Console:
 
     async def queues(self, request: web.Request) -> web.Response:
         now = self.clock.now()
-        limit = self.config().notify.alert_rules.review_age
-        items = []
-        for hit in await self.store.review_queue():
-            waited = (now - hit.created_at).total_seconds()  # created_at here: when it entered review
-            items.append({"hit": hit, "waited": waited, "left": (limit - waited) if limit else None})
-        queues = [{"name": "review", "title": "Review", "limit": limit, "items": items}]
-        return self.render("queues.html", request, {"queues": queues})
+        config = self.config()
+        shown = []
+        for queue in self.work_queues:
+            limit = queue.limit(config)
+            items = []
+            for item in await queue.items():
+                waited = (now - item.since).total_seconds()
+                items.append({"item": item, "waited": waited, "left": (limit - waited) if limit else None})
+            shown.append({"name": queue.name, "title": queue.title, "limit": limit, "items": items,
+                          "actions": queue.actions})
+        return self.render("queues.html", request, {"queues": shown})
 
     async def suppliers(self, request: web.Request) -> web.Response:
         _ = i18n.translator(request[LANG])
@@ -582,7 +589,7 @@ def _timeline(detail: Any) -> list[dict[str, Any]]:
     for e in detail.events:
         items.append({"at": e.at, "kind": "event", "what": e.name, "operator": e.operator, "data": e.data})
     for a in view.attempts:
-        items.append({"at": a.started_at, "kind": "attempt", "what": a.state.value, "attempt": a})
+        items.append({"at": a.started_at, "kind": "attempt", "what": f"attempt.{a.state.value}", "attempt": a})
     for n in detail.notifications:
         items.append({"at": n.created_at, "kind": "notification", "what": n.type, "row": n})
     if view.order.delivered_at is not None:
