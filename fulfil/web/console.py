@@ -35,7 +35,8 @@ from fulfil.crypto import mask
 from fulfil.domain import ClaimStatus, OrderStatus
 from fulfil.intake import shown
 from fulfil.notify.events import mask_contact
-from fulfil.storage import InvalidTransition, NotFound, Store, StoreError
+from fulfil.stockfile import parse_stock_text, repeated_lines
+from fulfil.storage import DuplicateCard, InvalidTransition, NotFound, Store, StoreError
 from fulfil.storage.store_console import PAUSE_PREFIX, OrderQuery, window_start
 from fulfil.storage.store_operators import ROLES, SessionRecord
 from fulfil.web import charts, i18n
@@ -52,6 +53,7 @@ RANK = {role: i for i, role in enumerate(ROLES)}
 OVERVIEW_TTL = 15.0  # the overview's figures are read at most this often
 PAGE_SIZE = 50
 MAX_FIELD = 256
+MAX_CARDS_TEXT = 64 * 1024
 
 # Per-request storage: the language, the session (None on the login page), the checked form, a login page's token.
 LANG = web.RequestKey("lang", str)
@@ -136,6 +138,7 @@ class Console:
         r.add_post("/orders/{ref}/retry", self.retry)
         r.add_post("/orders/{ref}/refund", self.refund)
         r.add_post("/orders/{ref}/resolve", self.resolve)
+        r.add_post("/orders/{ref}/deliver", self.deliver_keys)
         r.add_post("/orders/{ref}/reveal", self.reveal)
         r.add_get("/queues", self.queues)
         r.add_get("/suppliers", self.suppliers)
@@ -319,7 +322,9 @@ class Console:
         }
         return self.render("orders.html", request, ctx, status=400 if problems else 200)
 
-    async def order(self, request: web.Request, revealed: bool = False) -> web.Response:
+    async def order(
+        self, request: web.Request, revealed: bool = False, problems: list[str] | None = None
+    ) -> web.Response:
         ref = request.match_info["ref"]
         view = await self.store.get_order(ref) if len(ref) <= 128 and ref.isprintable() else None
         if view is None:
@@ -338,8 +343,9 @@ class Console:
             "timeline": timeline,
             "actions": actions,
             "revealed": revealed,
+            "problems": problems or [],
         }
-        return self.render("order.html", request, ctx)
+        return self.render("order.html", request, ctx, status=422 if problems else 200)
 
     async def queues(self, request: web.Request) -> web.Response:
         now = self.clock.now()
@@ -457,6 +463,35 @@ class Console:
             return await self.store.review_resolve_from_held(ref, None, who, self.clock.now())
 
         return await self._act(request, "resolve", run)
+
+    @requires("agent")
+    async def deliver_keys(self, request: web.Request) -> web.StreamResponse:
+        """Deliver keys found by hand (the CLI's `review resolve --cards`): exactly qty well-formed, new keys, or
+        nothing is written and the page says which lines are wrong (never quoting a key)."""
+        ref, who = request.match_info["ref"], self._operator(request)
+        view = await self.store.get_order(ref)
+        if view is None:
+            raise web.HTTPNotFound(text="no such order")
+        text = str(request[FORM].get("cards", ""))[:MAX_CARDS_TEXT]
+        product = self.config().products.get(view.order.sku)
+        patterns = (product.card_pattern, product.number_pattern) if product else (None, None)
+        parsed = parse_stock_text(text, *patterns)
+        problems = [f"line {line}: {reason}" for line, reason in parsed.invalid]
+        problems += [f"line {line}: same key as line {first}" for line, first in repeated_lines(parsed)]
+        if not problems and len(parsed.cards) != view.order.qty:
+            problems.append(f"the order is for {view.order.qty} key(s), {len(parsed.cards)} given")
+        if not problems:
+            try:
+                await self.store.review_resolve(ref, parsed.cards, who, self.clock.now())
+            except DuplicateCard:
+                problems.append("a key given was already delivered to an order")
+            except (NotFound, InvalidTransition) as exc:
+                raise web.HTTPConflict(text=str(exc)) from None
+        if problems:
+            return await self.order(request, problems=problems)
+        log.info("console.resolve", extra={"ref": ref, "operator": who, "qty": view.order.qty})
+        self.slow.clear()
+        raise web.HTTPSeeOther(f"/console/orders/{_quote(ref)}")
 
     @requires("agent")
     async def reveal(self, request: web.Request) -> web.StreamResponse:

@@ -3,6 +3,7 @@ audited reveal, actions recorded with the operator, rate-limited logins."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from fulfil.crypto import CardCipher
@@ -187,3 +188,27 @@ async def test_two_agents_clicking_at_once_act_once(store: Store, cipher: CardCi
     )
     assert len(acted) == 1
     assert view.order.status is (OrderStatus.FAILED if acted[0].name == "review.refund" else OrderStatus.PENDING)
+
+
+async def test_an_agent_delivers_keys_found_by_hand_or_nothing_is_written(
+    store: Store, cipher: CardCipher, now: datetime
+) -> None:
+    await add_operator(store, "amy", "agent", now)
+    await make_order(store, "d-1", OrderStatus.DELIVERED, now)
+    known = (await store.get_order("d-1")).cards[0].password  # type: ignore[union-attr]
+    await make_order(store, "r-5", OrderStatus.REVIEW, now)
+    async with serving(store, cipher) as server, browser(server, "amy") as b:
+        wrong = await b.post("/console/orders/r-5/deliver", cards="ABCDEFGH12345678\nABCDEFGH12345678\n")
+        assert wrong.status_code == 422 and "same key as line 1" in wrong.text
+        errors = re.findall(r'<p class="error">([^<]*)</p>', wrong.text)
+        assert errors and not any("ABCDEFGH" in e for e in errors)  # reasons never quote a key
+        twice = await b.post("/console/orders/r-5/deliver", cards=known)
+        assert twice.status_code == 422 and "already delivered" in twice.text
+        assert (await store.get_order("r-5")).order.status is OrderStatus.REVIEW  # type: ignore[union-attr]
+        found = "# found in the supplier's back office\nZXCVBNM123456789\n"
+        done = await b.post("/console/orders/r-5/deliver", cards=found)
+        assert done.status_code == 303
+    view = await store.get_order("r-5")
+    assert view is not None and view.order.status is OrderStatus.DELIVERED
+    assert [c.password for c in view.cards] == ["ZXCVBNM123456789"]
+    assert [e.operator for e in await store.events(name="review.resolve", order_id=view.order.id)] == ["amy"]
