@@ -255,7 +255,9 @@ class Console:
             back = "/console/"
         response = web.HTTPFound(back)
         if lang in i18n.LANGUAGES:
-            response.set_cookie(i18n.COOKIE, lang, samesite="Strict", path="/console", max_age=365 * 86400)
+            response.set_cookie(
+                i18n.COOKIE, lang, samesite="Strict", secure=_secure(request), path="/console", max_age=365 * 86400
+            )
         raise response
 
     # --- pages -----------------------------------------------------------------------------------------
