@@ -22,14 +22,14 @@ class Revalidating:
         self._values: dict[Hashable, tuple[float, Any]] = {}
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
 
-    async def get(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[Any]], ttl: float | None = None) -> Any:
         found = self._values.get(key)
         if found is None:
             value = await compute()
             self._values[key] = (time.monotonic(), value)
             return value
         at, value = found
-        if time.monotonic() - at > self.ttl and key not in self._tasks:
+        if time.monotonic() - at > (self.ttl if ttl is None else ttl) and key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._refresh(key, compute))
         return value
 
