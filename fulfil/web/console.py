@@ -20,8 +20,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import timedelta
 from typing import Any
 
 import jinja2
@@ -37,13 +36,14 @@ from fulfil.intake import shown
 from fulfil.notify.events import mask_contact
 from fulfil.stockfile import parse_stock_text, repeated_lines
 from fulfil.storage import DuplicateCard, InvalidTransition, NotFound, Store, StoreError
-from fulfil.storage.store_console import PAUSE_PREFIX, OrderQuery, window_start
+from fulfil.storage.store_console import PAUSE_PREFIX, window_start
 from fulfil.storage.store_operators import ROLES, SessionRecord
-from fulfil.web import charts, i18n
+from fulfil.web import charts, filters, i18n
 from fulfil.web.accounts import LoginLimiter, needs_rehash, verify_password
 from fulfil.web.cache import Revalidating
 from fulfil.web.figures import PublicFigures
 from fulfil.web.queues import Queue, review_queue
+from fulfil.web.search import MAX_FIELD, as_int, order_query
 
 log = logging.getLogger("fulfil.console")
 
@@ -54,7 +54,6 @@ OVERVIEW_TTL = 15.0  # the overview's figures are read at most this often
 # The suppliers' 1 h / 24 h / 7 d windows cost seconds at a million orders: recomputed at most once a minute.
 SUPPLIERS_TTL = 60.0
 PAGE_SIZE = 50
-MAX_FIELD = 256
 MAX_CARDS_TEXT = 64 * 1024
 
 # Per-request storage: the language, the session (None on the login page), the checked form, a login page's token.
@@ -126,9 +125,8 @@ class Console:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._session])
         env = self.env
-        env.filters.update(
-            contact=mask_contact, key=mask, money=_money, when=_when, ago=_ago, pct=_pct, secs=_secs
-        )
+        env.filters.update(contact=mask_contact, key=mask, money=filters.money, when=filters.when)
+        env.filters.update(ago=filters.ago, pct=filters.pct, secs=filters.secs)
         r = app.router
         r.add_get("/", self.overview)
         r.add_get("/login", self.login_page)
@@ -308,8 +306,8 @@ class Console:
         }
 
     async def orders(self, request: web.Request) -> web.Response:
-        q, problems = _query(request)
-        before = _int(request.query.get("before"))
+        q, problems = order_query(request)
+        before = as_int(request.query.get("before"))
         hits = await self.store.search_orders(q, before=before, limit=PAGE_SIZE + 1) if not problems else []
         more = len(hits) > PAGE_SIZE
         hits = hits[:PAGE_SIZE]
@@ -338,7 +336,7 @@ class Console:
         actions = []
         if status is OrderStatus.REVIEW:
             actions = ["retry", "refund"] + (["resolve"] if any(h["released_at"] is None for h in detail.held) else [])
-        timeline = _timeline(detail)
+        timeline = filters.timeline(detail)
         ctx = {
             "view": view,
             "order": view.order,
@@ -405,7 +403,7 @@ class Console:
         return {"rows": rows, "series": by_supplier, "hours": hours}
 
     async def claims(self, request: web.Request) -> web.Response:
-        days = max(1, min(_int(request.query.get("days")) or 14, 90))
+        days = max(1, min(as_int(request.query.get("days")) or 14, 90))
         since = window_start(self.clock.now(), days)
         ledger = await self.slow.get(("ledger", days), lambda: self.store.ledger_by_day(since), SUPPLIERS_TTL)
         open_claims = await self.store.latest_claims(ClaimStatus.OPEN.value)
@@ -417,7 +415,7 @@ class Console:
     async def claims_csv(self, request: web.Request) -> web.StreamResponse:
         import io
 
-        days = max(1, min(_int(request.query.get("days")) or 14, 90))
+        days = max(1, min(as_int(request.query.get("days")) or 14, 90))
         found = await self.store.list_claims(since=window_start(self.clock.now(), days))
         buffer = io.StringIO()
         render.write_claims_csv(found, buffer, evidence=True)
@@ -530,7 +528,7 @@ class Console:
 
     @requires("admin")
     async def replay(self, request: web.Request) -> web.StreamResponse:
-        ids = [i for i in (_int(v) for v in request[FORM].getall("id", [])) if i is not None]
+        ids = [i for i in (as_int(v) for v in request[FORM].getall("id", [])) if i is not None]
         if not ids:
             raise web.HTTPBadRequest(text="no delivery chosen (id)")
         n = await self.store.replay_outbox(self.clock.now(), ids=ids)
@@ -554,111 +552,3 @@ def _quote(ref: str) -> str:
     return quote(ref, safe="")
 
 
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text else None
-    except ValueError:
-        return None
-
-
-def _query(request: web.Request) -> tuple[OrderQuery, list[str]]:
-    """The search form, checked: each bad field is named; nothing is searched with a half-understood form."""
-    q = request.query
-    problems: list[str] = []
-
-    def text(name: str) -> str | None:
-        value = q.get(name, "").strip()
-        if len(value) > MAX_FIELD or not value.isprintable():
-            problems.append(f"{name}: too long or not printable")
-            return None
-        return value or None
-
-    def day(name: str, end: bool) -> datetime | None:
-        value = text(name)
-        if value is None:
-            return None
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            problems.append(f"{name}: {value!r} is not a date (YYYY-MM-DD)")
-            return None
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        if end and len(value) <= 10:  # a whole day: up to its end
-            parsed += timedelta(days=1)
-        return parsed
-
-    def amount(name: str) -> Decimal | None:
-        value = text(name)
-        if value is None:
-            return None
-        try:
-            found = Decimal(value)
-        except InvalidOperation:
-            problems.append(f"{name}: {value!r} is not an amount")
-            return None
-        if not found.is_finite():
-            problems.append(f"{name}: {value!r} is not an amount")
-            return None
-        return found
-
-    status = text("status")
-    if status and status not in {s.value for s in OrderStatus}:
-        problems.append(f"status: {status!r} is not one of {', '.join(s.value for s in OrderStatus)}")
-        status = None
-    query = OrderQuery(
-        ref=text("ref"),
-        contact=text("contact"),
-        account=text("account"),
-        supplier_order=text("supplier_order"),
-        since=day("since", False),
-        until=day("until", True),
-        amount_min=amount("amount_min"),
-        amount_max=amount("amount_max"),
-        status=status,
-        sku=text("sku"),
-    )
-    return query, problems
-
-
-def _timeline(detail: Any) -> list[dict[str, Any]]:
-    """One list, in time order: intake, events (risk, operator actions, claims), attempts, deliveries,
-    notifications."""
-    view = detail.view
-    items: list[dict[str, Any]] = [{"at": view.order.created_at, "kind": "intake", "what": "order.accepted"}]
-    for e in detail.events:
-        items.append({"at": e.at, "kind": "event", "what": e.name, "operator": e.operator, "data": e.data})
-    for a in view.attempts:
-        items.append({"at": a.started_at, "kind": "attempt", "what": f"attempt.{a.state.value}", "attempt": a})
-    for n in detail.notifications:
-        items.append({"at": n.created_at, "kind": "notification", "what": n.type, "row": n})
-    if view.order.delivered_at is not None:
-        items.append({"at": view.order.delivered_at, "kind": "delivery", "what": "order.delivered"})
-    return sorted(items, key=lambda item: item["at"])
-
-
-def _money(value: Decimal | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _when(value: datetime | None) -> str:
-    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value < 120:
-        return f"{value:.1f} s"
-    if value < 7200:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
-
-
-def _ago(value: datetime | None, now: datetime | None = None) -> str:
-    if value is None:
-        return "—"
-    return _secs(((now or datetime.now(UTC)) - value).total_seconds())
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
