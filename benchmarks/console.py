@@ -166,6 +166,7 @@ async def main_async(n: int, days: int, rounds: int) -> None:
             csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
             await client.post("/console/login", data={"name": "bench", "password": PASSWORD, "csrf": csrf})
             since = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
+            month = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
 
             def cold() -> None:  # the figures a first view computes (later ones are served while refreshed)
                 server.console.slow.clear()
@@ -185,6 +186,11 @@ async def main_async(n: int, days: int, rounds: int) -> None:
                 ("orders: since + status + product", f"/console/orders?since={since}&status=failed&sku=steam-50",
                  None),
                 ("orders: amount range", "/console/orders?amount_min=150&amount_max=250", None),
+                ("orders: amount alone, none match", "/console/orders?amount_min=100000", None),
+                ("orders: 30 days + amount, none match", f"/console/orders?since={month}&amount_min=100000", None),
+                ("orders: status review (rare)", "/console/orders?status=review", None),
+                ("orders: status pending (rare)", "/console/orders?status=pending", None),
+                ("orders: older page (before=)", f"/console/orders?status=delivered&before={n // 3}", None),
                 ("order page", f"/console/orders/{probe['ref']}", None),
                 ("queues", "/console/queues", None),
                 ("suppliers (computed)", "/console/suppliers", cold),

@@ -192,10 +192,14 @@ class ConsoleOps(StoreBase):
                 or_(attempts.c.number == number, attempts.c.supplier_order_id == number)
             )
             stmt = stmt.where(orders.c.id.in_(by_attempt.scalar_subquery()))
+        # Dates bound the ids too (implied, so always right: the smallest id taken in since `since` bounds every
+        # order taken in since then): newest-first paging then walks that id range, not the whole history.
         if q.since is not None:
-            stmt = stmt.where(orders.c.created_at >= q.since)
+            first = select(func.min(orders.c.id)).where(orders.c.created_at >= q.since).scalar_subquery()
+            stmt = stmt.where(orders.c.created_at >= q.since, orders.c.id >= first)
         if q.until is not None:
-            stmt = stmt.where(orders.c.created_at < q.until)
+            last = select(func.max(orders.c.id)).where(orders.c.created_at < q.until).scalar_subquery()
+            stmt = stmt.where(orders.c.created_at < q.until, orders.c.id <= last)
         if q.status:
             stmt = stmt.where(orders.c.status == q.status)
         if q.sku:

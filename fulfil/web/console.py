@@ -306,7 +306,7 @@ class Console:
         }
 
     async def orders(self, request: web.Request) -> web.Response:
-        q, problems = order_query(request)
+        q, problems, notes = order_query(request, self.clock.now())
         before = as_int(request.query.get("before"))
         hits = await self.store.search_orders(q, before=before, limit=PAGE_SIZE + 1) if not problems else []
         more = len(hits) > PAGE_SIZE
@@ -316,6 +316,7 @@ class Console:
             "hits": hits,
             "q": request.query,
             "problems": problems,
+            "notes": notes,
             "more": more,
             "next_before": hits[-1].id if more and hits else None,
             "params": params,

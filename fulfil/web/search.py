@@ -3,6 +3,7 @@ half understood."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -12,6 +13,8 @@ from fulfil.domain import OrderStatus
 from fulfil.storage.store_console import OrderQuery
 
 MAX_FIELD = 256
+# An amount range narrows other criteria; alone (prices repeat, no index can serve it) it looks at this many days.
+AMOUNT_ONLY_DAYS = 7
 
 
 def as_int(text: str | None) -> int | None:
@@ -21,8 +24,9 @@ def as_int(text: str | None) -> int | None:
         return None
 
 
-def order_query(request: web.Request) -> tuple[OrderQuery, list[str]]:
-    """The search form, checked: each bad field is named; nothing is searched with a half-understood form."""
+def order_query(request: web.Request, now: datetime) -> tuple[OrderQuery, list[str], list[str]]:
+    """The search form, checked: (the query, each bad field named, notes on how it was read). Nothing is
+    searched with a half-understood form."""
     q = request.query
     problems: list[str] = []
 
@@ -77,6 +81,15 @@ def order_query(request: web.Request) -> tuple[OrderQuery, list[str]]:
         status=status,
         sku=text("sku"),
     )
-    return query, problems
+    query, notes = _bounded(query, now)
+    return query, problems, notes
+
+
+def _bounded(query: OrderQuery, now: datetime) -> tuple[OrderQuery, list[str]]:
+    narrow = (query.ref, query.contact, query.account, query.supplier_order, query.since, query.until)
+    if (query.amount_min is None and query.amount_max is None) or any(narrow):
+        return query, []
+    note = f"An amount range alone looks at the last {AMOUNT_ONLY_DAYS} days: give dates for older orders."
+    return replace(query, since=now - timedelta(days=AMOUNT_ONLY_DAYS)), [note]
 
 

@@ -4,7 +4,7 @@ audited reveal, actions recorded with the operator, rate-limited logins."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import OrderStatus
@@ -94,13 +94,15 @@ async def test_keys_are_masked_and_showing_them_is_recorded(store: Store, cipher
     assert (await store.order_detail(view)).automatic
 
 
-async def test_support_finds_an_order_by_what_the_buyer_says(store: Store, cipher: CardCipher, now: datetime) -> None:
+async def test_support_finds_an_order_by_what_the_buyer_says(store: Store, cipher: CardCipher) -> None:
+    now = datetime.now(UTC)  # the server's clock: an amount alone searches its last 7 days
     await add_operator(store, "sue", "viewer", now)
     await make_order(store, "a-1", OrderStatus.DELIVERED, now - timedelta(days=3), contact="alice@example.com",
                      account="555001", amount="30.00")
     await make_order(store, "b-1", OrderStatus.DELIVERED, now - timedelta(days=1), contact="bob@example.com",
                      amount="99.00")
     await make_order(store, "a-2", OrderStatus.REVIEW, now, contact="  ALICE@example.com ", sku="gift")
+    await make_order(store, "old-1", OrderStatus.DELIVERED, now - timedelta(days=10), amount="99.00")
     view = await store.get_order("a-1")
     assert view is not None
     number = view.attempts[0].number
@@ -111,7 +113,7 @@ async def test_support_finds_an_order_by_what_the_buyer_says(store: Store, ciphe
         async def refs(**query: str) -> list[str]:
             page = await b.client.get("/console/orders", params=query)
             assert page.status_code == 200, page.text
-            found = [r for r in ("a-1", "a-2", "b-1") if f">{r}</a>" in page.text]
+            found = [r for r in ("a-1", "a-2", "b-1", "old-1") if f">{r}</a>" in page.text]
             return found
 
         assert await refs(contact="alice@example.com") == ["a-1", "a-2"]  # normalised: case and spaces
@@ -120,9 +122,12 @@ async def test_support_finds_an_order_by_what_the_buyer_says(store: Store, ciphe
         assert await refs(account="555001") == ["a-1"]
         assert await refs(supplier_order=number) == ["a-1"]
         assert await refs(ref="b-1") == ["b-1"]
-        assert await refs(amount_min="50") == ["b-1"]
+        assert await refs(amount_min="50") == ["b-1"]  # an amount alone: the last 7 days
+        assert "amount range alone" in (await b.client.get("/console/orders", params={"amount_min": "50"})).text
+        assert await refs(amount_min="50", since=day(30)) == ["b-1", "old-1"]
+        assert await refs(status="delivered", until=day(5)) == ["old-1"]
         assert await refs(since=day(2), sku="steam") == ["b-1"]
-        assert await refs(until=day(2)) == ["a-1"]
+        assert await refs(until=day(2)) == ["a-1", "old-1"]
         bad = await b.client.get("/console/orders", params={"amount_min": "lots", "since": "yesterday"})
         assert bad.status_code == 400 and "amount_min" in bad.text and "since" in bad.text
 
