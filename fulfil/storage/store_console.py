@@ -50,6 +50,8 @@ REVEAL_EVENT = "order.revealed"
 PAUSE_PREFIX = "paused by "
 PAUSED_UNTIL = datetime(2999, 1, 1, tzinfo=UTC)
 PAGE = 50
+# Far more than any two daemons' clocks disagree by (intake stamps created_at with the daemon's clock).
+SKEW_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -192,14 +194,27 @@ class ConsoleOps(StoreBase):
                 or_(attempts.c.number == number, attempts.c.supplier_order_id == number)
             )
             stmt = stmt.where(orders.c.id.in_(by_attempt.scalar_subquery()))
-        # Dates bound the ids too (implied, so always right: the smallest id taken in since `since` bounds every
-        # order taken in since then): newest-first paging then walks that id range, not the whole history.
+        # Dates bound the ids too, so newest-first paging walks an id range, not the whole history: ids grow with
+        # intake time, up to the clock skew between daemons, so the id found one SKEW_MARGIN beyond the date is
+        # a safe bound (one index seek), and the date condition itself stays exact.
         if q.since is not None:
-            first = select(func.min(orders.c.id)).where(orders.c.created_at >= q.since).scalar_subquery()
-            stmt = stmt.where(orders.c.created_at >= q.since, orders.c.id >= first)
+            first = (
+                select(orders.c.id)
+                .where(orders.c.created_at >= q.since - SKEW_MARGIN)
+                .order_by(orders.c.created_at)
+                .limit(1)
+                .scalar_subquery()
+            )
+            stmt = stmt.where(orders.c.created_at >= q.since, orders.c.id >= func.coalesce(first, 0))
         if q.until is not None:
-            last = select(func.max(orders.c.id)).where(orders.c.created_at < q.until).scalar_subquery()
-            stmt = stmt.where(orders.c.created_at < q.until, orders.c.id <= last)
+            last = (
+                select(orders.c.id)
+                .where(orders.c.created_at < q.until + SKEW_MARGIN)
+                .order_by(orders.c.created_at.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+            stmt = stmt.where(orders.c.created_at < q.until, orders.c.id <= func.coalesce(last, 0))
         if q.status:
             stmt = stmt.where(orders.c.status == q.status)
         if q.sku:
