@@ -50,8 +50,6 @@ REVEAL_EVENT = "order.revealed"
 PAUSE_PREFIX = "paused by "
 PAUSED_UNTIL = datetime(2999, 1, 1, tzinfo=UTC)
 PAGE = 50
-# Far more than any two daemons' clocks disagree by (intake stamps created_at with the daemon's clock).
-SKEW_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -178,10 +176,14 @@ class ConsoleOps(StoreBase):
     # -- orders ---------------------------------------------------------------------------------------
 
     async def search_orders(self, q: OrderQuery, *, before: int | None = None, limit: int = PAGE) -> list[OrderHit]:
-        """Newest first; `before` (an order id) pages on. A contact is matched by its keyed hash."""
-        stmt = select(orders).order_by(orders.c.id.desc()).limit(limit)
+        """Newest first; `before` (an order id: the last one shown) pages on. A contact is matched by its keyed
+        hash."""
+        # Newest first by intake time: a date range is then a backward walk of ix_orders_created, whatever else
+        # narrows it; `before` (the last order shown) pages on from its (created_at, id).
+        stmt = select(orders).order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
         if before is not None:
-            stmt = stmt.where(orders.c.id < before)
+            at = select(orders.c.created_at).where(orders.c.id == before).scalar_subquery()
+            stmt = stmt.where(or_(orders.c.created_at < at, and_(orders.c.created_at == at, orders.c.id < before)))
         if q.ref:
             stmt = stmt.where(orders.c.ref == q.ref.strip())
         if q.contact:
@@ -194,27 +196,10 @@ class ConsoleOps(StoreBase):
                 or_(attempts.c.number == number, attempts.c.supplier_order_id == number)
             )
             stmt = stmt.where(orders.c.id.in_(by_attempt.scalar_subquery()))
-        # Dates bound the ids too, so newest-first paging walks an id range, not the whole history: ids grow with
-        # intake time, up to the clock skew between daemons, so the id found one SKEW_MARGIN beyond the date is
-        # a safe bound (one index seek), and the date condition itself stays exact.
         if q.since is not None:
-            first = (
-                select(orders.c.id)
-                .where(orders.c.created_at >= q.since - SKEW_MARGIN)
-                .order_by(orders.c.created_at)
-                .limit(1)
-                .scalar_subquery()
-            )
-            stmt = stmt.where(orders.c.created_at >= q.since, orders.c.id >= func.coalesce(first, 0))
+            stmt = stmt.where(orders.c.created_at >= q.since)
         if q.until is not None:
-            last = (
-                select(orders.c.id)
-                .where(orders.c.created_at < q.until + SKEW_MARGIN)
-                .order_by(orders.c.created_at.desc())
-                .limit(1)
-                .scalar_subquery()
-            )
-            stmt = stmt.where(orders.c.created_at < q.until, orders.c.id <= func.coalesce(last, 0))
+            stmt = stmt.where(orders.c.created_at < q.until)
         if q.status:
             stmt = stmt.where(orders.c.status == q.status)
         if q.sku:

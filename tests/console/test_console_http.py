@@ -217,3 +217,20 @@ async def test_an_agent_delivers_keys_found_by_hand_or_nothing_is_written(
     assert view is not None and view.order.status is OrderStatus.DELIVERED
     assert [c.password for c in view.cards] == ["ZXCVBNM123456789"]
     assert [e.operator for e in await store.events(name="review.resolve", order_id=view.order.id)] == ["amy"]
+
+
+async def test_results_page_newest_first_without_gaps_or_repeats(
+    store: Store, cipher: CardCipher, now: datetime
+) -> None:
+    await add_operator(store, "sue", "viewer", now)
+    for i in range(60):  # pairs taken in at the same instant: the order id breaks the tie
+        await make_order(store, f"o-{i:02d}", OrderStatus.DELIVERED, now - timedelta(minutes=60 - i // 2))
+    async with serving(store, cipher) as server, browser(server, "sue") as b:
+        first = await b.client.get("/console/orders", params={"status": "delivered"})
+        refs = re.findall(r">(o-\d\d)</a>", first.text)
+        more = re.search(r'id="next-page" href="([^"]+)"', first.text)
+        assert len(refs) == 50 and more is not None
+        second = await b.client.get(more.group(1).replace("&amp;", "&"))
+        refs += re.findall(r">(o-\d\d)</a>", second.text)
+        assert 'id="next-page"' not in second.text
+    assert refs == [f"o-{i:02d}" for i in reversed(range(60))]
