@@ -381,7 +381,7 @@ Index("ix_orders_created", orders.c.created_at)
 Index("ix_orders_sku_delivered", orders.c.sku, orders.c.delivered_at)
 Index("ix_orders_status_updated", orders.c.status, orders.c.updated_at)
 # A search by status, newest first: a range of this index, not a walk of every order for a rare status.
-Index("ix_orders_status_id", orders.c.status, orders.c.id)
+Index("ix_orders_status_created", orders.c.status, orders.c.created_at)
 Index("ix_attempts_supplier_order_id", attempts.c.supplier_order_id)
 # An order's notifications, for its timeline.
 Index("ix_outbox_order", outbox.c.order_id)

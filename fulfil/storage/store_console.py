@@ -183,7 +183,8 @@ class ConsoleOps(StoreBase):
         stmt = select(orders).order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
         if before is not None:
             at = select(orders.c.created_at).where(orders.c.id == before).scalar_subquery()
-            stmt = stmt.where(or_(orders.c.created_at < at, and_(orders.c.created_at == at, orders.c.id < before)))
+            # `<=` first: an index range bound; the OR only breaks ties within one instant.
+            stmt = stmt.where(orders.c.created_at <= at, or_(orders.c.created_at < at, orders.c.id < before))
         if q.ref:
             stmt = stmt.where(orders.c.ref == q.ref.strip())
         if q.contact:

@@ -28,7 +28,7 @@ def upgrade() -> None:
     op.create_index("ix_orders_created", "orders", ["created_at"])
     op.create_index("ix_orders_sku_delivered", "orders", ["sku", "delivered_at"])
     op.create_index("ix_orders_status_updated", "orders", ["status", "updated_at"])
-    op.create_index("ix_orders_status_id", "orders", ["status", "id"])
+    op.create_index("ix_orders_status_created", "orders", ["status", "created_at"])
     op.create_index("ix_attempts_supplier_order_id", "attempts", ["supplier_order_id"])
     op.create_index("ix_outbox_order", "outbox", ["order_id"])
     op.create_index(
@@ -65,7 +65,7 @@ def downgrade() -> None:
     op.drop_index("ix_events_operator", table_name="events")
     op.drop_index("ix_outbox_order", table_name="outbox")
     op.drop_index("ix_attempts_supplier_order_id", table_name="attempts")
-    names = ("ix_orders_status_id", "ix_orders_status_updated", "ix_orders_sku_delivered", "ix_orders_created")
+    names = ("ix_orders_status_created", "ix_orders_status_updated", "ix_orders_sku_delivered", "ix_orders_created")
     for name in (*names, "ix_orders_account"):
         op.drop_index(name, table_name="orders")
     op.drop_index("ix_orders_contact_hash", table_name="orders")
