@@ -47,7 +47,7 @@ def build(path: Path, n: int, days: int, cipher: CardCipher, install: str, seed:
     """Bulk-insert n orders (and one attempt each, operator events on ~1%, claims on ~0.5%) spread over `days`."""
     rng = random.Random(seed)
     contacts = [f"buyer{i}@example.com" for i in range(20_000)]
-    hashes = [cipher.identity("contact", c) for c in contacts]
+    hashes = [cipher.identity_hash("contact", c) for c in contacts]
     now = datetime.now(UTC)
     start = now - timedelta(days=days)
     step = (now - start) / n

@@ -61,15 +61,38 @@ def load_card_key(key_file: str | None, environ: Mapping[str, str] | None = None
     )
 
 
+def _identity_subkey(card_key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_IDENTITY_INFO).derive(card_key)
+
+
+def _identity_mac(subkey: bytes, kind: str, value: str) -> str:
+    norm = value.strip()
+    if kind == "contact":
+        norm = norm.lower()
+    return hmac.new(subkey, f"{kind}:{norm}".encode(), hashlib.sha256).hexdigest()
+
+
+def identity_hash(card_key: bytes, kind: str, value: str) -> str:
+    """Keyed hash of a buyer identity for matching without storing it readable: HMAC-SHA256 under an
+    HKDF-SHA256 subkey of the card key (info=_IDENTITY_INFO, no salt, 32 bytes), over f"{kind}:{norm}",
+    hex. `norm` is value.strip(), lower-cased for kind == "contact"."""
+    return _identity_mac(_identity_subkey(card_key), kind, value)
+
+
 class CardCipher:
     """Encrypts single strings (card numbers, passwords) and hashes whole cards."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise CardKeyError("the card key must be 32 bytes")
-        self._key = key
         self._aead = AESGCM(hashlib.sha256(b"fulfil-enc\x00" + key).digest())
         self._mac_key = hashlib.sha256(b"fulfil-mac\x00" + key).digest()
+        # Derived once: hashing every intake's identities must not run HKDF each time.
+        self._identity_key = _identity_subkey(key)
+
+    def identity_hash(self, kind: str, value: str) -> str:
+        """`identity_hash(card_key, kind, value)` with the subkey derived at construction."""
+        return _identity_mac(self._identity_key, kind, value)
 
     def encrypt(self, plaintext: str) -> bytes:
         nonce = os.urandom(_NONCE)
@@ -82,21 +105,6 @@ class CardCipher:
         """Keyed hash of a card's identity: equal cards, equal fingerprints; reveals nothing."""
         normal = card.number.strip() + "\x00" + card.password.strip()
         return hmac.new(self._mac_key, normal.encode("utf-8"), hashlib.sha256).hexdigest()
-
-    def identity(self, kind: str, value: str) -> str:
-        """`identity_hash` under this cipher's key: how a buyer's contact is found without decrypting."""
-        return identity_hash(self._key, kind, value)
-
-
-def identity_hash(card_key: bytes, kind: str, value: str) -> str:
-    """Keyed hash of a buyer identity for matching without storing it readable: HMAC-SHA256 under an
-    HKDF-SHA256 subkey of the card key (info=_IDENTITY_INFO, no salt, 32 bytes), over f"{kind}:{norm}",
-    hex. `norm` is value.strip(), lower-cased for kind == "contact"."""
-    subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_IDENTITY_INFO).derive(card_key)
-    norm = value.strip()
-    if kind == "contact":
-        norm = norm.lower()
-    return hmac.new(subkey, f"{kind}:{norm}".encode(), hashlib.sha256).hexdigest()
 
 
 def mask(secret: str) -> str:

@@ -188,7 +188,7 @@ class ConsoleOps(StoreBase):
         if q.ref:
             stmt = stmt.where(orders.c.ref == q.ref.strip())
         if q.contact:
-            stmt = stmt.where(orders.c.contact_hash == self._cipher.identity("contact", q.contact))
+            stmt = stmt.where(orders.c.contact_hash == self._cipher.identity_hash("contact", q.contact))
         if q.account:
             stmt = stmt.where(orders.c.account == q.account.strip())
         if q.supplier_order:

@@ -94,7 +94,7 @@ class OrderOps(StoreBase):
     def _order_values(self, order: NewOrder, now: datetime) -> dict[str, Any]:
         values = _values(order, now)
         values["contact_enc"] = self._cipher.encrypt(order.contact) if order.contact else None
-        values["contact_hash"] = self._cipher.identity("contact", order.contact) if order.contact else None
+        values["contact_hash"] = self._cipher.identity_hash("contact", order.contact) if order.contact else None
         return values
 
     async def _notify_accepted(self, conn: AsyncConnection, order_ids: Sequence[int], now: datetime) -> None:

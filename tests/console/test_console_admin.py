@@ -68,4 +68,4 @@ def test_identity_hash_is_the_shared_definition() -> None:
     want = hmac.new(subkey, b"contact:buyer@example.com", hashlib.sha256).hexdigest()
     assert identity_hash(key, "contact", "  Buyer@Example.COM ") == want
     assert identity_hash(key, "account", " 12345 ") == hmac.new(subkey, b"account:12345", hashlib.sha256).hexdigest()
-    assert CardCipher(key).identity("contact", "buyer@example.com") == want
+    assert CardCipher(key).identity_hash("contact", "buyer@example.com") == want
