@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 
 from fulfil.durations import parse_duration
@@ -391,6 +392,9 @@ class ProductConfig(_Frozen):
     number_pattern: str | None = None
     promise: Duration = 120.0
     offers: tuple[OfferConfig, ...] = Field(min_length=1)
+    # Face values of one card (steam-50, steam-100 ...) share a family: risk's `denominations` rule counts
+    # the distinct skus of one family a buyer tried within a window.
+    family: str | None = Field(None, min_length=1, max_length=64)
 
 
 def _goods_keys(value: object) -> object:
@@ -445,6 +449,107 @@ class SourceConfig(_Frozen):
     options: dict[str, Any] = Field(default_factory=dict)  # for third-party source plug-ins
 
 
+# --- risk (fulfil/risk) ----------------------------------------------------------------------------------
+
+IDENTITY_KINDS = ("account", "contact", "ip", "user", "device")
+CREDIT_KINDS = ("account", "contact", "user")  # the identities that carry a credit score
+IdentityKind = Literal["account", "contact", "ip", "user", "device"]
+RULE_KINDS = ("velocity", "product_limit", "denominations", "first_order", "credit")
+_ACTION = re.compile(r"^(hold|refuse|score\s*-\s*([1-9][0-9]{0,3}))$")
+
+
+class RiskRule(_Frozen):
+    """One rule of `risk.rules`; which fields it needs depends on its kind (checked below)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["velocity", "product_limit", "denominations", "first_order", "credit"]
+    per: IdentityKind | None = None
+    window: Duration | None = None
+    max_orders: int | None = Field(None, ge=1)
+    max_units: int | None = Field(None, ge=1)
+    max_amount: Decimal | None = Field(None, gt=0)
+    max_skus: int | None = Field(None, ge=1)
+    min_amount: Decimal | None = Field(None, ge=0)
+    below: int | None = Field(None, ge=1, le=1000)
+    skus: tuple[str, ...] = ()  # product_limit: these skus together (default: the order's own sku)
+    action: str = "hold"
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> RiskRule:
+        if _ACTION.match(self.action.strip()) is None:
+            raise ValueError(f"action {self.action[:40]!r} is not hold, refuse or 'score -N' (N 1-9999)")
+        problems: list[str] = []
+        limits = (self.max_orders, self.max_units, self.max_amount)
+        if self.kind in ("velocity", "product_limit", "denominations") and self.per is None:
+            problems.append(f"a {self.kind} rule needs per: (one of {', '.join(IDENTITY_KINDS)})")
+        if self.kind in ("velocity", "denominations") and self.window is None:
+            problems.append(f"a {self.kind} rule needs a window (e.g. 60s, 1d)")
+        if self.kind in ("velocity", "product_limit") and all(v is None for v in limits):
+            problems.append(f"a {self.kind} rule needs max_orders, max_units or max_amount")
+        if self.kind == "denominations" and self.max_skus is None:
+            problems.append("a denominations rule needs max_skus")
+        if self.kind == "first_order" and self.min_amount is None:
+            problems.append("a first_order rule needs min_amount")
+        if self.kind == "credit" and self.below is None:
+            problems.append("a credit rule needs below: (a score)")
+        if self.kind == "credit" and self.per is not None and self.per not in CREDIT_KINDS:
+            problems.append(f"credit is kept per {', '.join(CREDIT_KINDS)}, not per {self.per}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def verb(self) -> str:
+        """hold | refuse | score"""
+        return self.action.strip().split()[0].split("-")[0].strip()
+
+    @property
+    def penalty(self) -> int:
+        """The N of `score -N`; 0 for hold and refuse."""
+        match = _ACTION.match(self.action.strip())
+        return int(match.group(2)) if match and match.group(2) else 0
+
+    @property
+    def seconds(self) -> float:
+        """The window; a product limit without one counts one day."""
+        return self.window if self.window is not None else 86400.0
+
+
+class CreditConfig(_Frozen):
+    start: int = Field(100, ge=1, le=1000)
+    hold_below: int = Field(60, ge=0, le=1000)
+    refuse_below: int = Field(30, ge=0, le=1000)
+    hold_penalty: int = Field(5, ge=0, le=1000)  # taken from each credit identity of an order a rule held
+    refuse_penalty: int = Field(20, ge=0, le=1000)  # ... refused (a rule, a block, an operator's refusal)
+    chargeback_penalty: int = Field(30, ge=0, le=1000)  # `fulfil risk report REF --reason chargeback`
+    recover_per_order: int = Field(1, ge=0, le=1000)  # given back per delivered order, up to start
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CreditConfig:
+        if not self.refuse_below <= self.hold_below <= self.start:
+            raise ValueError(
+                f"expected refuse_below <= hold_below <= start, got {self.refuse_below}, {self.hold_below}, "
+                f"{self.start}"
+            )
+        return self
+
+
+class RiskConfig(_Frozen):
+    """Decided after payment, before the first supplier call (fulfil/risk, the engine)."""
+
+    on_error: Literal["hold", "allow"] = "hold"
+    credit: CreditConfig = CreditConfig()
+    rules: tuple[RiskRule, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RiskConfig:
+        names = [rule.name for rule in self.rules]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"rule names must be unique: {', '.join(twice)}")
+        return self
+
+
 class Config(_Frozen):
     database: DatabaseConfig = DatabaseConfig()
     security: SecurityConfig = SecurityConfig()
@@ -463,6 +568,7 @@ class Config(_Frozen):
     products: dict[str, ProductConfig] = Field(default_factory=dict)
     notify: NotifyConfig = NotifyConfig()
     sources: tuple[SourceConfig, ...] = ()
+    risk: RiskConfig = RiskConfig()
 
     def supplier(self, name: str) -> SupplierConfig:
         for entry in self.suppliers:
@@ -726,6 +832,17 @@ def _check_alert(entry: dict[str, Any], where: str, errors: list[str]) -> None:
             errors.append(f"{where}.secret: {exc}")
 
 
+def _check_risk(raw: Any, products: Any, errors: list[str]) -> None:
+    """`risk.rules[i].skus` must name configured products."""
+    rules = raw.get("rules") if isinstance(raw, dict) else None
+    known = products if isinstance(products, dict) else {}
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        skus = rule.get("skus") if isinstance(rule, dict) else None
+        for sku in skus if isinstance(skus, list) else []:
+            if isinstance(sku, str) and sku not in known:
+                errors.append(f"risk.rules[{i}].skus: unknown sku '{sku[:40]}' (not under products:)")
+
+
 def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     """Validate already-parsed YAML data; raises ConfigError with every problem found."""
     environ = os.environ if environ is None else environ
@@ -741,6 +858,7 @@ def config_from_data(data: Any, environ: Mapping[str, str] | None = None) -> Con
     _check_database(data.get("database"), errors)
     _check_listen(data.get("http"), errors)
     _check_notify(data.get("notify"), data.get("products"), errors)
+    _check_risk(data.get("risk"), data.get("products"), errors)
     config: Config | None = None
     try:
         config = Config.model_validate(data, context={_FROM_FILE: True})

@@ -4,6 +4,10 @@ A temporary SQLite database, a generated card key and config, some local stock, 
 on loopback (the primary loses answers after charging, throws system errors and sells invalid keys; the backup
 is clean), a few hundred paid orders, live progress, and a summary that reconciles every unit the suppliers
 charged for against what was delivered and claimed.
+
+Among the buyers are a few risky ones, decided before anything is bought for them: one address flooding the
+shop (5 orders go through, the rest are held), a blocked contact (refused) and a buyer whose credit fell to 55
+after a chargeback (held). The summary lists them; the run fails if any other order was not delivered.
 """
 
 from __future__ import annotations
@@ -95,6 +99,11 @@ def demo_config(db_url: str, primary: str, backup: str) -> Config:
             {"name": "fulu-primary", "base_url": primary, **fulu},
             {"name": "fulu-backup", "base_url": backup, **fulu},
         ],
+        # Risk before money: one address may place 5 orders a minute; a blocked buyer is refused; a buyer whose
+        # credit is below 60 is held (the defaults of risk.credit).
+        "risk": {
+            "rules": [{"name": "ip-burst", "kind": "velocity", "per": "ip", "window": "60s", "max_orders": 5}],
+        },
         "products": {
             CARD_SKU: {
                 "kind": "card",
@@ -119,17 +128,34 @@ def demo_config(db_url: str, primary: str, backup: str) -> Config:
     return config_from_data(data, environ={})
 
 
+FLOOD_IP, BLOCKED_CONTACT, LOW_CREDIT_USER = "203.0.113.66", "carder@example.com", "u-chargeback"
+FLOOD = 8  # orders from one address: ip-burst lets 5 through and holds 3
+EXPECTED_RISK = {"held": FLOOD - 5 + 1, "refused": 1}  # the flood's extra orders and the low-credit buyer
+
+
 def demo_orders(count: int, rng: random.Random) -> list[NewOrder]:
     orders = []
     for i in range(count):
         contact = f"buyer{i % 97}@example.com"  # what support would be told: try it in the console's search
+        ip = f"198.51.{i // 250}.{i % 250 + 1}"  # every ordinary buyer on an address of their own
         if rng.random() < 0.15:
             account = f"{rng.randrange(10**8, 10**9)}"
-            orders.append(NewOrder(f"demo-{i:05d}", DIRECT_SKU, 1, account=account, contact=contact))
+            orders.append(NewOrder(f"demo-{i:05d}", DIRECT_SKU, 1, account=account, contact=contact, ip=ip))
         else:
             qty = rng.choice((1, 1, 1, 2, 3))
-            orders.append(NewOrder(f"demo-{i:05d}", CARD_SKU, qty, amount=Decimal("100"), contact=contact))
+            orders.append(
+                NewOrder(f"demo-{i:05d}", CARD_SKU, qty, amount=Decimal("100"), contact=contact, ip=ip)
+            )
     return orders
+
+
+def risky_orders() -> list[NewOrder]:
+    flood = [NewOrder(f"flood-{i}", CARD_SKU, 1, amount=Decimal("100"), ip=FLOOD_IP) for i in range(FLOOD)]
+    return [
+        *flood,
+        NewOrder("blocked-1", CARD_SKU, 1, amount=Decimal("100"), contact=BLOCKED_CONTACT),
+        NewOrder("credit-1", CARD_SKU, 1, amount=Decimal("100"), user=LOW_CREDIT_USER),
+    ]
 
 
 def demo_stock(count: int, rng: random.Random) -> list[Card]:
@@ -145,9 +171,13 @@ class DemoResult:
     delivered_units: dict[str, int] = field(default_factory=dict)
     claimed_units: dict[str, int] = field(default_factory=dict)
 
+    risk: Counter[str] = field(default_factory=Counter)  # held / refused by risk
+    others_undelivered: int = 0  # orders not delivered for any reason but risk
+
     @property
     def all_delivered(self) -> bool:
-        return set(self.statuses) == {OrderStatus.DELIVERED.value}
+        """Every order delivered, except exactly the risky buyers' orders risk held or refused."""
+        return self.others_undelivered == 0 and dict(self.risk) == EXPECTED_RISK
 
     @property
     def reconciled(self) -> bool:
@@ -220,13 +250,15 @@ class _Run:
         try:
             now = datetime.now(UTC)
             await store.import_stock(CARD_SKU, demo_stock(self.stock, self.rng), now)
+            await store.risk_block("contact", BLOCKED_CONTACT, "stolen cards", None, "demo", now)
+            await store.set_credit("user", LOW_CREDIT_USER, 55, "chargeback", "demo", now)
             engine = build_engine(config, store, cipher, suppliers)
             worker = Worker(store, engine, config)
             token = secrets.token_urlsafe(16)
             admin = AdminServer(store, engine, lambda: config, environ={"FULFIL_ADMIN_TOKEN": token})
             console = await self._serve(admin, store, token, now, url)
             self._intro(console)
-            await store.add_orders(demo_orders(self.count, self.rng), now)
+            await store.add_orders(demo_orders(self.count, self.rng) + risky_orders(), now)
             if self.on_serving is not None:
                 await self.on_serving(console)
             started = asyncio.get_running_loop().time()
@@ -266,6 +298,8 @@ class _Run:
         print(f"  primary {self.primary.url}  (loses answers, system errors, invalid keys, refused connections)",
               file=out)
         print(f"  backup  {self.backup.url}  (clean)", file=out)
+        print(f"  and {FLOOD + 2} risky orders: {FLOOD} from one address, a blocked contact, a buyer at credit 55",
+              file=out)
         print(f"  console {console.url}  login: {console.operator} / {console.password}  (this run only;"
               " find orders by the buyer's contact, e.g. buyer7@example.com)", file=out)
         metrics = console.url.replace("/console/", "/metrics")
@@ -310,6 +344,12 @@ def _reconcile(
     views: list[OrderView], statuses: Counter[str], elapsed: float, sims: dict[str, Simulator]
 ) -> DemoResult:
     result = DemoResult(statuses, elapsed)
+    for view in views:
+        order = view.order
+        if (order.reason or "").startswith("risk:"):
+            result.risk["held" if order.status is OrderStatus.REVIEW else "refused"] += 1
+        elif order.status is not OrderStatus.DELIVERED:
+            result.others_undelivered += 1
     for name, sim in sims.items():
         result.charged_units[name] = sum(
             o.qty for o in sim.ledger.orders if o.charged and o.state == "success"
@@ -357,7 +397,15 @@ def _summary(result: DemoResult, views: list[OrderView], out: TextIO) -> None:
         for name, charged in result.charged_units.items()
     ]
     print(table(["supplier", "charged", "delivered", "claimed"], rows), file=out)
-    verdict = "every order delivered" if result.all_delivered else "NOT every order was delivered"
+    risky = [v.order for v in views if (v.order.reason or "").startswith("risk:")]
+    print("\nRisk (decided before anything was bought; `fulfil review release REF` lets a held one through):",
+          file=out)  # fmt: skip
+    print(table(["order", "status", "reason"], [(o.ref, o.status.value, o.reason or "") for o in risky]), file=out)
+    verdict = (
+        "every order delivered but the risky buyers' (held or refused)"
+        if result.all_delivered
+        else "NOT every order was delivered"
+    )
     books = "books balance" if result.reconciled else "BOOKS DO NOT BALANCE"
     print(f"\n{verdict}; {books}.", file=out)
 

@@ -69,6 +69,10 @@ class NewOrder:
     amount: Decimal | None = None
     # The buyer's e-mail or phone, for notifications: stored encrypted, masked wherever it is shown.
     contact: str | None = field(default=None, compare=False, repr=False)
+    # The buyer as the shop saw them, for risk: stored as a keyed hash (matching) and encrypted, masked.
+    ip: str | None = field(default=None, compare=False, repr=False)
+    user: str | None = field(default=None, compare=False, repr=False)
+    device: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,10 @@ class Order:
     delivered_at: datetime | None = None
     lease_owner: str | None = None
     lease_expires: datetime | None = None
+    # (kind, keyed hash) of each buyer identity the order has: account, contact, ip, user, device.
+    identities: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Risk has let it through (or a person released it): never evaluated again.
+    risk_passed: bool = False
 
 
 @dataclass(frozen=True)

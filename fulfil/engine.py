@@ -35,6 +35,7 @@ from fulfil.domain import (
 )
 from fulfil.health import Health, NullHealth
 from fulfil.placing import place_with_budget
+from fulfil.risk.gate import RiskGate
 from fulfil.routing import Offer, Skipped, offer_of, plan_offers
 from fulfil.storage import DuplicateCard, LeaseLost, Store, StoreError
 from fulfil.validation import CardVerdict, check_cards
@@ -98,6 +99,8 @@ class Engine:
         self._non_keys: dict[tuple[str, str], int] = {}
         # Orders claimed together start together: their pasts and the cool-downs are read in one transaction.
         self._contexts: BatchLoader[int, tuple[WorkContext, Cooldowns]] = BatchLoader(self._load_contexts)
+        self.risk = RiskGate(store, lambda: self.config, self.clock)
+        store.risk_credit = config.risk.credit
 
     # --- the Processor interface --------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class Engine:
         """SIGHUP: new products, offers, budgets. Suppliers added or changed need a restart (their clients
         and credentials are built once); removed ones stop being routed to via `enabled`."""
         self.config = config
+        self.store.risk_credit = config.risk.credit
 
     def notify(self, number: str) -> bool:
         """A verified callback arrived for `number`: wake the run waiting on it. False if none here."""
@@ -160,6 +164,8 @@ class Engine:
             await self._finish(order, owner, OrderStatus.REVIEW, f"unknown_sku: '{order.sku}' is no longer configured")
             return
         context, cooled = await self._contexts.get(order.id)
+        if not order.risk_passed and not context.attempts and not await self.risk.allows(order, owner):
+            return  # held or refused before anything was bought
         run = Run(order, owner, product, context.retried_after)
         settled = False
         for attempt in context.attempts:

@@ -18,14 +18,16 @@ from typing import Any, Literal
 
 from fulfil.config import MAX_SKU_LENGTH, Config
 from fulfil.domain import NewOrder
+from fulfil.risk.identity import ip_error
 from suppliers import values
 
-FIELDS = ("ref", "sku", "qty", "account", "amount", "contact")
+FIELDS = ("ref", "sku", "qty", "account", "amount", "contact", "ip", "user", "device")
 REQUIRED = ("ref", "sku", "qty")
 # The orders table's columns (fulfil/storage/schema.py): a longer value would fail the write on PostgreSQL.
 MAX_REF_LENGTH = 128
 MAX_ACCOUNT_LENGTH = 256
 MAX_CONTACT_LENGTH = 256  # an e-mail address or a phone number (encrypted at rest, so no column bounds it)
+MAX_IDENTITY_LENGTH = 256  # the shop's user id, a device fingerprint, an IP address
 # Far above any max_qty, far below what prints or stores badly.
 MAX_QTY = 1_000_000
 # An amount paid: below 10^15 (a Money column, and a sum people can read), at most 8 decimal places.
@@ -72,6 +74,10 @@ def validate_order(order: NewOrder, config: Config) -> list[str]:
         reasons.append(f"account is required for direct top-up product '{order.sku}'")
     reasons.extend(_text_reasons("account", order.account, MAX_ACCOUNT_LENGTH))
     reasons.extend(_text_reasons("contact", order.contact, MAX_CONTACT_LENGTH))
+    for name in ("ip", "user", "device"):
+        reasons.extend(_text_reasons(name, getattr(order, name), MAX_IDENTITY_LENGTH))
+    if order.ip is not None and len(order.ip) <= MAX_IDENTITY_LENGTH and ip_error(order.ip):
+        reasons.append(f"ip {shown(order.ip)!r} is not an IPv4 or IPv6 address")
     if order.amount is not None:
         reasons.extend(_amount_reasons(order.amount))
     return reasons
@@ -183,6 +189,9 @@ def order_from_fields(fields: Mapping[str, Any]) -> NewOrder:
         account=_text(fields.get("account"), "account", required=False),
         amount=_amount(fields.get("amount")),
         contact=_text(fields.get("contact"), "contact", required=False),
+        ip=_text(fields.get("ip"), "ip", required=False),
+        user=_text(fields.get("user"), "user", required=False),
+        device=_text(fields.get("device"), "device", required=False),
     )
 
 

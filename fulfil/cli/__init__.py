@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "webhooks": "fulfil.cli.webhooks:webhooks",
     "sources": "fulfil.cli.sources_cmd:sources",
     "operators": "fulfil.cli.operators:operators",
+    "risk": "fulfil.cli.risk:risk",
 }
 # Commands other modules provide; absent until those modules exist.
 OPTIONAL_COMMANDS: dict[str, str] = {

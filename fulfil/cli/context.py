@@ -115,6 +115,7 @@ class CliState:
             if check_schema and _sqlite_file_missing(url):
                 raise schema_error(SchemaStatus(current=None, head=head_revision()))
             store = await Store.open(url, cipher or self.cipher(), check_schema=check_schema)
+            store.risk_credit = self.config.risk.credit
         except SchemaOutOfDate as exc:
             raise BadInput(str(exc)) from exc
         except StoreError as exc:

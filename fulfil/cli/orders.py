@@ -51,7 +51,20 @@ def orders() -> None:
 @click.option("--account", help="Recharge account (required for direct top-up products).")
 @click.option("--amount", type=DecimalParam(), help="What the buyer paid.")
 @click.option("--contact", help="The buyer's e-mail or phone, for notifications (stored encrypted, masked).")
-def add(ref: str, sku: str, qty: int, account: str | None, amount: Decimal | None, contact: str | None) -> None:
+@click.option("--ip", help="The buyer's IP address, for risk rules (hashed and encrypted, masked).")
+@click.option("--user", help="The buyer's account id at the shop, for risk rules (hashed and encrypted, masked).")
+@click.option("--device", help="The buyer's device id, for risk rules (hashed and encrypted, masked).")
+def add(
+    ref: str,
+    sku: str,
+    qty: int,
+    account: str | None,
+    amount: Decimal | None,
+    contact: str | None,
+    ip: str | None,
+    user: str | None,
+    device: str | None,
+) -> None:
     """Add one paid order. Re-adding an identical order changes nothing."""
     state = get_state()
     order = NewOrder(
@@ -61,6 +74,9 @@ def add(ref: str, sku: str, qty: int, account: str | None, amount: Decimal | Non
         account=(account or "").strip() or None,
         amount=amount,
         contact=(contact or "").strip() or None,
+        ip=(ip or "").strip() or None,
+        user=(user or "").strip() or None,
+        device=(device or "").strip() or None,
     )
     reasons = intake.validate_order(order, state.config)
     if reasons:

@@ -1,4 +1,6 @@
-"""`fulfil review list | retry | refund | resolve`: the queue of orders that need a person.
+"""`fulfil review list | retry | refund | resolve | release | refuse`: the queue of orders that need a person.
+
+`release` and `refuse` are for orders held by risk (their reason starts with `risk:`).
 
 `resolve` delivers keys found by hand (--cards) or keys held for the order (--from-held).
 
@@ -75,6 +77,34 @@ def refund(ref: str, operator: str) -> None:
         "review.refund",
         extra={"ref": ref, "order_id": order.id, "operator": operator, "reason": order.reason},
     )
+    click.echo(f"{ref}: {order.status} (refund the buyer); reason: {order.reason or '-'}")
+
+
+@review.command()
+@click.argument("ref")
+@operator_option
+def release(ref: str, operator: str) -> None:
+    """Let an order held by risk through: back to pending, fulfilled normally, not evaluated again."""
+
+    async def body(store: Store) -> Order:
+        return await store.review_release(ref, operator, utcnow())
+
+    order = run_with_store(body)
+    logger.info("review.release", extra={"ref": ref, "order_id": order.id, "operator": operator})
+    click.echo(f"{ref}: released, back to {order.status}; a worker will fulfil it")
+
+
+@review.command()
+@click.argument("ref")
+@operator_option
+def refuse(ref: str, operator: str) -> None:
+    """Refuse an order held by risk: failed (refund the buyer), its risk reason kept; the buyer loses credit."""
+
+    async def body(store: Store) -> Order:
+        return await store.review_refuse(ref, operator, utcnow())
+
+    order = run_with_store(body)
+    logger.info("review.refuse", extra={"ref": ref, "order_id": order.id, "operator": operator})
     click.echo(f"{ref}: {order.status} (refund the buyer); reason: {order.reason or '-'}")
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from fulfil.config import EVENT_TYPES, NotifyConfig
+from fulfil.risk.identity import mask_contact as mask_contact  # re-exported: notify masks contacts
 
 # Events of one order that happen at most once: one id per (type, order), unique per channel in the database.
 ONCE_PER_ORDER = frozenset({"order.accepted", "order.delivered", "order.failed", "order.delayed", "order.held"})
@@ -133,19 +134,6 @@ def outbox_rows(
 
 
 # --- masking --------------------------------------------------------------------------------------------
-
-
-def mask_contact(contact: str | None) -> str | None:
-    """b***@example.com; 138****5678; short values all but the first character."""
-    if contact is None:
-        return None
-    text = contact.strip()
-    if "@" in text:
-        local, _, domain = text.rpartition("@")
-        return f"{local[:1]}***@{domain}"
-    if len(text) >= 7:
-        return f"{text[:3]}{'*' * (len(text) - 7)}{text[-4:]}" if len(text) > 7 else f"{text[:3]}****"
-    return f"{text[:1]}***" if text else text
 
 
 def mask_url(url: str) -> str:

@@ -45,8 +45,8 @@ class ShopOrder:
     """A paid order waiting at the shop, as the source read it. `problem` says why it cannot be an order as it
     is (garbage in the buyer's inputs); fulfil leaves such a row alone and says so.
 
-    `contact` and `ip` (the buyer's e-mail or contact, address) are read for later use (notifications, risk)
-    and never logged or shown unmasked; fulfil does not store them yet."""
+    `contact` and `ip` (the buyer's e-mail or contact, address) go onto the order (notifications, risk): stored
+    hashed and encrypted, never logged or shown unmasked."""
 
     ref: str  # the shop's order number: the fulfil order's ref
     row_id: int  # the shop row's primary key

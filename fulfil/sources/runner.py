@@ -45,6 +45,7 @@ from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config, SourceConfig
 from fulfil.domain import NewOrder, OrderStatus
 from fulfil.intake import validate_order
+from fulfil.risk.identity import ip_error
 from fulfil.sources import text
 from fulfil.sources.base import RowState, ShopOrder, ShopRefused, Source, SourceError, Taken, WriteOutcome, Written
 from fulfil.storage import SourceDraft, SourceRecord, SourceState, Store, StoreError
@@ -86,17 +87,34 @@ def judge(order: ShopOrder, source: SourceConfig, config: Config) -> tuple[Sourc
         qty=order.qty,
         account=order.account,
         amount=order.amount,
+        contact=_clean(order.contact, 256),
+        ip=order.ip.strip() if order.ip and not ip_error(order.ip) else None,  # garbage is no address to match
     )
     if not sku:
         return draft, [f"goods {order.goods_id} is not in the goods map"]
     reasons = [order.problem] if order.problem else []
-    new = NewOrder(ref=order.ref, sku=sku, qty=order.qty, account=order.account, amount=order.amount)
+    new = NewOrder(
+        ref=order.ref,
+        sku=sku,
+        qty=order.qty,
+        account=order.account,
+        amount=order.amount,
+        contact=draft.contact,
+        ip=draft.ip,
+    )
     for reason in validate_order(new, config):
         if reason.startswith("account is required") and source.account_field:
             where = "info line" if source.type == "dujiaoka" else "widget input"
             reason += f" (no {where} '{source.account_field}' in the shop's order)"
         reasons.append(reason)
     return draft, reasons
+
+
+def _clean(value: str | None, longest: int) -> str | None:
+    """A buyer field from the shop as fulfil keeps it; one it could not store is dropped, not a reason to leave
+    a paid order behind."""
+    text = (value or "").strip()
+    return text if text and len(text) <= longest and text.isprintable() else None
 
 
 def backoff(tries: int, first: float, cap: float, rng: random.Random | None = None) -> float:

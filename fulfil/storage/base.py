@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fulfil.config import IDENTITY_KINDS
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage import statements
@@ -65,6 +66,8 @@ def order_from_row(row: Row[Any]) -> Order:
         delivered_at=m["delivered_at"],
         lease_owner=m["lease_owner"],
         lease_expires=m["lease_expires"],
+        identities=tuple((kind, m[f"{kind}_hash"]) for kind in IDENTITY_KINDS if m.get(f"{kind}_hash")),
+        risk_passed=m.get("risk_passed_at") is not None,
     )
 
 

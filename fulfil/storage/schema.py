@@ -369,12 +369,83 @@ alert_state = Table(
     Column("last_at", UTCDateTime, nullable=False),
 )
 
+# --- buyers and risk (migration 0007) ----------------------------------------------------------------------
+
+# Buyer identities: a keyed hash (fulfil.crypto.identity_hash) to match on, the value encrypted for whoever
+# needs to read it (masked wherever shown). `account` itself is the recharge account, kept as it was.
+orders.append_column(Column("contact_hash", String(64)))
+orders.append_column(Column("ip_hash", String(64)))
+orders.append_column(Column("user_hash", String(64)))
+orders.append_column(Column("device_hash", String(64)))
+orders.append_column(Column("account_hash", String(64)))
+orders.append_column(Column("ip_enc", LargeBinary))
+orders.append_column(Column("user_enc", LargeBinary))
+orders.append_column(Column("device_enc", LargeBinary))
+# When risk let the order through (or a person released it); the rules count these, by identity and time.
+orders.append_column(Column("risk_passed_at", UTCDateTime))
+# The decision: each rule evaluated with its figures (`fulfil risk explain`).
+orders.append_column(Column("risk", JSONText))
+Index("ix_orders_contact_hash", orders.c.contact_hash)
+# Velocity, limits, denominations: one identity's orders let through since a time.
+Index("ix_orders_contact_risk", orders.c.contact_hash, orders.c.risk_passed_at)
+Index("ix_orders_ip_risk", orders.c.ip_hash, orders.c.risk_passed_at)
+Index("ix_orders_user_risk", orders.c.user_hash, orders.c.risk_passed_at)
+Index("ix_orders_device_risk", orders.c.device_hash, orders.c.risk_passed_at)
+Index("ix_orders_account_risk", orders.c.account_hash, orders.c.risk_passed_at)
+
+# A shop order's buyer (contact, address), encrypted, carried from the taking record to the order it becomes.
+source_orders.append_column(Column("contact_enc", LargeBinary))
+source_orders.append_column(Column("ip_enc", LargeBinary))
+
+# Blocked buyers: an exact identity (by its keyed hash) or, for ip, a network (CIDR, kept as text: a range is
+# the operator's rule, not a buyer's address). An entry past `until` no longer blocks.
+risk_blocks = Table(
+    "risk_blocks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("network", String(64)),
+    Column("value_enc", LargeBinary, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("until", UTCDateTime),
+    Column("operator", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("kind", "hash", name="uq_risk_blocks_kind_hash"),
+    Index("ix_risk_blocks_hash", "hash"),
+)
+
+# A buyer identity's credit score; no row means the configured start. Changes are in risk_credit_changes.
+risk_credit = Table(
+    "risk_credit",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("recovered_at", UTCDateTime, nullable=False),  # delivered orders after this give credit back
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Every change of a credit score with its reason: the buyer's history (kept, never pruned like events).
+risk_credit_changes = Table(
+    "risk_credit_changes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("hash", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("delta", Integer, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("operator", String(128)),
+    Column("order_id", Id),
+    Index("ix_risk_credit_changes_hash", "hash", "id"),
+)
+
 # --- console (migration 0009) ------------------------------------------------------------------------------
 
-# The buyer contact's keyed hash (`crypto.identity_hash(key, "contact", …)`): support finds an order by the
-# e-mail or phone the buyer gives without decrypting a single row.
-orders.append_column(Column("contact_hash", String(64)))
-Index("ix_orders_contact_hash", orders.c.contact_hash)
+# Support finds an order by the e-mail or phone the buyer gives through `contact_hash` (migration 0007), without
+# decrypting a single row.
 # The console's searches and figures: by account, by day, a product's deliveries, end states by time.
 Index("ix_orders_account", orders.c.account)
 Index("ix_orders_created", orders.c.created_at)

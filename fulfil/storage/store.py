@@ -15,6 +15,7 @@ from fulfil.storage import database
 from fulfil.storage.errors import StoreError
 from fulfil.storage.schema import meta
 from fulfil.storage.store_attempts import AttemptOps
+from fulfil.storage.store_blocks import BlockOps
 from fulfil.storage.store_claims import ClaimOps
 from fulfil.storage.store_console import ConsoleOps
 from fulfil.storage.store_held import HeldOps
@@ -25,6 +26,7 @@ from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
 from fulfil.storage.store_receipts import ReceiptOps
 from fulfil.storage.store_review import ReviewOps
+from fulfil.storage.store_risk import RiskOps
 from fulfil.storage.store_sources import SourceOps
 from fulfil.storage.store_stock import StockOps
 from fulfil.storage.store_work import WorkOps
@@ -38,6 +40,8 @@ class Store(
     StockOps,
     ClaimOps,
     HeldOps,
+    RiskOps,
+    BlockOps,
     ReviewOps,
     ParkingOps,
     QualityOps,

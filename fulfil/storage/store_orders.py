@@ -10,6 +10,7 @@ from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import ClaimRecord, NewOrder, Order, OrderStatus, OrderView
+from fulfil.risk.identity import normalize
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks, order_from_row
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, StoreError
@@ -94,7 +95,11 @@ class OrderOps(StoreBase):
     def _order_values(self, order: NewOrder, now: datetime) -> dict[str, Any]:
         values = _values(order, now)
         values["contact_enc"] = self._cipher.encrypt(order.contact) if order.contact else None
-        values["contact_hash"] = self._cipher.identity_hash("contact", order.contact) if order.contact else None
+        for kind in ("contact", "ip", "user", "device", "account"):
+            value = getattr(order, kind)
+            values[f"{kind}_hash"] = self._cipher.identity_hash(kind, normalize(kind, value)) if value else None
+            if kind in ("ip", "user", "device"):
+                values[f"{kind}_enc"] = self._cipher.encrypt(normalize(kind, value)) if value else None
         return values
 
     async def _notify_accepted(self, conn: AsyncConnection, order_ids: Sequence[int], now: datetime) -> None:

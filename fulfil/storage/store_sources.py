@@ -23,6 +23,7 @@ from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import OrderStatus
+from fulfil.risk.identity import normalize
 from fulfil.storage.base import StoreBase, chunks
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, NotFound
@@ -62,6 +63,8 @@ def _record(row: Row[Any], order_status: str | None = None, order_reason: str | 
         updated_at=m["updated_at"],
         order_status=order_status,
         order_reason=order_reason,
+        contact_enc=m.get("contact_enc"),
+        ip_enc=m.get("ip_enc"),
     )
 
 
@@ -269,15 +272,19 @@ class SourceOps(StoreBase):
                 if draft.ref in used:
                     clashes.append(draft.ref)
                     continue
+                buyer = {
+                    "contact_enc": self._cipher.encrypt(draft.contact) if draft.contact else None,
+                    "ip_enc": self._cipher.encrypt(draft.ip) if draft.ip else None,
+                }
                 row = (
                     await conn.execute(
                         self._insert_ignore(source_orders, ["source", "ref"])
-                        .values(**_draft_values(draft, SourceState.TAKING, now, **extra))
+                        .values(**_draft_values(draft, SourceState.TAKING, now, **extra, **buyer))
                         .returning(*source_orders.c)
                     )
                 ).first()
                 if row is None:  # known: only a refused one may be taken now (its row was fixed at the shop)
-                    values = _draft_values(draft, SourceState.TAKING, now, **extra)
+                    values = _draft_values(draft, SourceState.TAKING, now, **extra, **buyer)
                     values.pop("created_at")
                     row = (
                         await conn.execute(
@@ -344,12 +351,25 @@ class SourceOps(StoreBase):
         owned, clashes = await self.start_taking(drafts, None, 0.0, now)
         return await self.complete_taking([r.id for r in owned], now), clashes
 
+    def _buyer_values(self, record: SourceRecord) -> dict[str, Any]:
+        """The order's buyer columns from the record's encrypted contact and address (as intake writes them)."""
+        contact = self._cipher.decrypt(record.contact_enc) if record.contact_enc else None
+        ip = self._cipher.decrypt(record.ip_enc) if record.ip_enc else None
+        account = record.account
+        return {
+            "contact_enc": record.contact_enc,
+            "contact_hash": self._cipher.identity_hash("contact", contact) if contact else None,
+            "ip_enc": record.ip_enc,
+            "ip_hash": self._cipher.identity_hash("ip", normalize("ip", ip)) if ip else None,
+            "account_hash": self._cipher.identity_hash("account", account.strip()) if account else None,
+        }
+
     async def _attach_orders(
         self, conn: AsyncConnection, records: list[SourceRecord], now: datetime
     ) -> list[SourceRecord]:
         if not records:
             return []
-        rows = [_order_values(record, now) for record in records]
+        rows = [{**_order_values(record, now), **self._buyer_values(record)} for record in records]
         result = await conn.execute(self._insert_ignore(orders, ["ref"]).returning(orders.c.id, orders.c.ref), rows)
         ids = {ref: order_id for order_id, ref in result.all()}
         # `order.accepted` for every order a shop source took in, like every other intake (notifications).

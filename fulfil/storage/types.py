@@ -132,6 +132,9 @@ class SourceDraft:
     qty: int
     account: str | None
     amount: Decimal | None
+    # The buyer as the shop had them (risk, notifications); kept encrypted on the record until the order exists.
+    contact: str | None = field(default=None, compare=False, repr=False)
+    ip: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class SourceRecord:
     updated_at: datetime
     order_status: str | None = None
     order_reason: str | None = None
+    contact_enc: bytes | None = field(default=None, repr=False)  # the buyer's, encrypted (for the order)
+    ip_enc: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,12 @@ from fulfil.stockfile import parse_stock_text, repeated_lines
 from fulfil.storage import DuplicateCard, InvalidTransition, NotFound, Store, StoreError
 from fulfil.storage.store_console import PAUSE_PREFIX, window_start
 from fulfil.storage.store_operators import ROLES, SessionRecord
+from fulfil.storage.store_risk import RISK_PREFIX
 from fulfil.web import charts, filters, i18n
 from fulfil.web.accounts import LoginLimiter, needs_rehash, verify_password
 from fulfil.web.cache import Revalidating
 from fulfil.web.figures import PublicFigures
-from fulfil.web.queues import Queue, review_queue
+from fulfil.web.queues import Queue, held_queue, review_queue
 from fulfil.web.search import MAX_FIELD, as_int, order_query
 
 log = logging.getLogger("fulfil.console")
@@ -108,7 +109,7 @@ class Console:
         # Window aggregates (overview, suppliers, ledger) are recomputed in the background at most this often.
         self.slow = Revalidating(OVERVIEW_TTL)
         # The queues page shows these, in order (after-sales L2/L3 adds its own).
-        self.work_queues: list[Queue] = [review_queue(store)]
+        self.work_queues: list[Queue] = [held_queue(store), review_queue(store)]
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("fulfil.web", "templates"), autoescape=True
         )
@@ -139,6 +140,8 @@ class Console:
         r.add_post("/orders/{ref}/refund", self.refund)
         r.add_post("/orders/{ref}/resolve", self.resolve)
         r.add_post("/orders/{ref}/deliver", self.deliver_keys)
+        r.add_post("/orders/{ref}/release", self.release)
+        r.add_post("/orders/{ref}/refuse", self.refuse)
         r.add_post("/orders/{ref}/reveal", self.reveal)
         r.add_get("/queues", self.queues)
         r.add_get("/suppliers", self.suppliers)
@@ -335,7 +338,10 @@ class Console:
         detail = await self.store.order_detail(view)
         status = view.order.status
         actions = []
-        if status is OrderStatus.REVIEW:
+        held_by_risk = (view.order.reason or "").startswith(RISK_PREFIX)
+        if status is OrderStatus.REVIEW and held_by_risk:
+            actions = ["release", "refuse"]
+        elif status is OrderStatus.REVIEW:
             actions = ["retry", "refund"] + (["resolve"] if any(h["released_at"] is None for h in detail.held) else [])
         timeline = filters.timeline(detail)
         ctx = {
@@ -456,6 +462,18 @@ class Console:
     async def refund(self, request: web.Request) -> web.StreamResponse:
         ref, who = request.match_info["ref"], self._operator(request)
         return await self._act(request, "refund", lambda: self.store.review_refund(ref, who, self.clock.now()))
+
+    @requires("agent")
+    async def release(self, request: web.Request) -> web.StreamResponse:
+        """Let an order risk held through (the CLI's `review release`): it is fulfilled as any other."""
+        ref, who = request.match_info["ref"], self._operator(request)
+        return await self._act(request, "release", lambda: self.store.review_release(ref, who, self.clock.now()))
+
+    @requires("agent")
+    async def refuse(self, request: web.Request) -> web.StreamResponse:
+        """Refuse an order risk held (the CLI's `review refuse`): failed, refundable; the buyer's credit drops."""
+        ref, who = request.match_info["ref"], self._operator(request)
+        return await self._act(request, "refuse", lambda: self.store.review_refuse(ref, who, self.clock.now()))
 
     @requires("agent")
     async def resolve(self, request: web.Request) -> web.StreamResponse:

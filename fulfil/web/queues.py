@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from fulfil.config import Config
 from fulfil.storage import Store
+from fulfil.storage.store_risk import RISK_PREFIX
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,15 @@ class Queue:
 
 
 def review_queue(store: Store) -> Queue:
+    """Orders a person must decide on (not risk's holds: those are `held_queue`)."""
+
     async def items() -> list[QueueItem]:
         # review_queue's OrderHit carries the time the order went to review as created_at
-        return [QueueItem(h.ref, h.sku, h.amount, h.reason, h.created_at) for h in await store.review_queue()]
+        return [
+            QueueItem(h.ref, h.sku, h.amount, h.reason, h.created_at)
+            for h in await store.review_queue()
+            if not (h.reason or "").startswith(RISK_PREFIX)
+        ]
 
     return Queue(
         name="review",
@@ -42,4 +49,23 @@ def review_queue(store: Store) -> Queue:
         limit=lambda config: config.notify.alert_rules.review_age,
         items=items,
         actions=("retry", "refund"),
+    )
+
+
+def held_queue(store: Store) -> Queue:
+    """Orders risk held before anything was bought: let through (release) or refuse."""
+
+    async def items() -> list[QueueItem]:
+        return [
+            QueueItem(h.ref, h.sku, h.amount, h.reason, h.created_at)
+            for h in await store.review_queue()
+            if (h.reason or "").startswith(RISK_PREFIX)
+        ]
+
+    return Queue(
+        name="held",
+        title="Held by risk",
+        limit=lambda config: config.notify.alert_rules.review_age,
+        items=items,
+        actions=("release", "refuse"),
     )

@@ -234,3 +234,26 @@ async def test_results_page_newest_first_without_gaps_or_repeats(
         refs += re.findall(r">(o-\d\d)</a>", second.text)
         assert 'id="next-page"' not in second.text
     assert refs == [f"o-{i:02d}" for i in reversed(range(60))]
+
+
+async def test_orders_risk_held_are_released_or_refused_from_their_own_queue(
+    store: Store, cipher: CardCipher, now: datetime
+) -> None:
+    await add_operator(store, "amy", "agent", now)
+    await make_order(store, "h-1", OrderStatus.REVIEW, now, reason="risk: ip-burst (6 orders in 60s)")
+    await make_order(store, "h-2", OrderStatus.REVIEW, now, reason="risk: credit 55 below 60")
+    await make_order(store, "r-1", OrderStatus.REVIEW, now, reason="exhausted: no offer left")
+    async with serving(store, cipher) as server, browser(server, "amy") as b:
+        queues = await b.client.get("/console/queues")
+        held, review = queues.text.split('id="queue-review"')
+        assert ">h-1</a>" in held and ">h-2</a>" in held and ">r-1</a>" not in held
+        assert ">r-1</a>" in review and "/console/orders/r-1/retry" in review
+        page = await b.client.get("/console/orders/h-1")
+        assert 'id="action-release"' in page.text and 'id="action-retry"' not in page.text
+        assert (await b.post("/console/orders/h-1/release")).status_code == 303
+        assert (await b.post("/console/orders/h-2/refuse")).status_code == 303
+        assert (await b.post("/console/orders/r-1/release")).status_code == 409  # not held by risk
+    statuses = {ref: (await store.get_order(ref)).order.status for ref in ("h-1", "h-2", "r-1")}  # type: ignore[union-attr]
+    assert statuses == {"h-1": OrderStatus.PENDING, "h-2": OrderStatus.FAILED, "r-1": OrderStatus.REVIEW}
+    acted = await store.events(name="review.release") + await store.events(name="review.refuse")
+    assert sorted((e.name, e.operator) for e in acted) == [("review.refuse", "amy"), ("review.release", "amy")]

@@ -122,6 +122,25 @@ async def test_intake_over_http(admin: tuple[AdminServer, httpx.AsyncClient], st
     assert {k: v for k, v in (await store.count_by_status()).items() if v} == {"pending": 1}
 
 
+async def test_buyer_fields_over_http_are_kept_hashed_for_risk(
+    admin: tuple[AdminServer, httpx.AsyncClient], store: Store, cipher: CardCipher
+) -> None:
+    _, client = admin
+    body = {"ref": "web-b", "sku": "steam", "qty": 1, "contact": "B@example.com", "ip": "2001:DB8::1", "user": 42,
+            "device": "dev-9"}  # fmt: skip
+    assert (await client.post("/orders", json=body, headers=AUTH)).status_code == 201
+    view = await store.get_order("web-b")
+    assert view is not None
+    assert dict(view.order.identities) == {
+        "contact": cipher.identity_hash("contact", "b@example.com"),
+        "ip": cipher.identity_hash("ip", "2001:db8::1"),  # the canonical form: one address, one buyer
+        "user": cipher.identity_hash("user", "42"),
+        "device": cipher.identity_hash("device", "dev-9"),
+    }
+    shown = (await client.get("/orders/web-b", headers=AUTH)).text
+    assert "2001:db8" not in shown.lower() and "dev-9" not in shown and "B@example.com" not in shown
+
+
 async def test_lookup_masks_keys_unless_asked(
     admin: tuple[AdminServer, httpx.AsyncClient], store: Store, cipher: CardCipher
 ) -> None:
@@ -230,8 +249,12 @@ async def test_order_amount_may_be_a_json_number(admin: tuple[AdminServer, httpx
         (b'{"ref":"' + b"r" * 129 + b'","sku":"steam","qty":1}', None, "ref is longer than 128 characters"),
         (b'{"ref":"a7","sku":"' + b"s" * 129 + b'","qty":1}', None, "sku is longer than 128 characters"),
         (b'{"ref":"a8","sku":"qq","qty":1,"account":"' + b"1" * 257 + b'"}', None, "account is longer than 256"),
+        (b'{"ref":"a9","sku":"steam","qty":1,"ip":"10.0.0.300"}', None, "ip '10.0.0.300' is not an IPv4 or IPv6"),
+        (b'{"ref":"b1","sku":"steam","qty":1,"device":{"id":1}}', "device", "device must be text"),
+        (b'{"ref":"b2","sku":"steam","qty":1,"user":"' + b"u" * 257 + b'"}', None, "user is longer than 256"),
     ],
-    ids=["bool", "nan", "infinity", "negative", "huge", "bool-qty", "long-ref", "long-sku", "long-account"],
+    ids=["bool", "nan", "infinity", "negative", "huge", "bool-qty", "long-ref", "long-sku", "long-account", "bad-ip",
+         "device-object", "long-user"],  # fmt: skip
 )
 async def test_bad_order_values_are_422_naming_the_field(
     admin: tuple[AdminServer, httpx.AsyncClient], store: Store, body: bytes, field: str | None, said: str

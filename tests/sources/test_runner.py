@@ -351,6 +351,21 @@ async def test_acg_orders_are_taken_on_fulfils_side_and_written_back(
     assert (await runner.tick("faka")).taken == 0  # the failed one is known: never taken again
 
 
+async def test_shop_orders_carry_the_buyers_contact_and_address_for_risk(
+    store: Store, cipher: CardCipher, shop_url: str, runner_for: Any
+) -> None:
+    await insert_dujiaoka(shop_url, [dujiaoka_order("R1", 12, info=INFO, email="Buyer@Example.com")])
+    runner = runner_for(shop_config("sqlite:///x.db", [dujiaoka_entry(shop_url)]))
+    assert (await runner.tick("shop")).taken == 1
+    view = await store.get_order("R1")
+    assert view is not None
+    assert dict(view.order.identities) == {
+        "contact": cipher.identity_hash("contact", "buyer@example.com"),
+        "ip": cipher.identity_hash("ip", "203.0.113.7"),  # dujiaoka's buy_ip
+        "account": cipher.identity_hash("account", view.order.account or ""),
+    }
+
+
 async def test_the_runner_loops_until_stopped_and_wakes_on_push(store: Store, shop_url: str, runner_for: Any) -> None:
     runner = runner_for(shop_config("sqlite:///x.db", [dujiaoka_entry(shop_url, poll_interval="1h")]))
     stopping = asyncio.Event()

@@ -1,8 +1,8 @@
-"""Operator console: named operator accounts, console sessions, the buyer contact's keyed hash (orders are found
-by contact without decrypting any), and the indexes the console's searches and figures read through.
+"""Operator console: named operator accounts, console sessions, and the indexes the console's searches and figures
+read through (an order is found by its buyer's contact through 0007's `contact_hash`, without decrypting any).
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 
 Self-contained on purpose (plain SQLAlchemy types, no imports from fulfil), like 0001.
@@ -14,16 +14,13 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     ts = sa.DateTime(timezone=True)
-    with op.batch_alter_table("orders") as batch:
-        batch.add_column(sa.Column("contact_hash", sa.String(64)))
-    op.create_index("ix_orders_contact_hash", "orders", ["contact_hash"])
     op.create_index("ix_orders_account", "orders", ["account"])
     op.create_index("ix_orders_created", "orders", ["created_at"])
     op.create_index("ix_orders_sku_delivered", "orders", ["sku", "delivered_at"])
@@ -68,6 +65,3 @@ def downgrade() -> None:
     names = ("ix_orders_status_created", "ix_orders_status_updated", "ix_orders_sku_delivered", "ix_orders_created")
     for name in (*names, "ix_orders_account"):
         op.drop_index(name, table_name="orders")
-    op.drop_index("ix_orders_contact_hash", table_name="orders")
-    with op.batch_alter_table("orders") as batch:
-        batch.drop_column("contact_hash")
