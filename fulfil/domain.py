@@ -184,6 +184,9 @@ class WorkContext:
     attempts: tuple[AttemptRecord, ...] = ()
     claims: tuple[ClaimRecord, ...] = ()
     retried_after: int | None = None
+    # A blocklist entry is active, or one of the buyer's identities is below the starting credit: risk must
+    # look at this order even when no rule is configured.
+    risk_check: bool = False
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,9 @@ class Engine:
             await self._finish(order, owner, OrderStatus.REVIEW, f"unknown_sku: '{order.sku}' is no longer configured")
             return
         context, cooled = await self._contexts.get(order.id)
-        if not order.risk_passed and not context.attempts and not await self.risk.allows(order, owner):
+        # Risk decides once, before the first attempt; with no rules only orders of blocked or low-credit buyers.
+        must_decide = not order.risk_passed and not context.attempts and (self.config.risk.rules or context.risk_check)
+        if must_decide and not await self.risk.allows(order, owner):
             return  # held or refused before anything was bought
         run = Run(order, owner, product, context.retried_after)
         settled = False
@@ -195,7 +197,7 @@ class Engine:
             settled = True
 
     async def _load_contexts(self, order_ids: Sequence[int]) -> dict[int, tuple[WorkContext, Cooldowns]]:
-        contexts, cooled = await self.store.work_contexts(order_ids, self.clock.now())
+        contexts, cooled = await self.store.work_contexts(order_ids, self.clock.now(), self.config.risk.credit.start)
         return {order_id: (context, cooled) for order_id, context in contexts.items()}
 
     async def _try_offer(self, run: Run, offer: Offer) -> Step:

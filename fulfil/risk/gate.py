@@ -4,8 +4,9 @@ Orders claimed together are decided together, one after another in id order (eac
 each answered as soon as it is decided), and a later claim's orders after an earlier claim's: with a limit of
 5, the first 5 orders of a flood are the ones that go through, not whichever task the event loop ran first.
 
-Cheap on the happy path: with no rules configured, a batch costs one read (is any block active, has any of
-these orders' buyers lost credit?) and orders of good buyers go on with no statement of their own.
+Cheap on the happy path: with no rules configured, the engine asks only for orders whose batch context (one
+read with the batch's attempts: is any block active, has any of these buyers lost credit?) says so; orders of
+good buyers never come here and cost no statement of their own.
 """
 
 from __future__ import annotations
@@ -72,22 +73,11 @@ class RiskGate:
 
     async def _decide_batch(self, batch: dict[int, tuple[Order, str, asyncio.Future[Outcome]]]) -> None:
         config = self._config()
-        needed: set[int] | None = None
-        try:
-            if not config.risk.rules:
-                needed = await self.store.risk_gate(sorted(batch), self._clock.now())
-        except Exception as exc:
-            for _, _, future in batch.values():
-                _settle(future, exc)
-            return
         families = {sku: product.family for sku, product in config.products.items()}
         for order_id in sorted(batch):
             order, owner, future = batch[order_id]
             if future.done():
                 continue  # its task was cancelled meanwhile
-            if needed is not None and order_id not in needed:
-                _settle(future, None)
-                continue
             try:
                 decision = await self.store.risk_decide(order, owner, config.risk, families, self._clock.now())
             except asyncio.CancelledError:

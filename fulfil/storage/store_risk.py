@@ -33,7 +33,7 @@ from fulfil.config import CREDIT_KINDS, IDENTITY_KINDS, RiskConfig
 from fulfil.domain import Order, OrderStatus
 from fulfil.risk.identity import mask_identity
 from fulfil.risk.rules import BlockHit, Decision, Figures, OrderFacts, Query, decide, lock_keys, queries
-from fulfil.storage.base import chunks, order_from_row
+from fulfil.storage.base import order_from_row
 from fulfil.storage.errors import InvalidTransition, LeaseLost, NotFound, StoreError
 from fulfil.storage.schema import orders, risk_blocks, risk_credit, risk_credit_changes
 from fulfil.storage.store_credit import CreditOps
@@ -142,30 +142,7 @@ def advisory_key(identity_hash: str) -> int:
 
 
 class RiskOps(CreditOps, ReviewOps):
-
     # -- the decision -------------------------------------------------------------------------------------
-
-    async def risk_gate(self, order_ids: Sequence[int], now: datetime) -> set[int]:
-        """Without rules, the orders among these that still need a decision: all of them while any block is
-        active, else those with an identity whose credit is below the start. One read for a whole batch."""
-        if not order_ids:
-            return set()
-        async with self._read() as conn:
-            active = await conn.scalar(
-                select(risk_blocks.c.id).where(or_(risk_blocks.c.until.is_(None), risk_blocks.c.until > now)).limit(1)
-            )
-            if active is not None:
-                return set(order_ids)
-            found: set[int] = set()
-            for part in chunks(list(order_ids)):
-                hashes = [orders.c[f"{kind}_hash"] for kind in CREDIT_KINDS]
-                stmt = (
-                    select(orders.c.id)
-                    .join(risk_credit, risk_credit.c.hash.in_(hashes))
-                    .where(orders.c.id.in_(part), risk_credit.c.score < self.risk_credit.start)
-                )
-                found.update((await conn.execute(stmt)).scalars())
-            return found
 
     async def risk_decide(
         self, order: Order, owner: str, risk: RiskConfig, families: Mapping[str, str | None], now: datetime

@@ -194,16 +194,18 @@ async def sqlite_store(_sqlite_template: Path, tmp_path: Path, cipher: CardCiphe
 async def test_when_deciding_fails_on_error_holds_or_allows(
     sqlite_store: Store, cipher: CardCipher, on_error: str
 ) -> None:
-    """A real failure: the blocklist's table is gone, so the decision's SELECT fails in the database."""
+    """A real failure inside the decision: the credit history's table is gone, so the decision's write of a
+    `score -N` hit fails in the database (the batch's context read, which checks blocks and credit, still works)."""
     async with sqlite_store._write() as conn:  # noqa: SLF001 - breaking the database on purpose
-        await conn.execute(text("DROP TABLE risk_blocks"))
-    shop = Shop(sqlite_store, cipher, risk_config([IP_BURST], on_error=on_error))
-    await shop.add(order("E1", ip="203.0.113.9"))
+        await conn.execute(text("DROP TABLE risk_credit_changes"))
+    scoring = {"name": "any-first", "kind": "first_order", "min_amount": 0, "action": "score -5"}
+    shop = Shop(sqlite_store, cipher, risk_config([scoring], on_error=on_error))
+    await shop.add(order("E1", contact="e1@example.com", amount="10"))
     await shop.drain()
     status, reason = (await shop.statuses())["E1"]
     if on_error == "hold":
         assert status is REVIEW and reason is not None
-        assert reason.startswith("risk: evaluation failed (StoreError: database error: no such table: risk_blocks")
+        assert reason.startswith("risk: evaluation failed (StoreError: database error: no such table: risk_credit_changes")
         assert shop.supplier.ledger == {}
     else:
         assert status is DELIVERED and len(shop.supplier.ledger) == 1
