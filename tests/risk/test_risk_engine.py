@@ -205,7 +205,9 @@ async def test_when_deciding_fails_on_error_holds_or_allows(
     status, reason = (await shop.statuses())["E1"]
     if on_error == "hold":
         assert status is REVIEW and reason is not None
-        assert reason.startswith("risk: evaluation failed (StoreError: database error: no such table: risk_credit_changes")
+        assert reason.startswith(
+            "risk: evaluation failed (StoreError: database error: no such table: risk_credit_changes"
+        )
         assert shop.supplier.ledger == {}
     else:
         assert status is DELIVERED and len(shop.supplier.ledger) == 1
