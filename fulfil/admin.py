@@ -23,6 +23,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from fulfil.aftersales import credit_book
 from fulfil.aftersales.desk import Desk
@@ -33,6 +34,7 @@ from fulfil.engine import Engine
 from fulfil.intake import MAX_REF_LENGTH, FieldError, order_from_fields, shown, validate_order
 from fulfil.render import order_to_dict
 from fulfil.storage import Store
+from fulfil.web import Console, PublicFigures, metrics_text
 from suppliers import values
 
 if TYPE_CHECKING:
@@ -46,8 +48,10 @@ MAX_BODY = 64 * 1024
 PUBLIC_PATHS = ("/healthz", "/openapi.json", "/aftersales")
 # Paths that carry their own authentication instead of the token: supplier callbacks (a signature), shop pushes
 # (an allowed address or the source's secret).
-# The buyer's after-sales endpoints carry the buyer's proof (the order's contact) under wrong-proof limits.
-PUBLIC_PREFIXES = ("/callbacks/", "/sources/", "/aftersales/")
+# The buyer's after-sales endpoints carry the buyer's proof (the order's contact) under wrong-proof limits;
+# the console (`/console/`) has its own login (fulfil/web/console.py); `/public/` is the storefront figures:
+# public on purpose, aggregate numbers only.
+PUBLIC_PREFIXES = ("/callbacks/", "/sources/", "/aftersales/", "/console/", "/public/")
 # A shop sends one push at most twice (dujiaoka: a retry after its 30 s timeout): one wake-up per order number.
 PUSH_DEDUP_SECONDS = 600.0
 PUSH_DEDUP_SIZE = 10_000
@@ -93,6 +97,8 @@ class AdminServer:
         self.token = env.get(config().http.token_env, "")
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.figures = PublicFigures(store, config, self.clock)
+        self.console = Console(store, config, self.clock, self.figures)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._auth])
@@ -104,6 +110,9 @@ class AdminServer:
         app.router.add_post("/callbacks/{supplier}", self.callback)
         app.router.add_post("/sources/{name}/push", self.source_push)
         self.aftersales.add_routes(app)
+        app.router.add_get("/public/products/{sku}/figures", self.figures.json)
+        app.router.add_get("/public/products/{sku}/figures.svg", self.figures.svg)
+        app.add_subapp("/console/", self.console.app())
         return app
 
     async def start(self, listen: str) -> None:
@@ -120,6 +129,7 @@ class AdminServer:
         log.info("admin.listening", extra={"host": host, "port": self.port})
 
     async def stop(self) -> None:
+        await self.console.slow.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -144,19 +154,8 @@ class AdminServer:
         return web.Response(body=openapi_document(), content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        lines = ["# TYPE fulfil_orders gauge"]
-        for status, count in sorted((await self.store.count_by_status()).items()):
-            lines.append(f'fulfil_orders{{status="{status}"}} {count}')
-        lines.append("# TYPE fulfil_stock_available gauge")
-        for sku, counts in sorted((await self.store.stock_counts()).items()):
-            lines.append(f'fulfil_stock_available{{sku="{sku}"}} {counts.available}')
-        lines.append("# TYPE fulfil_claims gauge")
-        by_status: dict[str, int] = {}
-        for claim in await self.store.list_claims():
-            by_status[claim.status.value] = by_status.get(claim.status.value, 0) + 1
-        for status, count in sorted(by_status.items()):
-            lines.append(f'fulfil_claims{{status="{status}"}} {count}')
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        body = await metrics_text(self.store, self.clock.now())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def add_order(self, request: web.Request) -> web.Response:
         try:

@@ -107,6 +107,19 @@ class HttpConfig(_Frozen):
     token_env: str = "FULFIL_ADMIN_TOKEN"
 
 
+class ConsoleConfig(_Frozen):
+    # How long a console login lasts; an operator logs in again after it.
+    session_ttl: Duration = 12 * 3600.0
+    # Failed logins allowed per client address (and per account name) in `login_window` before refusing.
+    login_attempts: int = Field(5, ge=1, le=1000)
+    login_window: Duration = 300.0
+
+
+class FiguresConfig(_Frozen):
+    # Fewer orders than this in the window: `enough_data: false` instead of a misleading number.
+    min_orders: int = Field(20, ge=1)
+
+
 class RetryConfig(_Frozen):
     budget: Duration = 30.0
     initial_backoff: Duration = 0.5
@@ -628,6 +641,8 @@ class Config(_Frozen):
     security: SecurityConfig = SecurityConfig()
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    figures: FiguresConfig = FiguresConfig()
     retry: RetryConfig = RetryConfig()
     ambiguity: AmbiguityConfig = AmbiguityConfig()
     cooldown: CooldownConfig = CooldownConfig()

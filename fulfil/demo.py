@@ -15,22 +15,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import shutil
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.console import Console as RichConsole
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from fulfil.admin import AdminServer
 from fulfil.app import build_engine, build_suppliers
 from fulfil.config import Config, config_from_data
 from fulfil.crypto import CardCipher, generate_key, load_card_key
 from fulfil.domain import AttemptRecord, AttemptState, NewOrder, OrderStatus, OrderView
+from fulfil.logs import setup_logging
 from fulfil.render import table
 from fulfil.storage import Store
+from fulfil.web.accounts import generate_password, hash_password
 from fulfil.worker import Worker
 from suppliers.sim.server import Simulator, running_sim
 from suppliers.taxonomy import Card
@@ -126,13 +136,16 @@ EXPECTED_RISK = {"held": FLOOD - 5 + 1, "refused": 1}  # the flood's extra order
 def demo_orders(count: int, rng: random.Random) -> list[NewOrder]:
     orders = []
     for i in range(count):
+        contact = f"buyer{i % 97}@example.com"  # what support would be told: try it in the console's search
         ip = f"198.51.{i // 250}.{i % 250 + 1}"  # every ordinary buyer on an address of their own
         if rng.random() < 0.15:
             account = f"{rng.randrange(10**8, 10**9)}"
-            orders.append(NewOrder(f"demo-{i:05d}", DIRECT_SKU, 1, account=account, ip=ip))
+            orders.append(NewOrder(f"demo-{i:05d}", DIRECT_SKU, 1, account=account, contact=contact, ip=ip))
         else:
             qty = rng.choice((1, 1, 1, 2, 3))
-            orders.append(NewOrder(f"demo-{i:05d}", CARD_SKU, qty, amount=Decimal("100"), ip=ip))
+            orders.append(
+                NewOrder(f"demo-{i:05d}", CARD_SKU, qty, amount=Decimal("100"), contact=contact, ip=ip)
+            )
     return orders
 
 
@@ -175,8 +188,17 @@ class DemoResult:
 
 
 async def run_demo(
-    orders: int = 300, stock: int = 60, seed: int = 2026, out: TextIO = sys.stdout
+    orders: int = 300,
+    stock: int = 60,
+    seed: int = 2026,
+    out: TextIO = sys.stdout,
+    *,
+    port: int = 8089,
+    linger: Callable[[], Awaitable[None]] | None = None,
+    on_serving: Callable[[DemoConsole], Awaitable[None]] | None = None,
 ) -> DemoResult:
+    """The demo end to end. `linger` is awaited before shutting down (make demo: until Enter, so the console
+    can be looked at); `on_serving` is called once the console answers (tests scrape it)."""
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="fulfil-demo-"))
     try:
@@ -184,81 +206,138 @@ async def run_demo(
             running_sim(_scenario(PRIMARY_FAULTS, seed)) as primary,
             running_sim(_scenario([], seed + 1)) as backup,
         ):
-            return await _run(workdir, primary, backup, orders, stock, rng, out)
+            run = _Run(workdir, primary, backup, orders, stock, rng, out, port, linger, on_serving)
+            return await run.go()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _run(
-    workdir: Path,
-    primary: Simulator,
-    backup: Simulator,
-    count: int,
-    stock: int,
-    rng: random.Random,
-    out: TextIO,
-) -> DemoResult:
-    url = f"sqlite:///{workdir / 'fulfil.db'}"
-    config = demo_config(url, primary.gateway_url, backup.gateway_url)
-    cipher = CardCipher(load_card_key(None, {"FULFIL_CARD_KEY": generate_key()}))
-    await asyncio.to_thread(Store.upgrade, url)
-    store = await Store.open(url, cipher)
-    suppliers = build_suppliers(config, store)
-    try:
-        now = datetime.now(UTC)
-        await store.import_stock(CARD_SKU, demo_stock(stock, rng), now)
-        await store.risk_block("contact", BLOCKED_CONTACT, "stolen cards", None, "demo", now)
-        await store.set_credit("user", LOW_CREDIT_USER, 55, "chargeback", "demo", now)
-        await store.add_orders(demo_orders(count, rng) + risky_orders(), now)
-        print(
-            f"fulfil demo: {count} paid orders, {stock} keys in local stock, two simulated Fulu suppliers",
-            file=out,
-        )
-        print(
-            f"  primary {primary.url}  (loses answers, system errors, invalid keys, refused connections)",
-            file=out,
-        )
-        print(f"  backup  {backup.url}  (clean)", file=out)
-        print(
-            f"  and {FLOOD + 2} risky orders: {FLOOD} from one address, a blocked contact, a buyer at credit 55",
-            file=out,
-        )
-        engine = build_engine(config, store, cipher, suppliers)
-        worker = Worker(store, engine, config)
-        started = asyncio.get_running_loop().time()
-        task = asyncio.create_task(worker.run())
-        statuses = await _progress(store, count + FLOOD + 2, out)
-        worker.stop()
-        await task
-        elapsed = asyncio.get_running_loop().time() - started
-        views = await store.list_orders()
-        result = _reconcile(views, statuses, elapsed, {"fulu-primary": primary, "fulu-backup": backup})
-        _summary(result, views, out)
-        return result
-    finally:
-        for supplier in suppliers.values():
-            await supplier.aclose()
-        await store.close()
+@dataclass(frozen=True)
+class DemoConsole:
+    url: str
+    operator: str
+    password: str
+    metrics_token: str
+    db_url: str
 
 
-async def _progress(store: Store, total: int, out: TextIO, limit: float = 300.0) -> Counter[str]:
-    tty = out.isatty()
+class _Run:
+    def __init__(
+        self,
+        workdir: Path,
+        primary: Simulator,
+        backup: Simulator,
+        count: int,
+        stock: int,
+        rng: random.Random,
+        out: TextIO,
+        port: int,
+        linger: Callable[[], Awaitable[None]] | None,
+        on_serving: Callable[[DemoConsole], Awaitable[None]] | None,
+    ) -> None:
+        self.workdir, self.primary, self.backup = workdir, primary, backup
+        self.count, self.stock, self.rng, self.out = count, stock, rng, out
+        self.port, self.linger, self.on_serving = port, linger, on_serving
+
+    async def go(self) -> DemoResult:
+        url = f"sqlite:///{self.workdir / 'fulfil.db'}"
+        config = demo_config(url, self.primary.gateway_url, self.backup.gateway_url)
+        cipher = CardCipher(load_card_key(None, {"FULFIL_CARD_KEY": generate_key()}))
+        await asyncio.to_thread(Store.upgrade, url)
+        store = await Store.open(url, cipher)
+        suppliers = build_suppliers(config, store)
+        admin: AdminServer | None = None
+        try:
+            now = datetime.now(UTC)
+            await store.import_stock(CARD_SKU, demo_stock(self.stock, self.rng), now)
+            await store.risk_block("contact", BLOCKED_CONTACT, "stolen cards", None, "demo", now)
+            await store.set_credit("user", LOW_CREDIT_USER, 55, "chargeback", "demo", now)
+            engine = build_engine(config, store, cipher, suppliers)
+            worker = Worker(store, engine, config)
+            token = secrets.token_urlsafe(16)
+            admin = AdminServer(store, engine, lambda: config, environ={"FULFIL_ADMIN_TOKEN": token})
+            console = await self._serve(admin, store, token, now, url)
+            self._intro(console)
+            await store.add_orders(demo_orders(self.count, self.rng) + risky_orders(), now)
+            if self.on_serving is not None:
+                await self.on_serving(console)
+            started = asyncio.get_running_loop().time()
+            task = asyncio.create_task(worker.run())
+            statuses = await _progress(store, now, self.out)
+            worker.stop()
+            await task
+            elapsed = asyncio.get_running_loop().time() - started
+            views = await store.list_orders()
+            sims = {"fulu-primary": self.primary, "fulu-backup": self.backup}
+            result = _reconcile(views, statuses, elapsed, sims)
+            _summary(result, views, self.out)
+            if self.linger is not None:
+                print(f"\nThe console is still up at {console.url} — press Enter to stop.", file=self.out, flush=True)
+                await self.linger()
+            return result
+        finally:
+            if admin is not None:
+                await admin.stop()
+            for supplier in suppliers.values():
+                await supplier.aclose()
+            await store.close()
+
+    async def _serve(self, admin: AdminServer, store: Store, token: str, now: datetime, db_url: str) -> DemoConsole:
+        try:
+            await admin.start(f"127.0.0.1:{self.port}")
+        except OSError:  # the port is taken (another demo, a daemon): any free one
+            await admin.start("127.0.0.1:0")
+        password = generate_password()
+        await store.add_operator("demo", "admin", hash_password(password), "demo", now)
+        return DemoConsole(f"http://127.0.0.1:{admin.port}/console/", "demo", password, token, db_url)
+
+    def _intro(self, console: DemoConsole) -> None:
+        out = self.out
+        print(f"fulfil demo: {self.count} paid orders, {self.stock} keys in local stock, two simulated Fulu suppliers",
+              file=out)
+        print(f"  primary {self.primary.url}  (loses answers, system errors, invalid keys, refused connections)",
+              file=out)
+        print(f"  backup  {self.backup.url}  (clean)", file=out)
+        print(f"  and {FLOOD + 2} risky orders: {FLOOD} from one address, a blocked contact, a buyer at credit 55",
+              file=out)
+        print(f"  console {console.url}  login: {console.operator} / {console.password}  (this run only;"
+              " find orders by the buyer's contact, e.g. buyer7@example.com)", file=out)
+        metrics = console.url.replace("/console/", "/metrics")
+        print(f"  metrics curl -H 'Authorization: Bearer {console.metrics_token}' {metrics}", file=out, flush=True)
+
+
+async def _progress(store: Store, since: datetime, out: TextIO, limit: float = 300.0) -> Counter[str]:
+    """A live view (rich) of orders by status, each supplier's attempt outcomes and the claims, until no order
+    is open; on a terminal it redraws in place, elsewhere it prints the final view once."""
     loop = asyncio.get_running_loop()
-    deadline, last_line = loop.time() + limit, 0.0
-    while True:
-        counts = Counter(await store.count_by_status())
-        open_ = counts[OrderStatus.PENDING.value] + counts[OrderStatus.PROCESSING.value]
-        line = "  " + "  ".join(f"{s.value} {counts[s.value]:>4}" for s in OrderStatus)
-        if tty:
-            print("\r" + line, end="", file=out, flush=True)
-        elif loop.time() - last_line >= 2.0 or open_ == 0:
-            print(line, file=out, flush=True)
-            last_line = loop.time()
-        if open_ == 0 or loop.time() > deadline:
-            if tty:
-                print(file=out)
-            return Counter({k: v for k, v in counts.items() if v})
-        await asyncio.sleep(0.25)
+    deadline = loop.time() + limit
+    console = RichConsole(file=out)
+    with Live(console=console, refresh_per_second=4, transient=False, auto_refresh=False) as live:
+        while True:
+            counts = Counter(await store.count_by_status())
+            outcomes = await store.attempt_outcomes(since)
+            claims = await store.claim_counts(since)
+            live.update(_view(counts, outcomes, claims), refresh=True)
+            open_ = counts[OrderStatus.PENDING.value] + counts[OrderStatus.PROCESSING.value]
+            if open_ == 0 or loop.time() > deadline:
+                return Counter({k: v for k, v in counts.items() if v})
+            await asyncio.sleep(0.25)
+
+
+def _view(
+    counts: Counter[str], outcomes: dict[tuple[str, str, str | None], int], claims: dict[tuple[str, str], int]
+) -> Group:
+    statuses = Table(title="orders", title_justify="left")
+    for status in OrderStatus:
+        statuses.add_column(status.value, justify="right")
+    statuses.add_row(*(str(counts[s.value]) for s in OrderStatus))
+    suppliers = Table("supplier", "state", "error class", "attempts", title="attempts", title_justify="left")
+    for (supplier, state, error), n in sorted(outcomes.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        suppliers.add_row(supplier, state, error or "", str(n))
+    owed = Table("supplier", "reason", "claims", title="claims", title_justify="left")
+    for (supplier, reason), n in sorted(claims.items()):
+        owed.add_row(supplier, reason, str(n))
+    return Group(statuses, suppliers, owed)
 
 
 def _reconcile(
@@ -331,8 +410,19 @@ def _summary(result: DemoResult, views: list[OrderView], out: TextIO) -> None:
     print(f"\n{verdict}; {books}.", file=out)
 
 
-def main(orders: int = 300) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        result = asyncio.run(run_demo(orders))
-        return 0 if result.all_delivered and result.reconciled else 1
+def main(orders: int = 300, *, log_dir: Path | None = None) -> int:
+    """`fulfil demo`: JSON log lines go to a file (its path printed), the terminal shows the live view; on a
+    terminal the console stays up after the summary until Enter."""
+    log_path = Path(tempfile.mkstemp(prefix="fulfil-demo-", suffix=".log", dir=log_dir)[1])
+    with log_path.open("a", encoding="utf-8") as log_file:
+        setup_logging("json", "INFO", stream=log_file)
+        print(f"fulfil demo: log lines go to {log_path}", flush=True)
+        linger = _wait_for_enter if sys.stdin.isatty() and sys.stdout.isatty() else None
+        with contextlib.suppress(KeyboardInterrupt):
+            result = asyncio.run(run_demo(orders, linger=linger))
+            return 0 if result.all_delivered and result.reconciled else 1
     return 130
+
+
+async def _wait_for_enter() -> None:
+    await asyncio.to_thread(sys.stdin.readline)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from fulfil import failpoints
+from fulfil import failpoints, metrics
 from fulfil.batching import BatchLoader
 from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config, ProductConfig
@@ -194,6 +194,7 @@ class Engine:
                 return
             if await self._try_offer(run, offers[0]) is Step.DONE:
                 return
+            metrics.FAILOVERS.labels(offers[0].supplier).inc()
             settled = True
 
     async def _load_contexts(self, order_ids: Sequence[int]) -> dict[int, tuple[WorkContext, Cooldowns]]:
@@ -244,6 +245,7 @@ class Engine:
             return await self._call(supplier, "place", self._request(run, attempt, offer, timeout))
 
         def on_retry(outcome: Outcome, wait: float) -> None:
+            metrics.RETRIES.labels(supplier.name).inc()
             log.info("attempt.retry", extra={**_ctx(run, attempt), "wait": round(wait, 3), **_code(outcome)})
 
         outcome = await place_with_budget(
@@ -260,7 +262,9 @@ class Engine:
         fn = supplier.place if what == "place" else supplier.query
         outcome = await fn(request)
         ok = outcome.state is not OrderState.ERROR
-        self.health.record(supplier.name, ok, self.clock.monotonic() - start, self.clock.now())
+        elapsed = self.clock.monotonic() - start
+        metrics.supplier_call(supplier.name, ok, elapsed)
+        self.health.record(supplier.name, ok, elapsed, self.clock.now())
         return outcome
 
     async def _handle(
@@ -531,7 +535,7 @@ class Engine:
 
     async def _succeeded(self, run: Run, attempt: AttemptRecord, offer: Offer | None, outcome: Outcome) -> Step:
         if outcome.delivered_in_store:  # local stock: the goods moved inside the store's own transaction
-            log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
+            self._delivered(run, attempt, run.order.qty)
             return Step.DONE
         receipt = await self._write_receipt(attempt, receipt_kind(outcome, run.product.kind), outcome)
         await failpoints.pause("after_receipt")
@@ -584,7 +588,7 @@ class Engine:
             return await self._charged_no_goods(run, attempt, offer, receipt)
         if run.product.kind == "direct":
             await self.store.deliver(run.order.id, run.owner, attempt.id, (), now)
-            log.info("order.delivered", extra={**_ctx(run, attempt), "qty": run.order.qty})
+            self._delivered(run, attempt, run.order.qty)
             return Step.DONE
         # Judged first without asking the database which keys were delivered before: the delivery's unique
         # fingerprint refuses those (DuplicateCard, judged again below), and a batch failing for another
@@ -605,7 +609,7 @@ class Engine:
                 verdict = await self._verdict(receipt.cards, attempt.qty, run.product, known)
             else:
                 self._keys_seen(attempt, offer, valid=True)
-                log.info("order.delivered", extra={**_ctx(run, attempt), "qty": len(verdict.valid)})
+                self._delivered(run, attempt, len(verdict.valid))
                 return Step.DONE
         return await self._invalid_batch(run, attempt, offer, receipt, verdict)
 
@@ -723,8 +727,10 @@ class Engine:
     ) -> AttemptRecord:
         error = error_class or (outcome.error.value if outcome and outcome.error else None)
         if receipt is not None:  # the facts were written with the receipt; the evidence keeps the answer
-            return await self.store.mark_attempt(attempt.id, state, self.clock.now(), error_class=error)
-        return await self.store.mark_attempt(
+            marked = await self.store.mark_attempt(attempt.id, state, self.clock.now(), error_class=error)
+            metrics.attempt_final(attempt.supplier, state.value, error)
+            return marked
+        marked = await self.store.mark_attempt(
             attempt.id,
             state,
             self.clock.now(),
@@ -732,6 +738,12 @@ class Engine:
             supplier_order_id=outcome.supplier_order_id if outcome else None,
             evidence={**attempt.evidence, **outcome.evidence.as_dict()} if outcome else None,
         )
+        metrics.attempt_final(attempt.supplier, state.value, error)
+        return marked
+
+    def _delivered(self, run: Run, attempt: AttemptRecord, qty: int) -> None:
+        metrics.order_finished("delivered", run.order.sku, (self.clock.now() - run.order.created_at).total_seconds())
+        log.info("order.delivered", extra={**_ctx(run, attempt), "qty": qty})
 
     async def _finish(self, order: Order, owner: str, status: OrderStatus, reason: str) -> None:
         now = self.clock.now()
@@ -739,6 +751,7 @@ class Engine:
             await self._draft_claims(order)
         await self.store.finish_order(order.id, owner, status, reason, now)
         await self.store.record_event(f"order.{status.value}", now, order_id=order.id, data={"reason": reason})
+        metrics.order_finished(status.value, order.sku, None)
         level = logging.WARNING if status is OrderStatus.REVIEW else logging.INFO
         log.log(level, f"order.{status.value}", extra={"order": order.ref, "reason": reason})
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "aftersales": "fulfil.cli.aftersales_cmd:aftersales",
     "reissues": "fulfil.cli.aftersales_cmd:reissues",
     "evidence": "fulfil.cli.aftersales_cmd:evidence",
+    "operators": "fulfil.cli.operators:operators",
     "risk": "fulfil.cli.risk:risk",
 }
 # Commands other modules provide; absent until those modules exist.

@@ -68,6 +68,12 @@ async def _gather(store: Store, config: Config, now: datetime) -> _Report:
     return _Report(now, health, await store.cooldown_list(now), windows, offers, score_window)
 
 
+async def supplier_rows(store: Store, config: Config, now: datetime) -> list[dict[str, Any]]:
+    """What `fulfil suppliers --json` lists, for the console's suppliers page."""
+    report = await _gather(store, config, now)
+    return [_supplier_dict(name, config, report) for name in _names(config, report)]
+
+
 def _names(config: Config, report: _Report) -> list[str]:
     configured = [s.name for s in config.suppliers]
     return configured + sorted(set(report.health) - set(configured))

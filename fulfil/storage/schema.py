@@ -511,3 +511,49 @@ reissues = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_reissues_created", "created_at"),
 )
+
+# --- console (migration 0009) ------------------------------------------------------------------------------
+
+# Support finds an order by the e-mail or phone the buyer gives through `contact_hash` (migration 0007), without
+# decrypting a single row.
+# The console's searches and figures: by account, by day, a product's deliveries, end states by time.
+Index("ix_orders_account", orders.c.account)
+Index("ix_orders_created", orders.c.created_at)
+Index("ix_orders_sku_delivered", orders.c.sku, orders.c.delivered_at)
+Index("ix_orders_status_updated", orders.c.status, orders.c.updated_at)
+# A search by status, newest first: a range of this index, not a walk of every order for a rare status.
+Index("ix_orders_status_created", orders.c.status, orders.c.created_at)
+Index("ix_attempts_supplier_order_id", attempts.c.supplier_order_id)
+# An order's notifications, for its timeline.
+Index("ix_outbox_order", outbox.c.order_id)
+# Orders a person acted on (not automatic): the few events with an operator, by order.
+Index(
+    "ix_events_operator",
+    events.c.order_id,
+    sqlite_where=events.c.operator.isnot(None),
+    postgresql_where=events.c.operator.isnot(None),
+)
+
+# Named console accounts (`fulfil operators add|list|disable`); the password as an argon2 hash.
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer | agent | admin
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime),
+    Column("last_login_at", UTCDateTime),
+)
+
+# A console login: the cookie's token is kept only as its SHA-256, with the CSRF token its forms carry.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("operator", String(64), ForeignKey("operators.name"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_console_sessions_expires", "expires_at"),
+)

@@ -18,8 +18,10 @@ from fulfil.storage.store_attempts import AttemptOps
 from fulfil.storage.store_blocks import BlockOps
 from fulfil.storage.store_case_actions import CaseActionOps
 from fulfil.storage.store_claims import ClaimOps
+from fulfil.storage.store_console import ConsoleOps
 from fulfil.storage.store_held import HeldOps
 from fulfil.storage.store_notify import NotifyOps
+from fulfil.storage.store_operators import OperatorOps
 from fulfil.storage.store_orders import OrderOps
 from fulfil.storage.store_parking import ParkingOps
 from fulfil.storage.store_quality import QualityOps
@@ -50,6 +52,8 @@ class Store(
     WorkOps,
     NotifyOps,
     SourceOps,
+    ConsoleOps,
+    OperatorOps,
 ):
     """Orders, attempts, deliveries, stock, held keys, claims, events, cool-downs, supplier quality and shop
     sources' records, on SQLite or PostgreSQL."""

@@ -8,8 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fulfil import metrics
 from fulfil.domain import CLAIM_TRANSITIONS, OPEN_ATTEMPT_STATES, ClaimReason, ClaimRecord, ClaimStatus, OrderStatus
 from fulfil.storage.base import StoreBase
 from fulfil.storage.errors import InvalidTransition, NotFound
@@ -61,8 +63,10 @@ async def claims_query(
     supplier: str | None = None,
     status: str | None = None,
     since: datetime | None = None,
+    newest: int | None = None,
 ) -> list[ClaimRecord]:
-    """Claims with what a claim shows of its order and attempt, oldest first; None filters are ignored."""
+    """Claims with what a claim shows of its order and attempt, oldest first; None filters are ignored.
+    `newest`: only the last so many (still oldest first)."""
     stmt = (
         select(
             claims,
@@ -87,6 +91,9 @@ async def claims_query(
             stmt = stmt.where(column == value)
     if since is not None:
         stmt = stmt.where(claims.c.created_at >= since)
+    if newest is not None:
+        stmt = stmt.order_by(None).order_by(claims.c.id.desc()).limit(newest)
+        return [_claim_from_row(row) for row in reversed((await conn.execute(stmt)).all())]
     return [_claim_from_row(row) for row in await conn.execute(stmt)]
 
 
@@ -132,7 +139,10 @@ class ClaimOps(StoreBase):
                     supplier=attempt.supplier,
                     data={"claim_no": claim_no, "reason": reason.value, "amount": amount, "qty": qty},
                 )
-            return (await claims_query(conn, attempt_id=attempt_id, reason=reason.value))[0]
+            found = (await claims_query(conn, attempt_id=attempt_id, reason=reason.value))[0]
+        if claim_id is not None:  # counted once committed, and only by the daemon that wrote it
+            metrics.claim_opened(found.supplier, found.reason.value)
+        return found
 
     async def update_claim_evidence(self, claim_no: str, evidence: dict[str, Any], now: datetime) -> None:
         """Merge more evidence into a claim (keys given replace keys there)."""
@@ -279,7 +289,14 @@ class ClaimOps(StoreBase):
             "reason": reason,
             "updated_at": now,
         }
-        stmt = self._upsert(cooldowns, values, ["supplier", "product_id"])
+        insert_ = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert_(cooldowns).values(**values)
+        # An operator's pause (the console) is lifted by a resume only, never shortened by a supplier's trouble.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["supplier", "product_id"],
+            set_={k: v for k, v in values.items() if k not in ("supplier", "product_id")},
+            where=cooldowns.c.reason.not_like("paused by %"),
+        )
         async with self._write() as conn:
             await conn.execute(stmt)
 

@@ -203,7 +203,8 @@ class OrderOps(StoreBase):
             await conn.execute(
                 update(orders)
                 .where(orders.c.id == order_id)
-                .values(status=status.value, reason=reason, lease_owner=None, lease_expires=None)
+                # updated_at: when it ended (the console's windows and the review queue's waiting time)
+                .values(status=status.value, reason=reason, lease_owner=None, lease_expires=None, updated_at=now)
             )
             await self._event(conn, f"order.{status.value}", now, order_id=order_id, data={"reason": reason})
             data = {"status": status.value, "reason": reason}

@@ -160,7 +160,10 @@ async def test_lookup_masks_keys_unless_asked(
     assert revealed.json()["cards"][0]["password"] == key
     assert (await client.get("/orders/nope", headers=AUTH)).status_code == 404
     metrics = (await client.get("/metrics", headers=AUTH)).text
-    assert 'fulfil_orders{status="delivered"} 1' in metrics
+    # The scrape reads what is waiting, not every order: nothing waits, the one key is gone, a delivery happened.
+    assert 'fulfil_queue_depth{queue="pending"} 0.0' in metrics
+    assert 'fulfil_stock_available{sku="steam"}' not in metrics
+    assert "fulfil_last_delivery_age_seconds -1.0" not in metrics and "fulfil_last_delivery_age_seconds " in metrics
 
 
 async def test_callbacks_are_checked_by_signature(admin: tuple[AdminServer, httpx.AsyncClient]) -> None:

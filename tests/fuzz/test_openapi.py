@@ -41,6 +41,8 @@ def _app_routes() -> set[tuple[str, str]]:
     routes: set[tuple[str, str]] = set()
     for resource in server.app().router.resources():
         info = resource.get_info()
+        if "app" in info:  # the console (/console/): HTML pages with their own login, not this JSON API
+            continue
         path = info.get("path") or info["formatter"]
         for route in resource:
             if route.method != "HEAD":  # aiohttp adds HEAD beside every GET
