@@ -67,7 +67,8 @@ async def test_traffic_follows_score(tmp_path: Path, cipher: CardCipher) -> None
             scores = {name: run.quality.score_of(name) for name in ("good", "poor")}
             views = await run.store.list_orders()
 
-    assert Counter(v.order.status for v in views) == {OrderStatus.DELIVERED: ORDERS}
+    stuck = [(v.order.ref, v.order.reason) for v in views if v.order.status is not OrderStatus.DELIVERED]
+    assert Counter(v.order.status for v in views) == {OrderStatus.DELIVERED: ORDERS}, f"not delivered: {stuck}"
     first = Counter(min(v.attempts, key=lambda a: a.id).supplier for v in views)
     observed = first["good"] / ORDERS
 
