@@ -246,3 +246,12 @@ class ReissueOps(StoreBase):
                 .order_by(reissues.c.id)
             )
             return list(found.scalars())
+
+    async def order_skus(self, order_ids: list[int]) -> dict[int, str]:
+        """The sku of each order (the after-sales queues show a case's product)."""
+        out: dict[int, str] = {}
+        async with self._read() as conn:
+            for part in chunks(sorted(set(order_ids))):
+                for order_id, sku in await conn.execute(select(orders.c.id, orders.c.sku).where(orders.c.id.in_(part))):
+                    out[int(order_id)] = str(sku)
+        return out
