@@ -232,9 +232,12 @@ class OrderOps(StoreBase):
             return await self._views(conn, rows)
 
     async def count_by_status(self) -> dict[str, int]:
+        """Original orders by status: a reissue (a child order, `reissue_of`) is not a sale."""
         counts = {status.value: 0 for status in OrderStatus}
         async with self._read() as conn:
-            result = await conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+            result = await conn.execute(
+                select(orders.c.status, func.count()).where(orders.c.reissue_of.is_(None)).group_by(orders.c.status)
+            )
             for status, count in result:
                 counts[status] = count
         return counts

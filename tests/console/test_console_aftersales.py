@@ -5,36 +5,12 @@ order page's cases and reissues. Real store (SQLite and PostgreSQL), real engine
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fulfil.admin import AdminServer
-from fulfil.aftersales.model import Case, Problem, Report
 from fulfil.crypto import CardCipher
 from fulfil.storage import Store
-from tests.aftersales.askit import Shop, make_shop
-from tests.console.consolekit import add_operator, browser
-
-
-@asynccontextmanager
-async def console_of(shop: Shop) -> AsyncIterator[AdminServer]:
-    server = AdminServer(shop.store, shop.harness.engine, lambda: shop.config, environ={}, desk=shop.desk)
-    await server.start("127.0.0.1:0")
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-async def l2_case(shop: Shop, ref: str) -> Case:
-    """A delivered order and a report L1 cannot settle (`other`): an open L2 case."""
-    await shop.delivered_order(ref)
-    found = await shop.store.order_for_proof(ref)
-    assert found is not None
-    case = (await shop.desk.report(found[0], found[1], Report(Problem.OTHER, (), "help"), reporter="buyer")).case
-    assert (str(case.level), str(case.status)) == ("L2", "open") and case.due_at is not None
-    return case
+from tests.aftersales.askit import make_shop
+from tests.console.consolekit import add_operator, browser, console_of, l2_case
 
 
 def section(page: str, name: str) -> str:
