@@ -28,6 +28,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from fulfil import render
+from fulfil.aftersales import stats
 from fulfil.aftersales.desk import Desk
 from fulfil.aftersales.model import Action, Level
 from fulfil.clock import Clock
@@ -314,8 +315,15 @@ class Console:
         for key, at in await self.store.recent_alerts(now - timedelta(hours=1)):
             kind, _, subject = key.partition(":")
             alerts.append({"kind": kind, "subject": subject, "at": at})
+        # Cases opened in each window over the original orders delivered in it (reissues are not sales).
+        aftersales = {
+            key: stats.aftersales_rate(await self.store.case_figures(since, now), windows[key].delivered)
+            for key, since in (("today", today), ("7d", window_start(now, 7)))
+        }
         return {
             "windows": windows,
+            "aftersales": aftersales,
+            "case_queues": await self.store.case_queue_depth(),
             "backlog": backlog,
             "review_limit": review_limit,
             "alerts": alerts,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from fulfil.aftersales.model import Action, Problem, Report
 from fulfil.crypto import CardCipher
 from fulfil.storage import Store
 from tests.aftersales.askit import make_shop
@@ -87,3 +88,35 @@ async def test_a_viewer_sees_the_case_queues_but_cannot_act(store: Store, cipher
     after = await store.get_case(case.case_no)
     assert after is not None and (str(after.status), str(after.level), after.reissue_refs) == ("open", "L2", ())
     assert [e for e in await store.events() if e.name.startswith("aftersales.") and e.operator in ("vic", "amy")] == []
+
+
+def _dd(page: str, pattern: str) -> str:
+    found = re.search(pattern, page, re.S)
+    assert found, f"{pattern} not on the page"
+    return re.sub(r"<[^>]+>", "", found.group(1)).strip()
+
+
+async def test_the_overview_shows_the_aftersales_rate_and_the_case_queues(store: Store, cipher: CardCipher) -> None:
+    """Four sales; a bad key (L1 reissue with a claim on the supplier), two cases for a person, one escalated:
+    3 cases / 4 delivered, 1 of 3 caused by a supplier, one case waiting at L2 and one at L3."""
+    shop = make_shop(store, cipher)
+    now = datetime.now(UTC)
+    await add_operator(store, "val", "viewer", now)
+    bad = await shop.delivered_order("ov-1")
+    found = await store.order_for_proof("ov-1")
+    assert found is not None
+    report = Report(Problem.KEY_INVALID, (bad.cards[0].password,))
+    assert (await shop.desk.report(found[0], found[1], report, reporter="buyer")).case.reissue_refs
+    await shop.run_pending()  # the reissue is delivered: not a fourth sale
+    await l2_case(shop, "ov-2")
+    up = await l2_case(shop, "ov-3")
+    await shop.delivered_order("ov-4")
+    await shop.desk.act(up.case_no, Action.ESCALATE, None, "amy")
+    async with console_of(shop) as server, browser(server, "val") as b:
+        page = (await b.client.get("/console/")).text
+    for window in ("today", "7d"):
+        card = _dd(page, rf'id="window-{window}">(.*?)</section>')
+        assert "75.0% (3 / 4)" in card, card
+        assert "Caused by suppliers33.3%" in card, card
+    assert _dd(page, r'id="case-queue-L2">(.*?)</dd>').startswith("1 · oldest")
+    assert _dd(page, r'id="case-queue-L3">(.*?)</dd>').startswith("1 · oldest")
