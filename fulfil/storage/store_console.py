@@ -19,6 +19,7 @@ from sqlalchemy import Float, and_, cast, delete, exists, func, literal_column, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from fulfil.aftersales.model import CLOCK, SYSTEM
 from fulfil.domain import ClaimRecord, ClaimStatus, OrderStatus, OrderView
 from fulfil.storage.base import StoreBase
 from fulfil.storage.schema import (
@@ -45,7 +46,9 @@ _FAILED = OrderStatus.FAILED.value
 _ORIGINAL = orders.c.reissue_of.is_(None)  # a sale, not an after-sales reissue (a child order)
 # Events with an operator that are not an action on the order: moving a claim along is bookkeeping with the
 # supplier, and looking at a key is not fulfilling it.
-NOT_ACTIONS = ("claim.%",)
+NOT_ACTIONS = ("claim.%", "aftersales.opened", "aftersales.repeated")  # bookkeeping and a buyer's report
+# After-sales writes its automatic steps with these as the operator: L1's decisions and the clock's escalations.
+MACHINE_ACTORS = ("L1", SYSTEM, CLOCK)
 REVEAL_EVENT = "order.revealed"
 # A pause is a cool-down no end of a supplier's trouble can shorten.
 PAUSE_PREFIX = "paused by "
@@ -160,13 +163,15 @@ def _day(dialect: str, column: Any) -> ColumnElement[Any]:
 
 
 def person_acted(order_id: Any) -> ColumnElement[bool]:
-    """An order a person acted on: any event on it with an operator, but claim bookkeeping and reveals."""
+    """An order a person acted on: any event on it with an operator, but claim bookkeeping, reveals, a buyer's
+    after-sales report and after-sales' automatic steps."""
     return exists(
         select(literal_column("1"))
         .select_from(events)
         .where(
             events.c.order_id == order_id,
             events.c.operator.isnot(None),
+            events.c.operator.notin_(MACHINE_ACTORS),
             events.c.name != REVEAL_EVENT,
             *[events.c.name.not_like(pattern) for pattern in NOT_ACTIONS],
         )
@@ -307,6 +312,7 @@ class ConsoleOps(StoreBase):
             select(events.c.order_id)
             .where(
                 events.c.operator.isnot(None),
+                events.c.operator.notin_(MACHINE_ACTORS),
                 events.c.order_id.isnot(None),
                 events.c.name != REVEAL_EVENT,
                 *[events.c.name.not_like(pattern) for pattern in NOT_ACTIONS],

@@ -118,5 +118,7 @@ async def test_the_overview_shows_the_aftersales_rate_and_the_case_queues(store:
         card = _dd(page, rf'id="window-{window}">(.*?)</section>')
         assert "75.0% (3 / 4)" in card, card
         assert "Caused by suppliers33.3%" in card, card
+        # a buyer's report and L1's reissue are not a person acting; amy's escalation is: 3 of 4 automatic
+        assert "Automation rate75.0%" in card, card
     assert _dd(page, r'id="case-queue-L2">(.*?)</dd>').startswith("1 · oldest")
     assert _dd(page, r'id="case-queue-L3">(.*?)</dd>').startswith("1 · oldest")
