@@ -98,7 +98,7 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.figures = PublicFigures(store, config, self.clock)
-        self.console = Console(store, config, self.clock, self.figures)
+        self.console = Console(store, config, self.clock, self.figures, desk)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._auth])

@@ -103,6 +103,7 @@ class Desk:
         config = self.config()
         now = self.clock.now()
         case = await self.store.act_on_case(case_no, action, note, operator, config.aftersales, now)
+        await failpoints.pause("aftersales_acted")  # tests: a kill lands after the action's commit, before the answer
         if action is Action.REJECT:
             # Abusive reports cost the buyer credit (the risk wing's record, or an event until it is wired).
             reason = f"after-sales case {case_no} rejected: {note or 'no note'}"

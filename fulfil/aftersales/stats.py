@@ -3,7 +3,8 @@
 - automation rate: of the cases closed, the share closed at L1 (no person involved);
 - handling time per level: report to close, p50 / p95 in seconds, by the level a case closed at;
 - supplier-caused share: of all cases, those that ended with a claim against a supplier;
-- reissue cost recovered: what reissues cost, and what accepted or settled claims recover of it.
+- reissue cost recovered: what reissues cost, and what accepted or settled claims recover of it;
+- after-sales rate (the console's overview): cases opened ÷ orders delivered in the same window.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def figures(cases: Sequence[CaseFigure]) -> dict[str, Any]:
         "reissue_cost": str(cost.quantize(Decimal("0.01"))),
         "recovered": str(recovered.quantize(Decimal("0.01"))),
         "recovered_share": _share_money(recovered, cost),
+    }
+
+
+def aftersales_rate(cases: Sequence[CaseFigure], delivered: int) -> dict[str, Any]:
+    """The overview's after-sales figures for one window: `delivered` counts original orders only."""
+    return {
+        "opened": len(cases),
+        "delivered": delivered,
+        "rate": _share(len(cases), delivered),
+        "supplier_caused_share": _share(sum(1 for c in cases if c.supplier_caused), len(cases)),
     }
 
 

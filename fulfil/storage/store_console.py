@@ -19,6 +19,7 @@ from sqlalchemy import Float, and_, cast, delete, exists, func, literal_column, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from fulfil.aftersales.model import CLOCK, SYSTEM
 from fulfil.domain import ClaimRecord, ClaimStatus, OrderStatus, OrderView
 from fulfil.storage.base import StoreBase
 from fulfil.storage.schema import (
@@ -42,9 +43,12 @@ from fulfil.storage.types import EventRecord
 
 _DELIVERED = OrderStatus.DELIVERED.value
 _FAILED = OrderStatus.FAILED.value
+_ORIGINAL = orders.c.reissue_of.is_(None)  # a sale, not an after-sales reissue (a child order)
 # Events with an operator that are not an action on the order: moving a claim along is bookkeeping with the
 # supplier, and looking at a key is not fulfilling it.
-NOT_ACTIONS = ("claim.%",)
+NOT_ACTIONS = ("claim.%", "aftersales.opened", "aftersales.repeated")  # bookkeeping and a buyer's report
+# After-sales writes its automatic steps with these as the operator: L1's decisions and the clock's escalations.
+MACHINE_ACTORS = ("L1", SYSTEM, CLOCK)
 REVEAL_EVENT = "order.revealed"
 # A pause is a cool-down no end of a supplier's trouble can shorten.
 PAUSE_PREFIX = "paused by "
@@ -159,13 +163,15 @@ def _day(dialect: str, column: Any) -> ColumnElement[Any]:
 
 
 def person_acted(order_id: Any) -> ColumnElement[bool]:
-    """An order a person acted on: any event on it with an operator, but claim bookkeeping and reveals."""
+    """An order a person acted on: any event on it with an operator, but claim bookkeeping, reveals, a buyer's
+    after-sales report and after-sales' automatic steps."""
     return exists(
         select(literal_column("1"))
         .select_from(events)
         .where(
             events.c.order_id == order_id,
             events.c.operator.isnot(None),
+            events.c.operator.notin_(MACHINE_ACTORS),
             events.c.name != REVEAL_EVENT,
             *[events.c.name.not_like(pattern) for pattern in NOT_ACTIONS],
         )
@@ -260,8 +266,9 @@ class ConsoleOps(StoreBase):
     async def window_figures(self, since: datetime, *, sku: str | None = None, detail: bool = True) -> WindowFigures:
         """Orders that reached an end state since `since` (delivered by `delivered_at`, failed by the time of
         their last change), how many a person acted on, and intake-to-delivery p50/p95 of those delivered."""
-        delivered_w = [orders.c.delivered_at >= since, orders.c.status == _DELIVERED]
-        failed_w = [orders.c.status == _FAILED, orders.c.updated_at >= since]
+        # Original orders only: a reissue (after-sales) is not a sale, and its quick delivery would flatter us.
+        delivered_w = [orders.c.delivered_at >= since, orders.c.status == _DELIVERED, _ORIGINAL]
+        failed_w = [orders.c.status == _FAILED, orders.c.updated_at >= since, _ORIGINAL]
         if sku is not None:
             delivered_w.append(orders.c.sku == sku)
             failed_w.append(orders.c.sku == sku)
@@ -275,7 +282,7 @@ class ConsoleOps(StoreBase):
             claims_n = with_claims = 0
             by_supplier: dict[str, int] = {}
             if detail:
-                created_w = [orders.c.created_at >= since] + ([orders.c.sku == sku] if sku else [])
+                created_w = [orders.c.created_at >= since, _ORIGINAL] + ([orders.c.sku == sku] if sku else [])
                 created = int(await conn.scalar(select(func.count()).where(*created_w)) or 0)
                 found = await conn.execute(
                     select(claims.c.supplier, func.count(), func.count(func.distinct(claims.c.order_id)))
@@ -305,6 +312,7 @@ class ConsoleOps(StoreBase):
             select(events.c.order_id)
             .where(
                 events.c.operator.isnot(None),
+                events.c.operator.notin_(MACHINE_ACTORS),
                 events.c.order_id.isnot(None),
                 events.c.name != REVEAL_EVENT,
                 *[events.c.name.not_like(pattern) for pattern in NOT_ACTIONS],
@@ -331,18 +339,19 @@ class ConsoleOps(StoreBase):
         return out
 
     async def daily_counts(self, since: datetime) -> list[tuple[str, int, int]]:
-        """(day, orders taken in, orders delivered) per UTC day since `since`, for the overview's chart."""
+        """(day, orders taken in, orders delivered) per UTC day since `since`, for the overview's chart (original
+        orders: reissues are not sales)."""
         made: dict[str, int] = {}
         done: dict[str, int] = {}
         async with self._read() as conn:
             day = _day(self.dialect, orders.c.created_at)
             for d, n in await conn.execute(
-                select(day, func.count()).where(orders.c.created_at >= since).group_by(day)
+                select(day, func.count()).where(orders.c.created_at >= since, _ORIGINAL).group_by(day)
             ):
                 made[str(d)] = int(n)
             day = _day(self.dialect, orders.c.delivered_at)
             for d, n in await conn.execute(
-                select(day, func.count()).where(orders.c.delivered_at >= since).group_by(day)
+                select(day, func.count()).where(orders.c.delivered_at >= since, _ORIGINAL).group_by(day)
             ):
                 done[str(d)] = int(n)
         return [(d, made.get(d, 0), done.get(d, 0)) for d in sorted(set(made) | set(done))]

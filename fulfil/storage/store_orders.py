@@ -231,10 +231,15 @@ class OrderOps(StoreBase):
             rows = (await conn.execute(stmt)).all()
             return await self._views(conn, rows)
 
-    async def count_by_status(self) -> dict[str, int]:
+    async def count_by_status(self, *, sales_only: bool = False) -> dict[str, int]:
+        """Orders by status. All of them by default (the work: a pending reissue is work to do); `sales_only`
+        counts original orders only, for figures (a reissue, a child order with `reissue_of`, is not a sale)."""
         counts = {status.value: 0 for status in OrderStatus}
+        stmt = select(orders.c.status, func.count()).group_by(orders.c.status)
+        if sales_only:
+            stmt = stmt.where(orders.c.reissue_of.is_(None))
         async with self._read() as conn:
-            result = await conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+            result = await conn.execute(stmt)
             for status, count in result:
                 counts[status] = count
         return counts

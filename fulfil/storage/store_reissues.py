@@ -246,3 +246,26 @@ class ReissueOps(StoreBase):
                 .order_by(reissues.c.id)
             )
             return list(found.scalars())
+
+    async def order_skus(self, order_ids: list[int]) -> dict[int, str]:
+        """The sku of each order (the after-sales queues show a case's product)."""
+        out: dict[int, str] = {}
+        async with self._read() as conn:
+            for part in chunks(sorted(set(order_ids))):
+                for order_id, sku in await conn.execute(select(orders.c.id, orders.c.sku).where(orders.c.id.in_(part))):
+                    out[int(order_id)] = str(sku)
+        return out
+
+    async def case_queue_depth(self) -> dict[str, tuple[int, datetime | None]]:
+        """Open cases per level (L2, L3): how many and since when the oldest waits at its level."""
+        c = aftersales_cases.c
+        out: dict[str, tuple[int, datetime | None]] = {level.value: (0, None) for level in (Level.L2, Level.L3)}
+        async with self._read() as conn:
+            found = await conn.execute(
+                select(c.level, func.count(), func.min(c.level_at))
+                .where(c.status == CaseStatus.OPEN.value, c.level.in_(tuple(out)))
+                .group_by(c.level)
+            )
+            for level, count, oldest in found:
+                out[str(level)] = (int(count), oldest)
+        return out

@@ -28,6 +28,9 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from fulfil import render
+from fulfil.aftersales import stats
+from fulfil.aftersales.desk import Desk
+from fulfil.aftersales.model import Action, Level
 from fulfil.clock import Clock
 from fulfil.config import Config
 from fulfil.crypto import mask
@@ -43,7 +46,7 @@ from fulfil.web import charts, filters, i18n
 from fulfil.web.accounts import LoginLimiter, needs_rehash, verify_password
 from fulfil.web.cache import Revalidating
 from fulfil.web.figures import PublicFigures
-from fulfil.web.queues import Queue, held_queue, review_queue
+from fulfil.web.queues import Queue, aftersales_queue, held_queue, review_queue
 from fulfil.web.search import MAX_FIELD, as_int, order_query
 
 log = logging.getLogger("fulfil.console")
@@ -56,6 +59,7 @@ OVERVIEW_TTL = 15.0  # the overview's figures are read at most this often
 SUPPLIERS_TTL = 60.0
 PAGE_SIZE = 50
 MAX_CARDS_TEXT = 64 * 1024
+MAX_NOTE = 1000
 
 # Per-request storage: the language, the session (None on the login page), the checked form, a login page's token.
 LANG = web.RequestKey("lang", str)
@@ -99,8 +103,16 @@ def requires(role: str) -> Callable[[Method], Method]:
 
 
 class Console:
-    def __init__(self, store: Store, config: Callable[[], Config], clock: Clock, figures: PublicFigures) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Callable[[], Config],
+        clock: Clock,
+        figures: PublicFigures,
+        desk: Desk | None = None,
+    ) -> None:
         self.store = store
+        self.desk = desk  # after-sales actions go through it, as `fulfil aftersales act` does
         self.config = config
         self.clock = clock
         self.figures = figures
@@ -108,8 +120,10 @@ class Console:
         self.limiter = LoginLimiter(cfg.login_attempts, cfg.login_window)
         # Window aggregates (overview, suppliers, ledger) are recomputed in the background at most this often.
         self.slow = Revalidating(OVERVIEW_TTL)
-        # The queues page shows these, in order (after-sales L2/L3 adds its own).
+        # The queues page shows these, in order.
         self.work_queues: list[Queue] = [held_queue(store), review_queue(store)]
+        if desk is not None:
+            self.work_queues += [aftersales_queue(store, Level.L2), aftersales_queue(store, Level.L3)]
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("fulfil.web", "templates"), autoescape=True
         )
@@ -143,6 +157,7 @@ class Console:
         r.add_post("/orders/{ref}/release", self.release)
         r.add_post("/orders/{ref}/refuse", self.refuse)
         r.add_post("/orders/{ref}/reveal", self.reveal)
+        r.add_post("/cases/{case_no}/{action}", self.act_on_case)
         r.add_get("/queues", self.queues)
         r.add_get("/suppliers", self.suppliers)
         r.add_post("/suppliers/{name}/pause", self.pause)
@@ -300,8 +315,15 @@ class Console:
         for key, at in await self.store.recent_alerts(now - timedelta(hours=1)):
             kind, _, subject = key.partition(":")
             alerts.append({"kind": kind, "subject": subject, "at": at})
+        # Cases opened in each window over the original orders delivered in it (reissues are not sales).
+        aftersales = {
+            key: stats.aftersales_rate(await self.store.case_figures(since, now), windows[key].delivered)
+            for key, since in (("today", today), ("7d", window_start(now, 7)))
+        }
         return {
             "windows": windows,
+            "aftersales": aftersales,
+            "case_queues": await self.store.case_queue_depth(),
             "backlog": backlog,
             "review_limit": review_limit,
             "alerts": alerts,
@@ -345,6 +367,8 @@ class Console:
             actions = ["retry", "refund"] + (["resolve"] if any(h["released_at"] is None for h in detail.held) else [])
         timeline = filters.timeline(detail)
         ctx = {
+            "cases": await self.store.list_cases(order_id=view.order.id, limit=100),
+            "reissues": await self.store.reissue_children(view.order.id),
             "view": view,
             "order": view.order,
             "detail": detail,
@@ -365,9 +389,10 @@ class Console:
             items = []
             for item in await queue.items():
                 waited = (now - item.since).total_seconds()
-                items.append({"item": item, "waited": waited, "left": (limit - waited) if limit else None})
+                left = (item.due - now).total_seconds() if item.due else (limit - waited) if limit else None
+                items.append({"item": item, "waited": waited, "left": left})
             shown.append({"name": queue.name, "title": queue.title, "limit": limit, "items": items,
-                          "actions": queue.actions})
+                          "actions": queue.actions, "target": queue.target})
         return self.render("queues.html", request, {"queues": shown})
 
     async def suppliers(self, request: web.Request) -> web.Response:
@@ -513,6 +538,29 @@ class Console:
         log.info("console.resolve", extra={"ref": ref, "operator": who, "qty": view.order.qty})
         self.slow.clear()
         raise web.HTTPSeeOther(f"/console/orders/{_quote(ref)}")
+
+    @requires("agent")
+    async def act_on_case(self, request: web.Request) -> web.StreamResponse:
+        """One click on an after-sales case (the CLI's `aftersales act CASE ACTION [--note]`), through the desk:
+        a reject costs the buyer credit, a reissue wakes the worker, the event names the operator."""
+        case_no, what = request.match_info["case_no"], request.match_info["action"]
+        if what not in {a.value for a in Action}:
+            raise web.HTTPNotFound(text=f"no action {shown(what)}: one of {', '.join(a.value for a in Action)}")
+        if self.desk is None:
+            raise web.HTTPNotFound(text="after-sales is not served here")
+        note = str(request[FORM].get("note", "")).strip()
+        if len(note) > MAX_NOTE or "\x00" in note:
+            raise web.HTTPBadRequest(text=f"note must be at most {MAX_NOTE} characters of text")
+        who = self._operator(request)
+        try:
+            case = await self.desk.act(case_no, Action(what), note or None, who)
+        except (NotFound, InvalidTransition) as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        except StoreError as exc:
+            raise web.HTTPConflict(text=f"{what} not done: {exc}") from None
+        log.info("console.aftersales", extra={"case": case_no, "action": what, "operator": who})
+        self.slow.clear()
+        raise web.HTTPSeeOther(f"/console/orders/{_quote(case.order_ref)}#case-{_quote(case_no)}")
 
     @requires("agent")
     async def reveal(self, request: web.Request) -> web.StreamResponse:

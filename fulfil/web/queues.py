@@ -1,5 +1,5 @@
 """The console's work queues: each one a `Queue` (a name, a title, a time limit, its items and the actions one
-click may take on an item). The review queue is the first; another (after-sales L2/L3) plugs in by adding a
+click may take on an item). The review queue is the first; after-sales L2/L3 plug in the same way, by adding a
 `Queue` to `Console.work_queues` — the page, its countdowns and its buttons need nothing else."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from fulfil.aftersales.model import CaseStatus, Level
 from fulfil.config import Config
 from fulfil.storage import Store
 from fulfil.storage.store_risk import RISK_PREFIX
@@ -21,6 +22,8 @@ class QueueItem:
     amount: Decimal | None
     reason: str | None
     since: datetime  # when it entered the queue: its time limit counts from here
+    due: datetime | None = None  # an item with its own deadline (after-sales: the level's due_at)
+    case_no: str | None = None  # an after-sales case: the actions are the case's, not the order's
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,9 @@ class Queue:
     title: str  # a message id of the catalogues
     limit: Callable[[Config], float | None]  # seconds an item may wait; None: no limit
     items: Callable[[], Awaitable[list[QueueItem]]]
-    actions: tuple[str, ...]  # order actions (POST /console/orders/{ref}/{action}) one click takes
+    actions: tuple[str, ...]  # actions one click takes: POST /console/orders/{ref}/{action}
+    # ... or POST /console/cases/{case_no}/{action} for a queue of after-sales cases
+    target: str = "orders"
 
 
 def review_queue(store: Store) -> Queue:
@@ -68,4 +73,34 @@ def held_queue(store: Store) -> Queue:
         limit=lambda config: config.notify.alert_rules.review_age,
         items=items,
         actions=("release", "refuse"),
+    )
+
+
+def aftersales_queue(store: Store, level: Level) -> Queue:
+    """Open after-sales cases at L2 or L3, oldest first; each counts down to its level's due_at."""
+
+    async def items() -> list[QueueItem]:
+        cases = await store.list_cases(level=level, status=CaseStatus.OPEN, limit=200)
+        skus = await store.order_skus([c.order_id for c in cases])
+        return [
+            QueueItem(
+                c.order_ref,
+                skus.get(c.order_id, ""),
+                None,
+                f"{c.problem}: {c.reason}" if c.reason else str(c.problem),
+                c.level_at,
+                due=c.due_at,
+                case_no=c.case_no,
+            )
+            for c in cases
+        ]
+
+    return Queue(
+        name=f"aftersales-{level.value}",
+        title=f"After-sales {level.value}",
+        limit=lambda config: None,  # each case has its own due_at (per problem, per level)
+        items=items,
+        actions=("reissue", "refund", "resolve", "escalate", "reject") if level is Level.L2 else
+        ("reissue", "refund", "resolve", "reject"),
+        target="cases",
     )

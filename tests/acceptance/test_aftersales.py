@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import statistics
 import time
@@ -329,3 +330,54 @@ def test_kill_9_after_the_decision_before_the_answer_the_buyer_retries_and_nothi
             f"a named key was reported before (case {first.case_no})"
         ]
     assert len(first.reissue_refs) == 1 and charged_units(backup.ledger()) == 1
+
+
+def _console_login(client: httpx.Client, name: str, password: str) -> str:
+    """Log in to the console; the CSRF token of the session."""
+    page = client.get("/console/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token, page.text
+    answer = client.post("/console/login", data={"name": name, "password": password, "csrf": token.group(1)})
+    assert answer.status_code == 302, answer.text
+    home = client.get("/console/")
+    found = re.search(r'name="csrf" value="([^"]+)"', home.text)
+    assert found
+    return found.group(1)
+
+
+def test_kill_9_after_a_console_reissue_before_the_answer_the_second_click_buys_nothing(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """An agent clicks "reissue" on an L2 case in the console; the daemon dies after the action committed, before
+    the page came back. After a restart the agent clicks again: refused; the reissue is bought once."""
+    config, base, primary, backup = _setup(tmp_path, env, orders=3, short=0)
+    fulfil("operators", "add", "amy", "--role", "agent", "--password-stdin", config=config, env=env,
+           input="a long agent password\n")
+    daemon = start_daemon(config, env)
+    wait_settled(config, env, 3, timeout=60)
+    before = charged_units(primary.ledger()) + charged_units(backup.ledger())
+    report = {"ref": "A0001", "proof": "buyer1@example.com", "problem": "other", "text": "it does not work"}
+    opened = httpx.post(f"{base}/aftersales", json=report, timeout=10.0)
+    assert opened.status_code == 201 and opened.json()["level"] == "L2", opened.text
+    case_no = opened.json()["case_no"]
+    assert daemon.stop() == 0
+    daemon = start_daemon(config, {**env, "FULFIL_FAILPOINTS": "aftersales_acted=5"})
+    with httpx.Client(base_url=base, timeout=10.0) as client:
+        csrf = _console_login(client, "amy", "a long agent password")
+        with pytest.raises(httpx.HTTPError):
+            client.post(f"/console/cases/{case_no}/reissue", data={"csrf": csrf, "note": "first click"}, timeout=1.0)
+    daemon.kill()
+    daemon = start_daemon(config, env)
+    with httpx.Client(base_url=base, timeout=10.0) as client:
+        csrf = _console_login(client, "amy", "a long agent password")
+        again = client.post(f"/console/cases/{case_no}/reissue", data={"csrf": csrf, "note": "second click"})
+    # refused either way: the reissue under way, or the case closed once it was delivered
+    assert again.status_code == 409 and ("under way" in again.text or "no more actions" in again.text), again.text
+    wait_settled(config, env, 4, timeout=60)
+    assert daemon.stop() == 0
+    case = next(c for c in _cases(config, env) if c.case_no == case_no)
+    assert len(case.reissue_refs) == 1 and case.decided_by == "amy"
+    qty = next(v for v in order_views(config, env) if v["ref"] == "A0001")["qty"]
+    assert charged_units(primary.ledger()) + charged_units(backup.ledger()) == before + qty  # bought once
+    events = _with_store(config, env, lambda store: store.events(name="aftersales.reissue"))
+    assert [(e.operator, e.data["note"]) for e in events] == [("amy", "first click")]

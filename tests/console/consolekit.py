@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from fulfil.admin import AdminServer
+from fulfil.aftersales.model import Case, Problem, Report
 from fulfil.app import build_engine, build_suppliers
 from fulfil.config import Config, config_from_data
 from fulfil.crypto import CardCipher
@@ -22,6 +23,7 @@ from fulfil.domain import NewOrder, OrderStatus
 from fulfil.storage import Store
 from fulfil.web.accounts import hash_password
 from suppliers.taxonomy import Card
+from tests.aftersales.askit import Shop
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -127,3 +129,26 @@ async def make_order(
     else:
         await store.finish_order(result.order_id, "kit", status, reason, done)
     return result.order_id
+
+
+# --- after-sales: the console on an after-sales shop (tests/aftersales/askit.py) ---------------------------
+
+
+@asynccontextmanager
+async def console_of(shop: Shop) -> AsyncIterator[AdminServer]:
+    server = AdminServer(shop.store, shop.harness.engine, lambda: shop.config, environ={}, desk=shop.desk)
+    await server.start("127.0.0.1:0")
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def l2_case(shop: Shop, ref: str) -> Case:
+    """A delivered order and a report L1 cannot settle (`other`): an open L2 case."""
+    await shop.delivered_order(ref)
+    found = await shop.store.order_for_proof(ref)
+    assert found is not None
+    case = (await shop.desk.report(found[0], found[1], Report(Problem.OTHER, (), "help"), reporter="buyer")).case
+    assert (str(case.level), str(case.status)) == ("L2", "open") and case.due_at is not None
+    return case

@@ -18,7 +18,8 @@ from fulfil.crypto import CardCipher
 from fulfil.demo import DemoConsole, run_demo
 from fulfil.domain import OrderStatus
 from fulfil.storage import Store
-from tests.console.consolekit import PASSWORD, add_operator, make_order, serving
+from tests.aftersales.askit import make_shop
+from tests.console.consolekit import PASSWORD, add_operator, console_of, l2_case, make_order, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -155,3 +156,27 @@ async def test_screens_of_a_demo_run_and_the_figures_badge(browser: Browser) -> 
     result = await run_demo(150, port=0, on_serving=serving_demo, linger=look, out=io.StringIO())
     assert result.all_delivered
     assert all((SHOTS / f"{n}.png").stat().st_size > 5000 for n in ("overview", "order", "suppliers"))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_agent_reissues_from_the_after_sales_queue_with_a_note(
+    browser: Browser, store: Store, cipher: CardCipher
+) -> None:
+    """The case buttons share one form (the note) through `formaction`: the browser must post to the clicked one."""
+    shop = make_shop(store, cipher)
+    await add_operator(store, "agent-amy", "agent", datetime.now(UTC))
+    case = await l2_case(shop, "shop-2001")
+    async with console_of(shop) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        page = await browser.new_page(locale="en-US", viewport={"width": 1400, "height": 900})
+        await login(page, base, "agent-amy")
+        await page.goto(f"{base}/console/queues")
+        row = page.locator(f"#case-{case.case_no}")
+        assert await row.locator(".countdown").count() == 1
+        await shot(page, "queues-aftersales")
+        await row.locator("input[name=note]").fill("screenshot checks out")
+        await row.locator("button.reissue").click()
+        await page.wait_for_selector("#cases")
+        assert "amy" in await page.inner_text(f"#case-{case.case_no}")
+    events = await store.events(name="aftersales.reissue")
+    assert [(e.operator, e.data["note"]) for e in events] == [("agent-amy", "screenshot checks out")]

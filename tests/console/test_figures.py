@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from fulfil.aftersales.model import Action
 from fulfil.crypto import CardCipher
 from fulfil.domain import OrderStatus
 from fulfil.storage import Store
-from tests.console.consolekit import console_config, make_order, serving
+from tests.aftersales.askit import make_shop
+from tests.console.consolekit import console_config, console_of, l2_case, make_order, serving
 
 DIRECT = text(
     """
@@ -105,3 +107,31 @@ async def test_a_badge_in_an_unknown_language_is_refused(store: Store, cipher: C
         answer = await c.get("/public/products/steam/figures.svg", params={"lang": "fr"})
         assert answer.status_code == 400 and "lang must be en or zh" in answer.text
         assert (await c.get("/public/products/steam/figures.svg")).status_code == 200
+
+
+async def test_a_reissue_child_is_not_a_sale_in_any_figure(store: Store, cipher: CardCipher) -> None:
+    """Three sales, one reissued by an operator and the reissue delivered: every sales figure still sees three."""
+    shop = make_shop(store, cipher)
+    now = datetime.now(UTC)
+    await shop.delivered_order("sale-1")
+    await shop.delivered_order("sale-2")
+    case = await l2_case(shop, "sale-3")
+    await shop.desk.act(case.case_no, Action.REISSUE, None, "amy")
+    assert [v.order.status for v in await shop.run_pending()] == [OrderStatus.DELIVERED]
+    reissued = await store.get_case(case.case_no)
+    assert reissued is not None and len(reissued.reissue_refs) == 1
+    child = await store.get_order(reissued.reissue_refs[0])
+    assert child is not None and child.order.reissue_of is not None  # the child is there, delivered
+
+    assert {k: v for k, v in (await store.count_by_status(sales_only=True)).items() if v} == {"delivered": 3}
+    assert {k: v for k, v in (await store.count_by_status()).items() if v} == {"delivered": 4}  # the work: all
+    week = await store.window_figures(now - timedelta(days=7), sku="sku")
+    # the reissued sale had a person act on it (the reissue by hand); the automatic child is not a fourth sale
+    assert (week.created, week.delivered, week.manual_delivered) == (3, 3, 1)
+    assert week.automation_rate is not None and abs(week.automation_rate - 2 / 3) < 1e-9
+    assert week.success_rate is not None and abs(week.success_rate - 2 / 3) < 1e-9
+    days = await store.daily_counts(now - timedelta(days=1))
+    assert (sum(d[1] for d in days), sum(d[2] for d in days)) == (3, 3)
+    async with console_of(shop) as server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+        got = (await client.get("/public/products/sku/figures")).json()
+        assert got["orders"] == 3  # (below figures.min_orders: no rate published, the count is still the sales)
