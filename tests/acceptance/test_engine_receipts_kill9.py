@@ -108,10 +108,13 @@ def kill_repeatedly(
     while landed < kills:
         time.sleep(rng.uniform(*pause))
         daemon.kill()
-        if open_orders(status_counts(config, env)) == 0:
-            break
-        landed += 1
+        settled = open_orders(status_counts(config, env)) == 0
+        if not settled:
+            landed += 1
+        # Always a live daemon to hand back: the caller settles, checks the books and stops it gracefully.
         daemon = start_daemon(config, env, ready=serving)
+        if settled:
+            break
     return daemon, landed
 
 
