@@ -171,10 +171,23 @@ class Engine:
         run = Run(order, owner, product, context.retried_after)
         settled = False
         for attempt in context.attempts:
-            if attempt.state in OPEN_ATTEMPT_STATES and not _set_aside(attempt, context.claims):
-                settled = True
-                if await self._settle(run, attempt) is Step.DONE:
-                    return
+            if attempt.state not in OPEN_ATTEMPT_STATES:
+                continue
+            if _set_aside(attempt, context.claims):
+                if self._may_move_on(run, attempt):
+                    continue
+                # Under policy `wait` a possible-double claim nobody retried past is the draft written on the
+                # way to review (`_unsettled`, `_draft_claims`): a crash before the order got there must not
+                # turn it into a failover. Finish what the crashed run was doing.
+                reason = (
+                    f"ambiguous: attempt {attempt.number} at {attempt.supplier} may have been charged (a "
+                    "possible-double claim names it); check the supplier's records before retrying"
+                )
+                await self._finish(order, owner, OrderStatus.REVIEW, reason)
+                return
+            settled = True
+            if await self._settle(run, attempt) is Step.DONE:
+                return
         while True:
             if settled:  # attempts moved since the context was read (settled, or an offer tried): read again
                 context, cooled = await self._contexts.get(order.id)
@@ -196,6 +209,12 @@ class Engine:
                 return
             metrics.FAILOVERS.labels(offers[0].supplier).inc()
             settled = True
+
+    def _may_move_on(self, run: Run, attempt: AttemptRecord) -> bool:
+        """An open attempt under a possible-double claim no longer holds its order back only where moving on
+        while it is unresolved was allowed: policy `failover`, or an operator's retry that came after it."""
+        retried_past = run.retried_after is not None and attempt.id <= run.retried_after
+        return self.config.ambiguity.policy == "failover" or retried_past
 
     async def _load_contexts(self, order_ids: Sequence[int]) -> dict[int, tuple[WorkContext, Cooldowns]]:
         contexts, cooled = await self.store.work_contexts(order_ids, self.clock.now(), self.config.risk.credit.start)
@@ -586,8 +605,9 @@ class Engine:
         now = self.clock.now()
         if receipt.kind is ReceiptKind.CHARGED_NO_GOODS:
             return await self._charged_no_goods(run, attempt, offer, receipt)
+        reissue = run.order.reissue_of is not None  # the store settles a reissue's case with its delivery
         if run.product.kind == "direct":
-            await self.store.deliver(run.order.id, run.owner, attempt.id, (), now)
+            await self.store.deliver(run.order.id, run.owner, attempt.id, (), now, reissue=reissue)
             self._delivered(run, attempt, run.order.qty)
             return Step.DONE
         # Judged first without asking the database which keys were delivered before: the delivery's unique
@@ -603,7 +623,9 @@ class Engine:
             extra = (*verdict.surplus, *(card for card, _ in verdict.invalid))
             try:
                 # More than ordered is kept for the operator in the same transaction, never dropped.
-                await self.store.deliver(run.order.id, run.owner, attempt.id, verdict.valid, now, hold=extra)
+                await self.store.deliver(
+                    run.order.id, run.owner, attempt.id, verdict.valid, now, hold=extra, reissue=reissue
+                )
             except DuplicateCard as dup:
                 known |= set(dup.fingerprints)
                 verdict = await self._verdict(receipt.cards, attempt.qty, run.product, known)

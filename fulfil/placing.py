@@ -59,23 +59,37 @@ async def place_with_budget(
             return Outcome.error_of(ErrorClass.TRANSIENT)
         return await call(min(try_timeout, left))
 
+    # Most calls end with their first try: it is made before tenacity is set up (a retrying object and its
+    # conditions per call cost more than the call's own bookkeeping), and tenacity replays it as its first.
+    tried = await one_try()
+    if not is_transient(tried):
+        return tried
+    replay: list[Outcome] = [tried]
+
+    async def replay_then_try() -> Outcome:
+        return replay.pop() if replay else await one_try()
+
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.next_action is not None:
             on_retry(_last_outcome(state), state.next_action.sleep)
 
-    class spent_on_our_clock(stop_base):  # noqa: N801 - reads like tenacity's own stop conditions
-        """tenacity times itself with its own monotonic clock; this twin honours an injected clock too."""
-
-        def __call__(self, state: RetryCallState) -> bool:
-            return (clock.monotonic() - start) + state.upcoming_sleep >= budget
-
     retrying = AsyncRetrying(
-        stop=stop_before_delay(budget) | spent_on_our_clock(),
+        stop=stop_before_delay(budget) | _SpentOnOurClock(clock, start, budget),
         wait=wait_random_exponential(multiplier=retry.initial_backoff, max=retry.max_backoff),
         retry=retry_if_result(is_transient),
         retry_error_callback=_last_outcome,
         before_sleep=before_sleep,
         sleep=clock.sleep,
     )
-    outcome: Outcome = await retrying(one_try)
+    outcome: Outcome = await retrying(replay_then_try)
     return outcome
+
+
+class _SpentOnOurClock(stop_base):
+    """tenacity times itself with its own monotonic clock; this twin honours an injected clock too."""
+
+    def __init__(self, clock: Clock, start: float, budget: float) -> None:
+        self._clock, self._start, self._budget = clock, start, budget
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return (self._clock.monotonic() - self._start) + state.upcoming_sleep >= self._budget

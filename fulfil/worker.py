@@ -177,6 +177,7 @@ class Worker:
         self._stop_event = asyncio.Event()
         self._wakeup = asyncio.Event()  # stop(), reload(), or a slot freed while the loop waits for one
         self._wake_on_finish = False
+        self._finish_woke = False  # finished orders set the wake-up (see `_worth_claiming`); `_poll` reads it
         self._in_flight: dict[int, _InFlight] = {}
         self._ticks: set[asyncio.Task[None]] = set()
         self._crash: tuple[str, BaseException] | None = None
@@ -315,7 +316,10 @@ class Worker:
         """Claim what fits; True when the claim came back full (more may be waiting)."""
         d = self.config.daemon
         want = min(d.batch_size, d.concurrency - len(self._in_flight))
-        if want <= 0:
+        finish_woke, self._finish_woke = self._finish_woke, False
+        if want <= 0 or (finish_woke and not self._worth_claiming()):
+            # Woken by finishes that came while the last claim ran: wait for a worthwhile number of free
+            # slots (or the poll interval) rather than claim the one or two free now.
             self._wake_on_finish = True
             return False
         orders = await self.store.claim_orders(self.owner, want, d.lease, self._clock())
@@ -340,7 +344,7 @@ class Worker:
         return full
 
     async def _idle(self, more: bool) -> None:
-        if more and len(self._in_flight) < self.config.daemon.concurrency:
+        if more and self._worth_claiming():
             await asyncio.sleep(0)  # let the new orders start, then claim again at once
             return
         with contextlib.suppress(TimeoutError):
@@ -375,8 +379,18 @@ class Worker:
         finally:
             self._in_flight.pop(order.id, None)
             self.done += 1
-            if self._wake_on_finish:
+            if self._wake_on_finish and self._worth_claiming():
+                self._finish_woke = True
                 self._wakeup.set()
+
+    def _worth_claiming(self) -> bool:
+        """Whether the slots free now make a claim worth its round trips (the claim and the batch's context
+        read cost the same for one order as for sixteen): a quarter of `concurrency`, at least one (an eighth
+        cost ~8 % more CPU per order in the benchmark's alternating pairs). Under a steady flow this claims
+        several orders at once instead of one per finished order; with little in flight it claims at once,
+        and the poll interval is the fallback either way."""
+        d = self.config.daemon
+        return d.concurrency - len(self._in_flight) >= max(1, min(d.batch_size, d.concurrency // 4))
 
     def _lease_lost(self, order: Order, lease: Lease) -> None:
         if lease.lost.is_set():

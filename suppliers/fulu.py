@@ -33,7 +33,15 @@ import httpx
 from suppliers import fulu_codec as codec
 from suppliers import values
 from suppliers.base import Balance, CallbackNotice, PlaceRequest, StockCheck, Supplier
-from suppliers.http import HttpSettings, classify_exception, classify_status, describe_exception, make_client, post
+from suppliers.http import (
+    HttpSettings,
+    classify_exception,
+    classify_status,
+    describe_exception,
+    make_client,
+    parsed_url,
+    post,
+)
 from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome, SupplierError
 
 logger = logging.getLogger(__name__)
@@ -122,6 +130,7 @@ class FuluSupplier(Supplier):
         if missing:
             raise SupplierError(f"fulu supplier {name!r}: missing {', '.join(missing)}")
         self._url = str(settings["base_url"])
+        self._target = parsed_url(self._url)
         self._app_key = str(settings["app_key"])
         self._secret = str(settings["secret"])
         if len(self._secret.encode("utf-8")) != 32:
@@ -314,7 +323,7 @@ class FuluSupplier(Supplier):
         try:
             answer = await post(
                 self._client,
-                self._url,
+                self._target,
                 max_bytes=self._http.max_response_bytes,
                 json=body,
                 timeout=self._http.timeout_for(cap),
@@ -324,19 +333,17 @@ class FuluSupplier(Supplier):
             logger.info("supplier.call_failed", extra={"supplier": self.name, "method": method, "error": error})
             raise _Untrusted(error, Evidence(message=describe_exception(exc), request=sent)) from exc
         text = answer.text
-        evidence = Evidence(http_status=answer.status_code, request=sent, response=redact_body(text))
+        parsed = _Parsed.of(text)  # once: the evidence's redacted copy and the reply are both made from it
+        evidence = Evidence(http_status=answer.status_code, request=sent, response=parsed.redacted())
         status_error = classify_status(answer.status_code)
         if status_error is not None:
             raise _Untrusted(status_error, _note(evidence, f"HTTP {answer.status_code}"))
         if answer.over_cap is not None:  # the start of something we will not read whole: it may be a success
             raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, answer.over_cap_note))
-        return self._verified(text, evidence)
+        return self._verified(parsed, evidence)
 
-    def _verified(self, text: str, evidence: Evidence) -> _Reply:
-        try:
-            data = values.load_json(text)
-        except values.JsonError:
-            data = None
+    def _verified(self, parsed: _Parsed, evidence: Evidence) -> _Reply:
+        data = parsed.data
         if not isinstance(data, Mapping) or not _is_int(data.get("code")):
             raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, "unreadable answer"))
         code: int = data["code"]
@@ -347,13 +354,9 @@ class FuluSupplier(Supplier):
         signed = isinstance(result_text, str) and codec.verify_text(result_text, data.get("sign"), self._secret)
         if not signed:
             raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, "answer signature does not verify"))
-        parsed: Any = None
-        if result_text:
-            try:
-                parsed = values.load_json(result_text)
-            except values.JsonError:
-                raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, "result is not JSON")) from None
-        return _Reply(code, message, parsed, evidence)
+        if result_text and parsed.result is _UNREADABLE:
+            raise _Untrusted(ErrorClass.AMBIGUOUS, _note(evidence, "result is not JSON"))
+        return _Reply(code, message, parsed.result if result_text else None, evidence)
 
 
 # --- pure helpers -----------------------------------------------------------------------------------
@@ -386,18 +389,45 @@ def _query_error(error: ErrorClass | None) -> ErrorClass:
     return ErrorClass.TRANSIENT if error is ErrorClass.TRANSIENT else ErrorClass.AMBIGUOUS
 
 
+_UNREADABLE: Final = object()  # a text that is not JSON we accept
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """An answer's text, its JSON (or `_UNREADABLE`) and, when that is an object with a `result` string, the
+    JSON inside that string (or `_UNREADABLE`; None when there is no such string)."""
+
+    text: str
+    data: Any
+    result: Any
+
+    @classmethod
+    def of(cls, text: str) -> _Parsed:
+        data = _load(text)
+        inner = data.get("result") if isinstance(data, dict) else None
+        return cls(text, data, _load(inner) if isinstance(inner, str) else None)
+
+    def redacted(self) -> str:
+        """The body fit for evidence: card fields replaced, trimmed to a readable excerpt."""
+        if self.data is _UNREADABLE:
+            return _cut_cards(self.text)
+        data = self.data
+        if isinstance(data, dict) and isinstance(data.get("result"), str):
+            inner = _cut_cards(data["result"]) if self.result is _UNREADABLE else _scrub(self.result)
+            data = {**data, "result": inner}
+        return codec.canonical_json(_scrub(data))[: _EXCERPT * 4]
+
+
+def _load(text: str) -> Any:
+    try:
+        return values.load_json(text)
+    except values.JsonError:
+        return _UNREADABLE
+
+
 def redact_body(text: str) -> str:
     """A response body fit for evidence: card fields replaced, trimmed to a readable excerpt."""
-    try:
-        data = values.load_json(text)
-    except values.JsonError:
-        return _cut_cards(text)
-    if isinstance(data, dict) and isinstance(data.get("result"), str):
-        try:
-            data["result"] = _scrub(values.load_json(data["result"]))
-        except values.JsonError:
-            data["result"] = _cut_cards(data["result"])
-    return codec.canonical_json(_scrub(data))[: _EXCERPT * 4]
+    return _Parsed.of(text).redacted()
 
 
 def _cut_cards(text: str) -> str:

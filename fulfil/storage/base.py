@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage import statements
 from fulfil.storage.aftersales_rows import settle_reissue_case
 from fulfil.storage.database import WRITE
+from fulfil.storage.direct import Direct
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
 from fulfil.storage.outbox import NO_ROUTES, OutboxRoutes, write_outbox
 from fulfil.storage.schema import deliveries, events, held_cards, orders
@@ -74,8 +75,8 @@ def order_from_row(row: Row[Any]) -> Order:
     )
 
 
-def attempt_from_row(row: Row[Any]) -> AttemptRecord:
-    m = row._mapping
+def attempt_from_row(row: Row[Any] | Mapping[str, Any]) -> AttemptRecord:
+    m = row._mapping if isinstance(row, Row) else row
     return AttemptRecord(
         id=m["id"],
         order_id=m["order_id"],
@@ -116,6 +117,7 @@ class StoreBase:
         self.dialect = dialect
         self._cipher = cipher
         self.install_id = install_id
+        self._direct = Direct(engine, dialect)
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return f"<Store {self.dialect} install={self.install_id}>"
@@ -188,11 +190,16 @@ class StoreBase:
         """One INSERT that picks the new id and makes the number from it (the number is unique, so a clash
         fails the statement rather than sending one number for two attempts)."""
         self._number(0)  # no install id: refuse before writing anything
-        stmt = statements.insert_attempt(self.dialect, f"F{self.install_id}", tuple(values))
+        stmt = statements.insert_attempt(self.dialect, f"F{self.install_id}", tuple(values), False)
         row = (await conn.execute(stmt, values)).one()
-        if row.number != self._number(row.id):  # e.g. an id past ten digits: never send a cut-off number
-            raise StoreError(f"attempt {row.id} got the number {row.number!r}, not {self._number(row.id)!r}")
+        self._check_number(row.id, row.number)
         return attempt_from_row(row)
+
+    def _check_number(self, attempt_id: int, number: str) -> None:
+        """Inside the inserting transaction, so it rolls back: an id past ten digits would make a cut-off number,
+        and a number that is not the attempt's is never sent."""
+        if number != self._number(attempt_id):
+            raise StoreError(f"attempt {attempt_id} got the number {number!r}, not {self._number(attempt_id)!r}")
 
     def _encrypted(self, card: Card) -> dict[str, Any]:
         return {

@@ -2,7 +2,8 @@
 
 `sqlite:///path` runs on aiosqlite with WAL and every write in BEGIN IMMEDIATE (a writer takes the lock
 up front, so concurrent writers queue on busy_timeout instead of failing on a lock upgrade).
-`postgresql://…` runs on psycopg 3 (async for the store, sync for migrations).
+`postgresql://…` runs on psycopg 3 (async for the store's engine, sync for migrations); the hot path's three
+write transactions an order run on asyncpg connections of their own (pg_connections.py).
 
 FULFIL_SQL_COUNT=/path/counts.json (for benchmarks/; off unless set): the store's engines count their SQL
 statements (transaction control left out), transactions, commits, rollbacks, new connections and pool
@@ -58,6 +59,18 @@ def parse_url(url: str) -> tuple[str, URL]:
     raise StoreError(f"database.url: unsupported database {backend!r} (use sqlite:/// or postgresql://)")
 
 
+def sqlite_pragmas(synchronous: str = "FULL") -> list[str]:
+    """What every SQLite connection of the store is set up with (the engine's, and the hot path's own)."""
+    return [
+        f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
+        "PRAGMA journal_mode = WAL",
+        # FULL: a commit that returned survives power loss (a lost "sent" row risks a double purchase).
+        # (NORMAL only for the notification dispatcher's own engine: see `create_store_engine`.)
+        f"PRAGMA synchronous = {synchronous}",
+        "PRAGMA foreign_keys = ON",
+    ]
+
+
 def _sqlite_setup(sync_engine: Engine, synchronous: str = "FULL") -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -65,12 +78,8 @@ def _sqlite_setup(sync_engine: Engine, synchronous: str = "FULL") -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            # FULL: a commit that returned survives power loss (a lost "sent" row risks a double purchase).
-            # (NORMAL only for the notification dispatcher's own engine: see `create_store_engine`.)
-            cursor.execute(f"PRAGMA synchronous = {synchronous}")
-            cursor.execute("PRAGMA foreign_keys = ON")
+            for pragma in sqlite_pragmas(synchronous):
+                cursor.execute(pragma)
         finally:
             cursor.close()
 
@@ -107,6 +116,18 @@ class _SqlCounts:
         with self.lock:
             self.counts[name] += 1
 
+    def add_transaction(self, texts: list[str], committed: bool) -> None:
+        with self.lock:
+            self.counts["begin"] += 1
+            self.counts["commit" if committed else "rollback"] += 1
+            self.counts["statement"] += len(texts)
+            self.texts.update(texts)
+
+    def add_group(self, size: int) -> None:
+        with self.lock:
+            self.counts["groups"] += 1
+            self.counts["grouped"] += size
+
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         text = " ".join(statement.split())
         if not text.upper().startswith(_TX_CONTROL):
@@ -129,6 +150,24 @@ class _SqlCounts:
 
 
 _sql_counts: _SqlCounts | None = None
+
+
+def count_connect() -> None:
+    """A new connection the direct path opened (fulfil/storage/direct.py), beside the engine's pool."""
+    if _sql_counts is not None:
+        _sql_counts.add("connect")
+
+
+def count_group(size: int) -> None:
+    """`size` direct transactions went to the database as one (SQLite's group commit): size - 1 commits saved."""
+    if _sql_counts is not None:
+        _sql_counts.add_group(size)
+
+
+def count_direct(texts: list[str], committed: bool) -> None:
+    """A transaction run on the driver directly (fulfil/storage/direct.py), which engine events do not see."""
+    if _sql_counts is not None:
+        _sql_counts.add_transaction(texts, committed)
 
 
 def _count_sql(engine: Engine) -> None:
@@ -156,7 +195,9 @@ def create_store_engine(url: str, *, side: bool = False) -> tuple[str, AsyncEngi
         )
         _sqlite_setup(engine.sync_engine, "NORMAL" if side else "FULL")
     else:
-        size = 4 if side else 16
+        # The main engine's 8 plus as many for the hot path's own (fulfil/storage/direct.py): 16 a daemon, as
+        # before that path had its own; four daemons stay within the server's default max_connections (100).
+        size = 4 if side else 8
         engine = create_async_engine(parsed, pool_size=size, max_overflow=0, pool_timeout=60, pool_pre_ping=True)
     _count_sql(engine.sync_engine)
     return dialect, engine

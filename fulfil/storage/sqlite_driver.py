@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
 
 _Result = tuple[Any, int, int | None, list[Any]]
+T = TypeVar("T")
 
 
 def _run(conn: sqlite3.Connection, many: bool, sql: str, params: Any) -> _Result:
@@ -84,9 +85,16 @@ class OneHopConnection(aiosqlite.Connection):
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)
 
-    async def on_thread(self, fn: Any, *args: Any) -> _Result:
+    async def rollback(self) -> None:
+        # The pool rolls back every connection it is given back; with nothing begun that is a no-op, and not
+        # worth a hand-off to the thread (a read of sqlite3's own flag; nothing else runs on it meanwhile).
+        if self._connection is not None and not self._connection.in_transaction:
+            return
+        await super().rollback()
+
+    async def on_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(sqlite3_connection, *args)` on the connection's thread."""
-        result: _Result = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
+        result: T = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
         return result
 
 

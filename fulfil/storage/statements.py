@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import String, bindparam, cast, func, insert, literal, select, update
 
 from fulfil.domain import AttemptState, OrderStatus
-from fulfil.storage.schema import attempts, orders, receipts
+from fulfil.storage.schema import attempts, orders, receipts, reissues
 
 _PROCESSING = OrderStatus.PROCESSING.value
 
@@ -35,18 +35,34 @@ def fence() -> Any:
 
 
 @cache
-def insert_attempt(dialect: str, prefix: str, names: tuple[str, ...]) -> Any:
-    """One INSERT that picks the new attempt's id and makes its number `prefix` + ten digits from it."""
+def insert_attempt(dialect: str, prefix: str, names: tuple[str, ...], fenced: bool) -> Any:
+    """One INSERT that picks the new attempt's id and makes its number `prefix` + ten digits from it.
+
+    `fenced`: the attempt is written only while `owner` holds the order (processing); no row back means the
+    lease is lost. The fence is the INSERT's own source row, one statement instead of a fence UPDATE and an
+    INSERT: PostgreSQL locks the order row (FOR NO KEY UPDATE) until the commit as that UPDATE did, so a sweeper or
+    another daemon's claim waits for it or skips it; on SQLite BEGIN IMMEDIATE holds the database's lock."""
     if dialect == "postgresql":
         new_id: Any = func.nextval(func.pg_get_serial_sequence("attempts", "id"))
     else:  # under BEGIN IMMEDIATE no other writer can take the same id between this read and the insert
         new_id = select(func.coalesce(func.max(attempts.c.id), 0) + 1).scalar_subquery()
-    picked = select(new_id.label("id")).subquery("picked")
+    order_id: Any = bindparam("order_id", type_=attempts.c.order_id.type)
+    picked = select(new_id.label("id"))
+    if fenced:
+        order_id = orders.c.id
+        picked = picked.where(
+            orders.c.id == bindparam("order_id"),
+            orders.c.lease_owner == bindparam("owner"),
+            orders.c.status == _PROCESSING,
+        )
+        if dialect == "postgresql":  # FOR NO KEY UPDATE: the lock the fence UPDATE took
+            picked = picked.with_for_update(of=orders, key_share=True)
+    source = picked.add_columns(order_id.label("order_id")).subquery("picked")
     digits = (
-        func.lpad(cast(picked.c.id, String), 10, "0") if dialect == "postgresql" else func.printf("%010d", picked.c.id)
+        func.lpad(cast(source.c.id, String), 10, "0") if dialect == "postgresql" else func.printf("%010d", source.c.id)
     )
-    row = [bindparam(name, type_=attempts.c[name].type) for name in names]
-    chosen = select(picked.c.id, literal(prefix, String) + digits, *row)
+    row = [source.c.order_id if name == "order_id" else bindparam(name, type_=attempts.c[name].type) for name in names]
+    chosen = select(source.c.id, literal(prefix, String) + digits, *row)
     return insert(attempts).from_select(["id", "number", *names], chosen).returning(*attempts.c)
 
 
@@ -105,3 +121,16 @@ def attempt_with_receipt() -> Any:
 @cache
 def insert_receipt() -> Any:
     return insert(receipts).returning(receipts.c.id)
+
+
+@cache
+def attempt_facts(names: tuple[str, ...]) -> Any:
+    """What an answer taught about the attempt (`v_<column>` parameters: SET reserves the column names)."""
+    values = {name: bindparam(f"v_{name}", type_=attempts.c[name].type) for name in names}
+    return update(attempts).where(attempts.c.id == bindparam("p_attempt")).values(values)
+
+
+@cache
+def reissue_link() -> Any:
+    """Whether an order is an after-sales reissue (its case settles when it ends)."""
+    return select(reissues.c.case_id).where(reissues.c.reissue_order_id == bindparam("order_id"))

@@ -68,10 +68,16 @@ class Store(
         dialect, engine = database.create_store_engine(url)
         try:
             install_id = await _read_install_id(engine, check_schema)
+            store = cls(engine, dialect, cipher, install_id)
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, dialect, cipher, install_id)
+        try:
+            await store._direct.warm()
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     async def sibling(self) -> Store:
         """Another store on the same database with an engine and connection pool of its own (the notification
@@ -89,6 +95,7 @@ class Store(
         database.upgrade(url)
 
     async def close(self) -> None:
+        await self._direct.close()
         await self._engine.dispose()
 
 

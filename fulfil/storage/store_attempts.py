@@ -8,10 +8,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy import exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptRecord, AttemptState
+from fulfil.storage import statements
 from fulfil.storage.base import (
     StoreBase,
     attempt_from_row,
@@ -19,12 +20,15 @@ from fulfil.storage.base import (
     mark_receipt_applied,
 )
 from fulfil.storage.coltypes import UTCDateTime
-from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound, StoreError
+from fulfil.storage.direct import FALL_BACK, Script, Step
+from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, LeaseLost, NotFound, StoreError
+from fulfil.storage.outbox import insert_outbox
 from fulfil.storage.schema import attempts, deliveries, stock
 from suppliers.taxonomy import Card
 from suppliers.values import supplier_order_id as bounded_id
 
 _FINAL = (AttemptState.SUCCEEDED, AttemptState.FAILED)
+_DELIVERY_KEYS = ("order_id", "attempt_id", "number_enc", "password_enc", "expires", "fingerprint", "created_at")
 _OPEN_FOR_RECOVERY = (AttemptState.SENT.value, AttemptState.AMBIGUOUS.value)
 
 
@@ -68,9 +72,23 @@ class AttemptOps(StoreBase):
         }
         if sent:
             values.update(state=AttemptState.SENT.value, sent_at=now, last_sent_at=now)
-        async with self._write() as conn:
-            await self._fence(conn, order_id, owner, now)
-            return await self._insert_attempt(conn, values)
+        self._number(0)  # no install id: refuse before writing anything
+        return attempt_from_row(await self._direct.run(self._open_attempt(order_id, owner, values)))
+
+    def _open_attempt(self, order_id: int, owner: str, values: dict[str, Any]) -> Script:
+        """The attempt, fenced by the lease in the same statement (one INSERT that also picks the id and makes
+        the number from it): no row back, nothing written, the lease is lost."""
+        names = tuple(values)
+        prefix = f"F{self.install_id}"
+        insert = self._direct.prepared(
+            ("insert_attempt", names), lambda: statements.insert_attempt(self.dialect, prefix, names, True)
+        )
+        rows = yield Step(insert, {**values, "owner": owner})
+        if not rows:
+            raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
+        (row,) = rows
+        self._check_number(row["id"], row["number"])  # before the commit: a wrong number is never written
+        return row
 
     async def mark_attempt(
         self,
@@ -171,25 +189,63 @@ class AttemptOps(StoreBase):
         *,
         hold: Sequence[Card] = (),
         hold_reason: str = "surplus",
+        reissue: bool | None = None,
     ) -> None:
         """In one transaction: deliveries, attempt succeeded, order delivered, and `hold` kept (keys beyond the
-        order, never dropped). A known key: DuplicateCard."""
+        order, never dropped). A known key: DuplicateCard. `reissue`: whether the order is an after-sales reissue
+        (its case settles in the same transaction); None: looked up."""
         rows = [self._encrypted(card) for card in cards]
         fingerprints = [row["fingerprint"] for row in rows]
         twice = duplicates_within(fingerprints)
         if twice:
             raise DuplicateCard(twice)
         try:
-            async with self._write() as conn:
-                # The order update inside is the lease fence; the unique fingerprint refuses a known key.
-                await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
-                await self._hold(conn, attempt_id, hold, hold_reason, now)
+            if hold or reissue:
+                done = FALL_BACK
+            else:
+                done = await self._direct.run(self._deliver(order_id, owner, attempt_id, rows, now, reissue is None))
+            if done is FALL_BACK:
+                async with self._write() as conn:
+                    # The order update inside is the lease fence; the unique fingerprint refuses a known key.
+                    await self._complete_delivery(conn, order_id, attempt_id, rows, now, owner=owner)
+                    await self._hold(conn, attempt_id, hold, hold_reason, now)
         except Conflict:
             # A key delivered before (the whole transaction rolled back): say which.
             known = await self.delivered_fingerprints(fingerprints)
             if known:
                 raise DuplicateCard(known) from None
             raise
+
+    def _deliver(
+        self, order_id: int, owner: str, attempt_id: int, rows: list[dict[str, Any]], now: datetime, look_up: bool
+    ) -> Script:
+        """`_complete_delivery` as one direct transaction, for an order that is not a reissue (`look_up`: ask
+        first; FALL_BACK, nothing written, when it is one). The same statements in the same order."""
+        direct = self._direct
+        if look_up:
+            link = direct.prepared("reissue_link", statements.reissue_link)
+            if (yield Step(link, {"order_id": order_id})):
+                return FALL_BACK
+        params = {"order_id": order_id, "owner": owner, "now": now}
+        if not (yield Step(direct.prepared("deliver_order", lambda: statements.deliver_order(True)), params)):
+            raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
+        if rows:
+            add = direct.prepared("insert_deliveries", lambda: insert(deliveries), keys=_DELIVERY_KEYS)
+            extra = {"order_id": order_id, "attempt_id": attempt_id, "created_at": now}
+            yield Step(add, [{**row, **extra} for row in rows], many=True)
+        ids = {"p_attempt": attempt_id, "p_order": order_id, "now": now}
+        if not (yield Step(direct.prepared("attempt_succeeded", statements.attempt_succeeded), ids)):
+            raise NotFound(f"no attempt {attempt_id} for order {order_id}")
+        yield Step(direct.prepared("receipt_applied", statements.receipt_applied), ids)
+        routes = self.notify_routes
+        if routes.wants("order.delivered"):
+            data = {"status": "delivered"}
+            outbox = routes.rows(self.install_id, "order.delivered", now, order_id=order_id, data=data)
+            if outbox:
+                keys = tuple(outbox[0])
+                add = direct.prepared(("outbox", keys), lambda: insert_outbox(self.dialect), keys=keys)
+                yield Step(add, outbox, many=True)
+        return None
 
     async def deliver_from_stock(
         self, order_id: int, owner: str, attempt_id: int, sku: str, qty: int, now: datetime

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Receipt, ReceiptKind
 from fulfil.storage import statements
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks
-from fulfil.storage.errors import NotFound
+from fulfil.storage.direct import FALL_BACK, Script, Step
+from fulfil.storage.errors import NotFound, StoreError
 from fulfil.storage.schema import attempts, receipt_cards, receipts
 from suppliers.taxonomy import Card
 from suppliers.values import expires as bounded_expires
@@ -47,63 +48,65 @@ class ReceiptOps(StoreBase):
         supplier_order_id = bounded_id(supplier_order_id)
         # What is stored, and so what the receipt returned holds: expiry bounded as in the cards' rows.
         stored = tuple(Card(password=c.password, number=c.number, expires=bounded_expires(c.expires)) for c in cards)
+        values = {
+            "kind": kind.value,
+            "supplier_order_id": supplier_order_id,
+            "cost": cost,
+            "cards": len(cards),
+            "evidence": evidence or {},
+            "updated_at": now,
+        }
+        first = await self._direct.run(self._first_receipt(attempt_id, now, values, stored))
+        if isinstance(first, Receipt):
+            return first
+        # The attempt has a receipt already (a repeat, an upgrade, late keys); receipts are never deleted.
         async with self._write() as conn:
-            # The attempt and its receipt (if any) in one read.
             found = (await conn.execute(statements.attempt_with_receipt(), {"attempt_id": attempt_id})).first()
-            if found is None:
-                raise NotFound(f"no attempt {attempt_id}")
+            if found is None or found.r_id is None:
+                raise StoreError(f"attempt {attempt_id}: its receipt is gone (receipts are never deleted)")
             m = found._mapping
-            current = (
-                None if m["r_id"] is None else _receipt_from_row({c.name: m[f"r_{c.name}"] for c in receipts.c}, ())
-            )
-            values = {
-                "kind": kind.value,
-                "supplier_order_id": supplier_order_id,
-                "cost": cost,
-                "cards": len(cards),
-                "evidence": evidence or {},
-                "updated_at": now,
-            }
-            written: Receipt | None = None
-            if current is None:
-                row = {"attempt_id": attempt_id, "order_id": m["order_id"], "created_at": now, **values}
-                receipt_id = await conn.scalar(statements.insert_receipt(), row)
-                assert receipt_id is not None
-                await self._insert_cards(conn, receipt_id, stored)
-                written = Receipt(
-                    id=receipt_id,
-                    attempt_id=attempt_id,
-                    order_id=m["order_id"],
-                    kind=kind,
-                    cards=stored,
-                    supplier_order_id=supplier_order_id,
-                    cost=cost,
-                    evidence=evidence or {},
-                    created_at=now,
-                )
-            elif _upgrades(current, kind, cards):
-                receipt_id = current.id
+            current = _receipt_from_row({c.name: m[f"r_{c.name}"] for c in receipts.c}, ())
+            facts = _facts(m, values, new=current.kind is ReceiptKind.ACKNOWLEDGED)
+            if _upgrades(current, kind, cards):
                 values["supplier_order_id"] = supplier_order_id or current.supplier_order_id
-                await conn.execute(update(receipts).where(receipts.c.id == receipt_id).values(**values))
-                await self._insert_cards(conn, receipt_id, stored)
-            else:
-                receipt_id = current.id  # already as final as this answer, or more: keep the first
-                if cards and current.kind is ReceiptKind.CHARGED_NO_GOODS:
-                    # Keys after the charge was claimed as without goods (a lost answer arriving late): never
-                    # dropped; held under the claim, whose amount shrinks when they are released.
-                    await self._hold(conn, attempt_id, cards, "late_keys", now)
-            facts: dict[str, Any] = {}
-            if supplier_order_id and not m["supplier_order_id"]:
-                facts["supplier_order_id"] = supplier_order_id
-            if cost is not None and m["supplier_cost"] is None:
-                facts["supplier_cost"] = cost
-            if current is None or current.kind is ReceiptKind.ACKNOWLEDGED:
-                # A delivered attempt keeps what the supplier said, for after-sales and reconciliation.
-                facts["evidence"] = {**m["evidence"], "answer": evidence or {}}
+                await conn.execute(update(receipts).where(receipts.c.id == current.id).values(**values))
+                await self._insert_cards(conn, current.id, stored)
+            elif cards and current.kind is ReceiptKind.CHARGED_NO_GOODS:
+                # Already as final as this answer, or more: the first is kept. Keys after the charge was claimed
+                # as without goods (a lost answer arriving late) are never dropped; held under the claim, whose
+                # amount shrinks when they are released.
+                await self._hold(conn, attempt_id, cards, "late_keys", now)
             if facts:
                 await conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(**facts))
-            # A new receipt is known as written; any other is read back as the database holds it.
-            return written or await self._receipt(conn, receipt_id)
+            return await self._receipt(conn, current.id)
+
+    def _first_receipt(
+        self, attempt_id: int, now: datetime, values: dict[str, Any], cards: tuple[Card, ...]
+    ) -> Script:
+        """The common case as one direct transaction: the attempt has no receipt yet, so this answer is written
+        with its keys and the attempt gets the facts. FALL_BACK (nothing written) when it has one already."""
+        direct = self._direct
+        read = direct.prepared("attempt_with_receipt", statements.attempt_with_receipt)
+        rows = yield Step(read, {"attempt_id": attempt_id})
+        if not rows:
+            raise NotFound(f"no attempt {attempt_id}")
+        found = rows[0]
+        if found["r_id"] is not None:
+            return FALL_BACK
+        row = {"attempt_id": attempt_id, "order_id": found["order_id"], "created_at": now, **values}
+        add = direct.prepared(("insert_receipt", tuple(row)), statements.insert_receipt, keys=tuple(row))
+        (written,) = yield Step(add, row)
+        receipt_id = written["id"]
+        if cards:
+            card_rows = self._card_rows(receipt_id, cards)
+            insert_cards = direct.prepared("insert_receipt_cards", lambda: insert(receipt_cards), keys=_CARD_KEYS)
+            yield Step(insert_cards, card_rows, many=True)
+        facts = _facts(found, values, new=True)  # a first receipt: the attempt keeps the answer
+        if facts:
+            names = tuple(facts)
+            update_ = direct.prepared(("attempt_facts", names), lambda: statements.attempt_facts(names))
+            yield Step(update_, {"p_attempt": attempt_id, **{f"v_{name}": facts[name] for name in names}})
+        return _receipt_from_row({**row, "id": receipt_id, "applied_at": None}, cards)  # known as written
 
     async def receipt_for(self, attempt_id: int) -> Receipt | None:
         async with self._read() as conn:
@@ -128,8 +131,8 @@ class ReceiptOps(StoreBase):
             # Labelled: both tables have an `id`, and the attempt's must not be the receipt's.
             return [(await self._receipt(conn, row.receipt_id), attempt_from_row(row)) for row in rows]
 
-    async def _insert_cards(self, conn: AsyncConnection, receipt_id: int, cards: Sequence[Card]) -> None:
-        rows = [
+    def _card_rows(self, receipt_id: int, cards: Sequence[Card]) -> list[dict[str, Any]]:
+        return [
             {
                 "receipt_id": receipt_id,
                 "position": position,
@@ -139,7 +142,9 @@ class ReceiptOps(StoreBase):
             }
             for position, card in enumerate(cards)
         ]
-        for part in chunks(rows):
+
+    async def _insert_cards(self, conn: AsyncConnection, receipt_id: int, cards: Sequence[Card]) -> None:
+        for part in chunks(self._card_rows(receipt_id, cards)):
             await conn.execute(insert(receipt_cards), list(part))
 
     async def _receipt(self, conn: AsyncConnection, receipt_id: int) -> Receipt:
@@ -148,6 +153,22 @@ class ReceiptOps(StoreBase):
             select(receipt_cards).where(receipt_cards.c.receipt_id == receipt_id).order_by(receipt_cards.c.position)
         )
         return _receipt_from_row(row, tuple(self._card(card._mapping) for card in found))
+
+
+_CARD_KEYS = ("receipt_id", "position", "number_enc", "password_enc", "expires")
+
+
+def _facts(attempt: Mapping[Any, Any], values: Mapping[str, Any], *, new: bool) -> dict[str, Any]:
+    """What the attempt row learns from an answer: the supplier's order id and cost when it had none, and (for
+    a first settling answer, `new`) the answer itself beside its evidence, for after-sales and reconciliation."""
+    facts: dict[str, Any] = {}
+    if values["supplier_order_id"] and not attempt["supplier_order_id"]:
+        facts["supplier_order_id"] = values["supplier_order_id"]
+    if values["cost"] is not None and attempt["supplier_cost"] is None:
+        facts["supplier_cost"] = values["cost"]
+    if new:
+        facts["evidence"] = {**attempt["evidence"], "answer": values["evidence"]}
+    return facts
 
 
 def _upgrades(current: Receipt, kind: ReceiptKind, cards: Sequence[Card]) -> bool:

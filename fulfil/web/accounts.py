@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections import deque
@@ -12,8 +13,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 _HASHER = PasswordHasher()
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
-# A hash to verify against when the name is unknown, so a wrong name takes as long as a wrong password.
-_DUMMY = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy() -> str:
+    """A hash to verify against when the name is unknown, so a wrong name takes as long as a wrong password;
+    made on first use, not at import (every CLI command would pay ~0.1 s for it)."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 class BadPassword(ValueError):
@@ -30,7 +36,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(stored: str | None, password: str) -> bool:
     try:
-        return _HASHER.verify(stored or _DUMMY, password[:MAX_PASSWORD]) and stored is not None
+        return _HASHER.verify(stored or _dummy(), password[:MAX_PASSWORD]) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -11,7 +11,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -173,6 +173,9 @@ class SupplierBooks:
     delivered: int = 0  # of those, units whose keys (or top-up) reached an order
     claimed: int = 0  # units under a claim against the supplier
     returned: int = 0  # units put back into stock (late keys); also under their possible_double claim
+    # Units under a possible_double claim whose every answer was lost at a supplier that cannot be asked by our
+    # number: the keys never reached fulfil (none to put back); claimed in full, the order with a person.
+    unresolved: int = 0
     orders: int = 0  # charged orders
     invalid_batches: int = 0  # charged orders the ledger marks as invalid batches
 
@@ -191,7 +194,8 @@ class Books:
     def summary(self) -> str:
         parts = [
             f"{name}: charged {b.charged} units in {b.orders} orders = delivered {b.delivered} + claimed {b.claimed}"
-            f" (returned to stock {b.returned}; invalid batches {b.invalid_batches})"
+            f" (returned to stock {b.returned}; unresolved possible doubles {b.unresolved};"
+            f" invalid batches {b.invalid_batches})"
             for name, b in self.suppliers.items()
         ]
         return "; ".join(parts) + (
@@ -223,6 +227,7 @@ class _Reconciler:
         self.charged: dict[Number, Mapping[str, Any]] = {}
         self.accounted: dict[Number, str] = {}
         self.claimed: dict[Number, set[str]] = {}
+        self.claimed_units: dict[tuple[Number, str], int] = {}
         for name, ledger in ledgers.items():
             for order in ledger["orders"]:
                 self._ledger_order(name, order)
@@ -293,6 +298,7 @@ class _Reconciler:
         for claim in claims:
             self.books.claims_by_reason[claim["reason"]] += 1
             self.claimed.setdefault((claim["supplier"], claim["supplier_order_no"]), set()).add(claim["reason"])
+            self.claimed_units[((claim["supplier"], claim["supplier_order_no"]), claim["reason"])] = int(claim["qty"])
         for key, reasons in self.claimed.items():
             if key[0] not in self.ledgers:
                 continue
@@ -314,10 +320,19 @@ class _Reconciler:
             if order["invalid_keys"] and "invalid_key" not in self.claimed.get(key, set()):
                 self.problem(f"{key[0]} {key[1]}: invalid batch ({order['invalid_keys']}) without an invalid_key claim")
 
-    def stock(self, returned_keys: int) -> None:
-        """Late keys back in stock come from possible doubles that turned out charged."""
+    def stock(self, returned_keys: int, views: Sequence[Mapping[str, Any]], unqueryable: Collection[str]) -> None:
+        """Late keys back in stock come from possible doubles that turned out charged. Except at a supplier that
+        cannot be asked by our number (acg-faka): when every answer under a number was lost, its attempt stays
+        open and the keys never reach fulfil; then the claim must cover every unit charged and the order must be
+        with a person (never bought elsewhere under policy `wait`)."""
+        owner = {(a["supplier"], a["supplier_order_no"]): (view, a) for view in views for a in view["attempts"]}
         for key, reasons in self.claimed.items():
-            if key in self.charged and reasons == {"possible_double"}:
+            if key not in self.charged or reasons != {"possible_double"}:
+                continue
+            view, attempt = owner.get(key, (None, None))
+            if key[0] in unqueryable and attempt is not None and attempt["state"] in ("sent", "ambiguous"):
+                self._unresolved(key, view)
+            else:
                 self.books.suppliers[key[0]].returned += len(self.charged[key]["cards"])
         late = sum(b.returned for b in self.books.suppliers.values())
         if returned_keys != late:
@@ -327,20 +342,33 @@ class _Reconciler:
                 self.problem(f"{name}: the books do not balance")
 
 
+    def _unresolved(self, key: Number, view: Mapping[str, Any] | None) -> None:
+        charged = int(self.charged[key]["qty"])
+        self.books.suppliers[key[0]].unresolved += charged
+        claimed = self.claimed_units[(key, "possible_double")]
+        if claimed != charged:
+            self.problem(f"{key[0]} {key[1]}: charged {charged} unit(s), its possible_double claim covers {claimed}")
+        if view is None or view["status"] != "review" or not view["reason"]:
+            where = _attempts_text(view) if view is not None else "no order knows it"
+            self.problem(f"{key[0]} {key[1]}: charged, open under a possible_double claim, not with a person; {where}")
+
+
 def reconcile(
     views: Sequence[Mapping[str, Any]],
     claims: Sequence[Mapping[str, Any]],
     ledgers: Mapping[str, Mapping[str, Any]],
     *,
     returned_keys: int = 0,
+    unqueryable: Collection[str] = (),
 ) -> Books:
     """Every unit each supplier charged for, number by number: delivered to exactly one order (the very keys the
     supplier issued), or under a claim (possible doubles whose keys went back to stock included); nothing
     delivered that was not charged; no key delivered twice; an invalid_key claim for every batch the ledger
-    marks invalid; `returned_keys` (what stock holds) equal to the late keys of possible doubles."""
+    marks invalid; `returned_keys` (what stock holds) equal to the late keys of possible doubles, except those of
+    `unqueryable` suppliers left open with every answer lost (claimed in full, their order in review)."""
     run = _Reconciler(ledgers)
     run.deliveries(views)
     run.claims(claims)
     run.unaccounted(views)
-    run.stock(returned_keys)
+    run.stock(returned_keys, views, unqueryable)
     return run.books

@@ -75,6 +75,13 @@ def check_result(r: dict[str, Any], db: str) -> None:
     assert window["orders"] == ORDERS
     assert window["sim_requests_per_order"] >= 2  # a purchase and a query at least
     assert window["top_statements"], "the FULFIL_SQL_COUNT hook wrote nothing"
+    split = window["cpu_split_ms_per_order"]
+    assert split["daemons"] == pytest.approx(window["cpu_ms_per_order"])
+    assert split["simulator"] > 0, "the simulator answered every order: it used some CPU"
+    # The machine's busy time holds every process of the window, the daemon and the simulator among them.
+    assert split["machine"] >= split["daemons"] + split["simulator"] - 1.0
+    assert 0 < window["machine_busy_share"] <= 1.0
+    assert (split["database_server"] > 0) == (db == "pg")
 
 
 def test_bench_sqlite(tmp_path: Path) -> None:

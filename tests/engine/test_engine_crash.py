@@ -11,13 +11,13 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from enginekit import FakeSupplier, Harness, books, make_config, ok
+from enginekit import FAST_RETRY, FakeSupplier, Harness, books, charge_then_lose, error, make_config, ok
 
 from fulfil.crypto import CardCipher
-from fulfil.domain import AttemptState, OrderStatus
+from fulfil.domain import AttemptState, ClaimReason, ClaimRecord, OrderStatus
 from fulfil.storage import Store
 from suppliers.base import PlaceRequest
-from suppliers.taxonomy import Outcome
+from suppliers.taxonomy import ErrorClass, Outcome
 
 
 async def die_here() -> None:
@@ -181,6 +181,57 @@ async def test_killed_between_the_invalid_key_claim_and_the_final_mark(db_url: s
         assert [(c.reason, c.qty) for c in view.claims] == [(ClaimReason.INVALID_KEY, 2)], "one claim, not two"
         assert main.charged_units == 2 and backup.charged_units == 2 and len(view.cards) == 2
         assert main.numbers("place") == [left.attempts[0].number], "the invalid batch is not bought again"
+    finally:
+        await dying.close()
+        await store.close()
+
+
+class DiesAfterTheClaimDraft(Store):
+    """The real store; the process dies right after the first possible-double claim commits (before its order
+    reaches review)."""
+
+    died = False
+
+    async def open_claim(self, *args: object, **kwargs: object) -> ClaimRecord:
+        claim = await super().open_claim(*args, **kwargs)  # type: ignore[arg-type]
+        if claim.reason is ClaimReason.POSSIBLE_DOUBLE and not DiesAfterTheClaimDraft.died:
+            DiesAfterTheClaimDraft.died = True
+            await die_here()
+        return claim
+
+
+async def test_killed_between_the_possible_double_draft_and_review_is_not_bought_elsewhere(
+    db_url: str, cipher: CardCipher
+) -> None:
+    """Policy `wait`, a supplier that cannot be asked by our number: the answer is lost after the charge and
+    every re-send's answer too, so the order goes to a person with a claim draft naming the number. A kill
+    after the draft committed and before the order reached review must not let the next worker take the draft
+    for "moved on" (as under policy `failover` or an operator's retry) and buy the order from the backup while
+    the first purchase exists."""
+    DiesAfterTheClaimDraft.died = False
+    await asyncio.to_thread(Store.upgrade, db_url)
+    dying = await DiesAfterTheClaimDraft.open(db_url, cipher)
+    store = await Store.open(db_url, cipher)
+    try:
+        lost = error(ErrorClass.AMBIGUOUS)
+        main = FakeSupplier("main", place_steps=[charge_then_lose, lost], queryable=False)
+        backup = FakeSupplier("backup", place_steps=[ok])
+        config = make_config([("main", 1), ("backup", 2)], retry=FAST_RETRY)
+        first = Harness(dying, cipher, config, {"main": main, "backup": backup})
+        await first.add(qty=2)
+        with pytest.raises(asyncio.CancelledError):
+            await first.run()
+        left = await first.view()
+        assert left.order.status is OrderStatus.PROCESSING, "killed before the order reached review"
+        assert [c.reason for c in left.claims] == [ClaimReason.POSSIBLE_DOUBLE]
+        await store.release_all_leases(datetime.now(UTC))
+        successor = Harness(store, cipher, config, {"main": main, "backup": backup})
+        successor.owner = "successor"
+        view = await successor.run()
+        assert backup.charged_units == 0, "bought from the backup while the first purchase may exist"
+        assert view.order.status is OrderStatus.REVIEW, view.order.reason
+        assert left.attempts[0].number in (view.order.reason or "")
+        assert [c.reason for c in view.claims] == [ClaimReason.POSSIBLE_DOUBLE], "one claim, not two"
     finally:
         await dying.close()
         await store.close()

@@ -15,6 +15,7 @@ from test_engine_crash import die_here, two
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState, ClaimReason, OrderStatus, ReceiptKind
 from fulfil.storage import Store, StoreError
+from fulfil.storage.direct import FALL_BACK, Script
 from fulfil.storage.schema import orders
 from suppliers.base import PlaceRequest
 from suppliers.taxonomy import Card, ErrorClass, Evidence, OrderState, Outcome
@@ -115,11 +116,14 @@ class DiesAt(Store):
             await die_here()
         return receipt
 
-    async def _complete_delivery(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
-        await super()._complete_delivery(*args, **kwargs)  # type: ignore[arg-type]
-        if DiesAt.moment == "in_delivery":
+    def _deliver(self, *args: object, **kwargs: object) -> Script:  # type: ignore[override]
+        answer = yield from super()._deliver(*args, **kwargs)  # type: ignore[arg-type]
+        if DiesAt.moment == "in_delivery" and answer is not FALL_BACK:
             DiesAt.moment = ""
-            await die_here()  # inside the delivery transaction: it rolls back, as under kill -9
+            # Inside the delivery transaction, every statement run, before its commit: it rolls back, as under
+            # kill -9, and the order's task is cancelled at this point.
+            raise asyncio.CancelledError
+        return answer
 
 
 @pytest.mark.parametrize("moment", ["after_receipt", "in_delivery"])

@@ -24,6 +24,11 @@ class _Count:
         engine = store._engine.sync_engine
         event.listen(engine, "before_cursor_execute", self._statement)
         event.listen(engine, "begin", self._begin)
+        store._direct.watch(self._direct)  # the hot path's transactions, run on the driver directly
+
+    def _direct(self, texts: list[str], _committed: bool) -> None:
+        self.statements += len(texts)
+        self.transactions += 1
 
     def _statement(self, _c: Any, _cur: Any, statement: str, *_: Any) -> None:
         if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from fulfil.config import OfferConfig, ProductConfig
 from fulfil.domain import AttemptRecord, AttemptState
 from fulfil.health import NullHealth
-from fulfil.routing import Demoting, plan_offers
+from fulfil.quality import SupplierQuality
+from fulfil.routing import Demoting, _demotes, plan_offers
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 ENABLED = {"main": True, "backup": True, "third": True}
@@ -53,6 +54,8 @@ def plan(health: NullHealth, attempts: list[AttemptRecord] | None = None, rng: r
 def test_the_quality_object_is_recognised() -> None:
     assert isinstance(Ranked(set(), 0.0), Demoting)
     assert not isinstance(NullHealth(), Demoting)
+    # plan_offers' once-per-class check says the same as the Protocol (the real quality object included).
+    assert _demotes(Ranked) and _demotes(SupplierQuality) and not _demotes(NullHealth)
 
 
 def test_a_demoted_supplier_goes_last() -> None:

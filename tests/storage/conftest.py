@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +24,7 @@ from fulfil.storage.database import parse_url
 OWNER = "w1"
 Claimed = Callable[..., Awaitable[Order]]
 Raw = Callable[[str], Awaitable[list[dict[str, Any]]]]
+KillAt = Callable[[str, Sequence[str], Mapping[str, str], Path], Awaitable[None]]
 
 
 async def raw_rows(url: str, sql: str) -> list[dict[str, Any]]:
@@ -55,3 +61,24 @@ def claimed(store: Store, now: datetime) -> Claimed:
         return mine[0]
 
     return make
+
+
+@pytest.fixture
+def kill_9_at() -> KillAt:
+    """`await kill_9_at(code, args, env, marker)`: run `python -c code *args`, and kill -9 it the moment it
+    creates `marker` (the child creates it where the test wants the kill to land, then waits)."""
+
+    async def run(code: str, args: Sequence[str], env: Mapping[str, str], marker: Path) -> None:
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", code, *args, env=dict(env))
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():  # noqa: ASYNC240 - one stat per 50 ms poll
+                assert child.returncode is None, f"the child ended early ({child.returncode})"
+                assert time.monotonic() < deadline, "the child never reached the moment"
+                await asyncio.sleep(0.05)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            await asyncio.wait_for(child.wait(), 30)
+        assert child.returncode == -signal.SIGKILL
+
+    return run

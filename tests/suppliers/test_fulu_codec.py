@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from suppliers.fulu_codec import (
     CODE_CLASSES,
@@ -205,3 +207,10 @@ def test_zero_is_not_an_error() -> None:
 @pytest.mark.parametrize("code", [-1, 1, 999, 1020, 2000, 3006, 4003, 4005, 4013, 5001, 9999])
 def test_unknown_codes_are_ambiguous(code: int) -> None:
     assert classify_code(code) is ErrorClass.AMBIGUOUS
+
+
+@given(text=st.text(max_size=400), secret=st.text(max_size=40))
+def test_sign_text_is_md5_of_the_sorted_characters_and_the_secret(text: str, secret: str) -> None:
+    # The protocol's definition, written the plain way (sign_text sorts distinct characters for speed).
+    expected = hashlib.md5(("".join(sorted(text)) + secret).encode("utf-8")).hexdigest()
+    assert sign_text(text, secret) == expected

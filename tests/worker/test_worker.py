@@ -240,8 +240,7 @@ async def test_an_order_claimed_back_while_in_flight_is_not_run_twice(
     await eventually(lambda: processor.started == ["R0"])
 
     # The lease is swept (a stall longer than the lease, say) and the free slot claims the order back.
-    await eventually(lambda: lapse_and_sweep(store, db_url))
-    await eventually(lambda: bool(events(caplog, "worker.reclaimed_in_flight")))
+    await lapse_until_claimed_back(store, db_url, caplog)
     processor.gate_all.set()
     await eventually(lambda: processor.finished == ["R0"])
 
@@ -255,6 +254,29 @@ async def lapse_and_sweep(store: Store, db_url: str) -> bool:
     if the worker's renewal slipped in between, so the caller tries again)."""
     await let_time_pass(db_url, 3600)
     return await store.sweep_expired_leases(utcnow()) == 1
+
+
+async def lapse_until_claimed_back(store: Store, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An hour passes on the database's clock and the sweeper runs, until the worker has claimed the order back.
+
+    The claim-back is what is waited for, not the sweep: the worker's poll takes expired leases too, so it may
+    claim the order back before the sweep (which then sweeps nothing). Taking that for "the renewal slipped in"
+    and passing another hour would take the lease from the run a second time, for real: `lease.lost`, and the
+    order rightly run again (the flake this replaced). Only when no claim-back follows (a renewal did slip in
+    before the hour passed) does another hour pass."""
+
+    def reclaimed() -> bool:
+        return bool(events(caplog, "worker.reclaimed_in_flight"))
+
+    for _ in range(5):
+        await let_time_pass(db_url, 3600)
+        await store.sweep_expired_leases(utcnow())
+        try:
+            await eventually(reclaimed, within=5.0)  # a 20 ms poll: generous for a loaded machine
+        except TimeoutError:
+            continue
+        return
+    raise AssertionError("the order was never claimed back")
 
 
 class FailingProcessor(StockProcessor):

@@ -1,0 +1,159 @@
+"""The hot path's own PostgreSQL connections (fulfil/storage/pg_connections.py, asyncpg): a connection whose
+state is unknown is never used again, a statement the server no longer accepts fails one transaction (not every
+one after it, and never with rows of another shape), and the database URL's libpq options are sorted out at
+start, not at the first order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from fulfil.crypto import CardCipher
+from fulfil.domain import NewOrder, Order
+from fulfil.storage import Store
+from fulfil.storage.errors import StoreError
+from fulfil.storage.pg_connections import PgConnections, connect_args
+
+OWNER = "w1"
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[Store]:
+    """A store on a fresh schema of its own: these tests change tables and end sessions under it."""
+    await asyncio.to_thread(Store.upgrade, pg_url)
+    store = await Store.open(pg_url, CardCipher(os.urandom(32)))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _pool(store: Store) -> PgConnections:
+    pool = store._direct._pg  # noqa: SLF001 - the connections under test
+    assert pool is not None
+    return pool
+
+
+async def _claimed(store: Store, now: datetime, ref: str = "pg-1") -> Order:
+    await store.add_order(NewOrder(ref, "steam-100", 1), now)
+    (order,) = await store.claim_orders(OWNER, 10, 60, now)
+    return order
+
+
+async def test_a_connection_the_server_dropped_is_replaced(pg_store: Store, now: datetime) -> None:
+    """Not pinged before use: a dropped one fails the transaction it was given (rolled back, a StoreError the
+    engine retries) and is closed; the next one opens a fresh one."""
+    store = pg_store
+    order = await _claimed(store, now)
+    pool = _pool(store)
+    assert len(pool._idle) == 1, "Store.open opened one"  # noqa: SLF001
+    await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now)
+    assert len(pool._idle) == 1, "and the attempt used it"  # noqa: SLF001
+    pid = pool._idle[0].conn.get_server_pid()  # noqa: SLF001
+    async with store._write() as conn:  # noqa: SLF001 - the server drops that session, as on a restart
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    with pytest.raises(StoreError, match="database error"):
+        await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now)
+    assert pool._idle == []  # noqa: SLF001 - closed, not given back
+    again = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now)
+    attempts = await store.attempts_for_order(order.id)
+    assert len(attempts) == 2 and attempts[-1].id == again.id, "the failed one wrote nothing"
+    assert pool._idle[0].conn.get_server_pid() != pid  # noqa: SLF001
+
+
+async def test_a_statement_a_migration_changed_fails_once_and_never_reads_another_shape(
+    pg_store: Store, now: datetime
+) -> None:
+    """Prepared statements are named, so a column type changed under them (a migration while the daemon runs)
+    makes the server refuse the next execution, one StoreError, instead of the driver decoding the new column
+    with the old type (a bigint read as NUMERIC comes out as a wrong amount, silently); that connection is
+    dropped and the next transaction prepares afresh."""
+    store = pg_store
+    order = await _claimed(store, now)
+    await store.open_attempt(order.id, OWNER, "fulu", 0, 1, Decimal("9.90"), now)  # prepared: RETURNING cost
+    async with store._write() as conn:  # noqa: SLF001
+        await conn.execute(text("ALTER TABLE attempts ALTER COLUMN cost TYPE bigint USING round(cost)"))
+
+    with pytest.raises(StoreError, match="database error"):
+        await store.open_attempt(order.id, OWNER, "fulu", 0, 1, Decimal("985"), now)
+    assert _pool(store)._idle == []  # noqa: SLF001 - that connection's statements are not trusted again
+    attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, Decimal("985"), now)
+    assert attempt.cost == Decimal("985")
+    assert [a.cost for a in await store.attempts_for_order(order.id)] == [10, 985], "the refused one wrote nothing"
+
+
+async def test_a_caller_cancelled_mid_statement_leaves_nothing_and_no_connection_in_doubt(
+    pg_store: Store, now: datetime
+) -> None:
+    """The attempt's INSERT waits on the order's row (locked elsewhere) and its caller is cancelled: nothing is
+    written, the connection is not given back (its state is not known), and the next attempt goes through."""
+    store = pg_store
+    order = await _claimed(store, now)
+    pool = _pool(store)
+    async with store._write() as conn:  # noqa: SLF001 - someone else holds the order's row
+        await conn.execute(text(f"SELECT id FROM orders WHERE id = {order.id} FOR UPDATE"))
+        opening = asyncio.create_task(store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now))
+        await asyncio.sleep(0.3)
+        assert not opening.done(), "the INSERT waits for the row"
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+    assert pool._idle == [], "not given back"  # noqa: SLF001
+    assert await store.attempts_for_order(order.id) == []
+    attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now)
+    assert [a.id for a in await store.attempts_for_order(order.id)] == [attempt.id]
+
+
+async def test_values_keep_their_scale_instant_and_bytes(pg_store: Store) -> None:
+    """What asyncpg writes reads back through the engine (psycopg) unchanged: a Decimal's scale, a non-UTC
+    instant with microseconds (as the same instant in UTC), keys as bytes."""
+    store = pg_store
+    at = datetime(2026, 11, 21, 20, 0, 0, 123456, tzinfo=timezone(timedelta(hours=8)))
+    order = await _claimed(store, at)
+    attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, Decimal("9.850"), at, sent=True)
+    again = await store.get_attempt(attempt.id)
+    assert str(again.cost) == "9.850" and again.sent_at == at and again.sent_at.utcoffset() == timedelta(0)
+
+
+def test_libpq_options_in_the_url_are_sorted_out() -> None:
+    dsn, kwargs = connect_args(
+        make_url(
+            "postgresql+psycopg://u:p%40ss@db:5433/shop?connect_timeout=7&keepalives=1&keepalives_idle=30"
+            "&fallback_application_name=fulfil&sslmode=require&options=-csearch_path%3Dx"
+        )
+    )
+    assert kwargs == {"timeout": 7.0}
+    parsed = make_url(dsn)
+    assert (parsed.drivername, parsed.username, parsed.password, parsed.host, parsed.port, parsed.database) == (
+        "postgresql",
+        "u",
+        "p@ss",
+        "db",
+        5433,
+        "shop",
+    )
+    assert dict(parsed.query) == {
+        "application_name": "fulfil",
+        "sslmode": "require",
+        "options": "-csearch_path=x",
+    }
+    with pytest.raises(StoreError, match="channel_binding, gssencmode is not supported"):
+        connect_args(make_url("postgresql://db/shop?gssencmode=require&channel_binding=require"))
+    with pytest.raises(StoreError, match="connect_timeout must be a number"):
+        connect_args(make_url("postgresql://db/shop?connect_timeout=soon"))
+
+
+async def test_a_url_the_hot_path_cannot_use_fails_the_start(pg_url: str) -> None:
+    """An option libpq takes and asyncpg does not know (asyncpg sends it to the server as a setting, which the
+    server refuses) fails Store.open, not every order after it."""
+    await asyncio.to_thread(Store.upgrade, pg_url)
+    with pytest.raises(StoreError, match="cannot connect"):
+        await Store.open(f"{pg_url}&sslcrldir=/tmp", CardCipher(os.urandom(32)))
