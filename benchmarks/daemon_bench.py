@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import time
@@ -45,7 +46,7 @@ from benchmarks import ceiling, procs
 from benchmarks.receiver import Receiver
 from fulfil.crypto import CardCipher, load_card_key
 
-SQL_FIELDS = ("statement", "begin", "commit", "rollback", "connect", "checkout")
+SQL_FIELDS = ("statement", "begin", "commit", "rollback", "connect", "checkout", "groups", "grouped")
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,12 @@ class BenchConfig:
 class _Snapshot:
     at: float  # time.time()
     cpu: list[float]
+    sys_cpu: list[float]  # the kernel's part of `cpu`
     sql: list[dict[str, Any]]
     sim_requests: int
+    sim_cpu: float  # the simulator process
+    db_cpu: float  # PostgreSQL's server processes (0 on SQLite: inside the daemon)
+    machine_busy: float  # every process on every core
 
 
 def run(config: BenchConfig) -> dict[str, Any]:
@@ -135,14 +140,19 @@ def _run(
 # --- phases -------------------------------------------------------------------------------------------
 
 
-def _snapshot(daemons: Sequence[procs.Daemon], sim: procs.Sim, settle: float = 0.5) -> _Snapshot:
+def _snapshot(daemons: Sequence[procs.Daemon], sim: procs.Sim, db: str, settle: float = 0.5) -> _Snapshot:
     """Counters of every daemon; `settle` lets the hook's 0.2 s writer catch up with a quiet daemon."""
     time.sleep(settle)
+    split = [procs.cpu_split(d.pid) for d in daemons]  # one read of /proc per daemon: both figures of one moment
     return _Snapshot(
         at=time.time(),
-        cpu=[procs.cpu_seconds(d.pid) for d in daemons],
+        cpu=[user + system for user, system in split],
+        sys_cpu=[system for _, system in split],
         sql=[d.sql_counts() for d in daemons],
         sim_requests=sim.request_count(),
+        sim_cpu=procs.cpu_seconds(sim.proc.pid),
+        db_cpu=procs.postgres_cpu_seconds() if db == "pg" else 0.0,
+        machine_busy=procs.machine_busy_seconds(),
     )
 
 
@@ -176,7 +186,7 @@ def _throughput_phase(
         for i in range(config.orders):
             handle.write(json.dumps({"ref": f"T{i:07d}", "sku": procs.SKU, "qty": 1, "amount": "1.00"}) + "\n")
     profiler = _start_profiler(config.profile, daemons[0].pid, config.profile_gil) if config.profile else None
-    before = _snapshot(daemons, sim)
+    before = _snapshot(daemons, sim, config.db)
     import_start = time.time()
     procs.fulfil("orders", "import", str(orders), config=config_path, env=env)
     import_end = time.time()
@@ -185,7 +195,7 @@ def _throughput_phase(
     finally:
         if profiler is not None:
             _stop_profiler(profiler)
-    after = _snapshot(daemons, sim)
+    after = _snapshot(daemons, sim, config.db)
     claims = sorted(ts for d in daemons for ts in d.events.get("worker.claimed", ()) if ts.timestamp() >= import_start)
     return {
         "before": before,
@@ -200,10 +210,10 @@ def _latency_phase(
     config: BenchConfig, env: dict[str, str], daemons: Sequence[procs.Daemon], sim: procs.Sim
 ) -> dict[str, Any]:
     count = int(config.rate * config.duration)
-    before = _snapshot(daemons, sim)
+    before = _snapshot(daemons, sim, config.db)
     statuses = asyncio.run(_submit(config.rate, count, [d.port for d in daemons], env["FULFIL_ADMIN_TOKEN"]))
     _wait_delivered(daemons, config.orders + count, timeout=config.duration + 120.0)
-    after = _snapshot(daemons, sim)
+    after = _snapshot(daemons, sim, config.db)
     return {"before": before, "after": after, "count": count, "http_statuses": statuses}
 
 
@@ -302,13 +312,27 @@ def _window(before: _Snapshot, after: _Snapshot, orders: int) -> dict[str, Any]:
         "seconds": after.at - before.at,
         "cpu_s": cpu,
         "cpu_ms_per_order": cpu * 1000 / per,
+        "sys_cpu_ms_per_order": (sum(after.sys_cpu) - sum(before.sys_cpu)) * 1000 / per,  # the kernel's part
         "stmts_per_order": sql["statement"] / per,
         "tx_per_order": sql["begin"] / per,
         "commits_per_order": sql["commit"] / per,
+        # SQLite's group commit: direct transactions that shared a COMMIT with others (groups of >= 2).
+        "group_commits_per_order": sql["groups"] / per,
+        "grouped_tx_per_order": sql["grouped"] / per,
         "rollbacks_per_order": sql["rollback"] / per,
         "checkouts_per_order": sql["checkout"] / per,
         "conns_per_1k": sql["connect"] * 1000 / per,
         "sim_requests_per_order": (after.sim_requests - before.sim_requests) / per,
+        # Where the machine's CPU went in the window, per order: on 2 cores the daemon shares them with the
+        # simulator and (PostgreSQL) the database server; `machine` is every process on every core.
+        "cpu_split_ms_per_order": {
+            "daemons": cpu * 1000 / per,
+            "database_server": (after.db_cpu - before.db_cpu) * 1000 / per,
+            "simulator": (after.sim_cpu - before.sim_cpu) * 1000 / per,
+            "machine": (after.machine_busy - before.machine_busy) * 1000 / per,
+        },
+        "machine_busy_share": (after.machine_busy - before.machine_busy)
+        / max((after.at - before.at) * (os.cpu_count() or 1), 1e-9),
         "sql": sql,
         "top_statements": _top_statements(before, after, per),
     }
@@ -334,11 +358,13 @@ def _latency(views: Sequence[Any], supplier_ms: float) -> dict[str, Any]:
     and where it went (from each order's attempt)."""
     total: list[float] = []
     parts: dict[str, list[float]] = {"pickup": [], "write_ahead": [], "sent_to_final": [], "final_to_delivered": []}
+    slowest: list[tuple[float, str, str]] = []
     for view in views:
         order = view.order
         if not order.ref.startswith("L") or order.delivered_at is None:
             continue
         total.append(_ms(order.created_at, order.delivered_at) or 0.0)
+        slowest.append((total[-1], order.ref, order.created_at.isoformat()))
         if len(view.attempts) == 1:
             a = view.attempts[0]
             for name, value in (
@@ -354,6 +380,8 @@ def _latency(views: Sequence[Any], supplier_ms: float) -> dict[str, Any]:
         "ms": _quantiles(total),
         "overhead_ms": _quantiles([t - supplier_ms for t in total]),
         "breakdown_ms": {name: _quantiles(values) for name, values in parts.items()},
+        # The three slowest, to find what an outlier met (refs count up in the order they were sent).
+        "slowest": [{"ms": ms, "ref": ref, "created_at": at} for ms, ref, at in sorted(slowest, reverse=True)[:3]],
     }
 
 
@@ -439,6 +467,16 @@ def _pg_life(diff: dict[str, int] | None, orders: int) -> dict[str, Any] | None:
     }
 
 
+def _split(r: Mapping[str, Any]) -> str:
+    """The throughput window's CPU per order: daemons / database server / simulator / whole machine."""
+    window = r["throughput_window"]
+    split = window["cpu_split_ms_per_order"]
+    return (
+        f"cpu split daemon/db/sim/machine {split['daemons']:.1f}/{split['database_server']:.1f}/"
+        f"{split['simulator']:.1f}/{split['machine']:.1f} ms, busy {window['machine_busy_share']:.0%}"
+    )
+
+
 def summary_line(r: Mapping[str, Any]) -> str:
     flag = "" if r["ok"] else "  [NOT OK: see JSON]"
     return (
@@ -448,7 +486,7 @@ def summary_line(r: Mapping[str, Any]) -> str:
         f"p50/p95/p99 {r['p50_ms']:.0f}/{r['p95_ms']:.0f}/{r['p99_ms']:.0f} ms "
         f"(supplier {r['supplier_pair_ms']['p50_ms']:.1f} ms, overhead p99 {r['overhead_p99_ms']:.0f} ms) | "
         f"ceiling {r['ceiling_pairs_per_s']:.0f} pairs/s | ratio {r['ratio']:.3f} | "
-        f"load {r['loadavg_before'][0]:.1f}"
+        f"load {r['loadavg_before'][0]:.1f} | {_split(r)}"
         + (f" | webhook events {r['webhook']['events']}" if r.get("webhook") else "")
         + flag
     )

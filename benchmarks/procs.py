@@ -71,8 +71,45 @@ def free_port() -> int:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process (its children not included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of the process in seconds: Python's own work, and the kernel's for it (syscalls, fsync)."""
+    utime, stime, _, _ = _cpu_ticks(Path(f"/proc/{pid}"))
+    tick = os.sysconf("SC_CLK_TCK")
+    return utime / tick, stime / tick
+
+
+def _cpu_ticks(proc: Path) -> tuple[int, int, int, int]:
+    """utime, stime, cutime, cstime of /proc/<pid>, in clock ticks (the name may hold spaces and parentheses)."""
+    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14])
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL server process on this host: its backends' utime + stime, and what the postmaster
+    collected from the ones that exited. The server this machine's benchmarks run against is local."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() not in ("postgres", "postmaster"):
+                continue
+            total += sum(_cpu_ticks(entry))
+        except OSError:  # exited meanwhile
+            continue
+    return total / tick
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of this machine spent busy since boot (all processes: /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:

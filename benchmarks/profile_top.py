@@ -2,6 +2,7 @@
 
     python -m benchmarks.run --db sqlite --profile /tmp/daemon.txt     # py-spy record --format raw --threads
     python -m benchmarks.profile_top /tmp/daemon.txt --top 10          # Markdown tables
+    python -m benchmarks.profile_top /tmp/daemon.txt --groups          # database, HTTP, engine, logging, loop
 
 A frame is a function and its file (line numbers dropped, so a function counts once however many lines of
 it were sampled); with `--threads` the outermost frame names the thread, and the share of samples per thread
@@ -59,6 +60,39 @@ def analyse(path: Path) -> tuple[int, Counter[str], Counter[str], Counter[str], 
     return total_samples, self_counts, total_counts, threads, len(thread_ids)
 
 
+# `--groups`: each sample goes to the first group one of whose markers is in its stack (README, PROFILE.md).
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("logging", ("Logger.info", "Logger._log", "Logger.debug", "Logger.warning")),
+    ("HTTP to the supplier", ("FuluSupplier._call", "AcgFakaSupplier._call")),
+    ("database: direct transactions", ("Direct.run", "_run_sqlite", "_run_postgresql")),
+    (
+        "database: through SQLAlchemy",
+        ("greenlet_spawn", "AsyncConnection", "Engine.connect", "_ConnectionFairy", "Connection.execute", "aiosqlite"),
+    ),
+    ("the engine and the worker, outside calls", ("Worker.", "BatchLoader")),
+)
+OTHER = "the event loop and the rest"
+
+
+def groups(path: Path) -> tuple[int, Counter[str]]:
+    """Samples per group. A sample with no Python frame (the GIL held in C by a database thread) counts as
+    database through SQLAlchemy: before the direct path those were aiosqlite's connection threads."""
+    samples = 0
+    counts: Counter[str] = Counter()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _LINE.match(line.strip())
+        if match is None:
+            continue
+        stack, count = match.group(1), int(match.group(2))
+        samples += count
+        if ";" not in stack and _THREAD.match(stack):
+            counts[GROUPS[3][0]] += count
+            continue
+        name = next((name for name, markers in GROUPS if any(m in stack for m in markers)), OTHER)
+        counts[name] += count
+    return samples, counts
+
+
 def table(title: str, counts: Counter[str], samples: int, top: int) -> str:
     rows = [f"| {title} | samples | share |", "|---|---:|---:|"]
     for frame, n in counts.most_common(top):
@@ -71,7 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_top", description=summary)
     parser.add_argument("profile", type=Path, help="py-spy record --format raw output")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--groups", action="store_true", help="samples by group (database, HTTP, ...) only")
     args = parser.parse_args(argv)
+    if args.groups:
+        samples, counts = groups(args.profile)
+        print("| group | share |\n|---|---:|")
+        for name in [*(name for name, _ in GROUPS), OTHER]:
+            print(f"| {name} | {100 * counts[name] / max(samples, 1):.0f} % |")
+        return 0 if samples else 1
     samples, self_counts, total_counts, threads, thread_count = analyse(args.profile)
     if not samples:
         print("no samples", file=sys.stderr)

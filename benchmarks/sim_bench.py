@@ -24,11 +24,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from benchmarks.procs import cpu_seconds
 from suppliers import fulu_codec
 
 APP_KEY = "bench-app-key"
@@ -135,11 +135,6 @@ def _client(args: argparse.Namespace, index: int, count: int, concurrency: int, 
 # --- orchestration ------------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def _start_sim(scenario_path: str) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "suppliers.sim", "--listen", "127.0.0.1:0", "--scenario", scenario_path]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -175,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         args.host, args.port = url.removeprefix("http://").rsplit(":", 1)
         args.port = int(args.port)
         asyncio.run(_seed(args.host, args.port, args.seed_orders))
-        cpu_before = _cpu_seconds(proc.pid)
+        cpu_before = cpu_seconds(proc.pid)
         per_client = [args.requests // args.clients + (i < args.requests % args.clients) for i in range(args.clients)]
         conc = [max(1, args.concurrency // args.clients) for _ in range(args.clients)]
         barrier = mp.Barrier(args.clients + 1)
@@ -192,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         wall = time.perf_counter() - wall_start
         for worker in workers:
             worker.join()
-        server_cpu = _cpu_seconds(proc.pid) - cpu_before
+        server_cpu = cpu_seconds(proc.pid) - cpu_before
     finally:
         proc.terminate()
         proc.wait(timeout=10)
