@@ -10,8 +10,9 @@ Every action is recorded as an event with the operator and the time (the Store w
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -49,17 +50,22 @@ def list_(as_json: bool) -> None:
         click.echo("the review queue is empty")
 
 
+def _act(ref: str, operator: str, event: str, action: Callable[[Store], Coroutine[Any, Any, Order]]) -> Order:
+    """One operator action on one order, logged as `event` with who did it (the Store records the event)."""
+    order = run_with_store(action)
+    extra: dict[str, Any] = {"ref": ref, "order_id": order.id, "operator": operator}
+    if event == "review.refund":
+        extra["reason"] = order.reason
+    logger.info(event, extra=extra)
+    return order
+
+
 @review.command()
 @click.argument("ref")
 @operator_option
 def retry(ref: str, operator: str) -> None:
     """Put the order back to pending: a worker picks it up again."""
-
-    async def body(store: Store) -> Order:
-        return await store.review_retry(ref, operator, utcnow())
-
-    order = run_with_store(body)
-    logger.info("review.retry", extra={"ref": ref, "order_id": order.id, "operator": operator})
+    order = _act(ref, operator, "review.retry", lambda store: store.review_retry(ref, operator, utcnow()))
     click.echo(f"{ref}: back to {order.status}; a worker will pick it up")
 
 
@@ -68,15 +74,7 @@ def retry(ref: str, operator: str) -> None:
 @operator_option
 def refund(ref: str, operator: str) -> None:
     """Give up on the order: it becomes failed (refundable to the buyer), its reason kept."""
-
-    async def body(store: Store) -> Order:
-        return await store.review_refund(ref, operator, utcnow())
-
-    order = run_with_store(body)
-    logger.info(
-        "review.refund",
-        extra={"ref": ref, "order_id": order.id, "operator": operator, "reason": order.reason},
-    )
+    order = _act(ref, operator, "review.refund", lambda store: store.review_refund(ref, operator, utcnow()))
     click.echo(f"{ref}: {order.status} (refund the buyer); reason: {order.reason or '-'}")
 
 
@@ -85,12 +83,7 @@ def refund(ref: str, operator: str) -> None:
 @operator_option
 def release(ref: str, operator: str) -> None:
     """Let an order held by risk through: back to pending, fulfilled normally, not evaluated again."""
-
-    async def body(store: Store) -> Order:
-        return await store.review_release(ref, operator, utcnow())
-
-    order = run_with_store(body)
-    logger.info("review.release", extra={"ref": ref, "order_id": order.id, "operator": operator})
+    order = _act(ref, operator, "review.release", lambda store: store.review_release(ref, operator, utcnow()))
     click.echo(f"{ref}: released, back to {order.status}; a worker will fulfil it")
 
 
@@ -99,12 +92,7 @@ def release(ref: str, operator: str) -> None:
 @operator_option
 def refuse(ref: str, operator: str) -> None:
     """Refuse an order held by risk: failed (refund the buyer), its risk reason kept; the buyer loses credit."""
-
-    async def body(store: Store) -> Order:
-        return await store.review_refuse(ref, operator, utcnow())
-
-    order = run_with_store(body)
-    logger.info("review.refuse", extra={"ref": ref, "order_id": order.id, "operator": operator})
+    order = _act(ref, operator, "review.refuse", lambda store: store.review_refuse(ref, operator, utcnow()))
     click.echo(f"{ref}: {order.status} (refund the buyer); reason: {order.reason or '-'}")
 
 
