@@ -35,6 +35,9 @@ from fulfil.storage import Store
 from fulfil.storage.database import head_revision, parse_url
 from fulfil.storage.schema import metadata
 
+# Fixtures shared by files in different folders: the SMTP server on loopback (`smtp`).
+pytest_plugins = ["tests.smtpkit"]
+
 PG_ENV = "FULFIL_TEST_PG_URL"
 FIXED_NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 

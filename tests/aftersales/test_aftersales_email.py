@@ -4,16 +4,10 @@ channel to `aftersales.*`: the report taken, and the case closed with its outcom
 from __future__ import annotations
 
 import asyncio
-import email
-import socket
 import time
-from collections.abc import Iterator
 from email.header import decode_header, make_header
-from email.message import Message
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from fulfil.aftersales.model import Problem, Report
 from fulfil.config import Config
@@ -21,34 +15,12 @@ from fulfil.crypto import CardCipher
 from fulfil.notify import Dispatcher, build_routes
 from fulfil.storage import Store
 from tests.aftersales.askit import make_shop
-
-
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[_Inbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+from tests.smtpkit import Inbox
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 async def test_the_buyer_is_told_the_case_was_taken_and_how_it_closed(
-    store: Store, cipher: CardCipher, smtp: tuple[_Inbox, int], lang: str
+    store: Store, cipher: CardCipher, smtp: tuple[Inbox, int], lang: str
 ) -> None:
     inbox, port = smtp
     settings = {"host": "127.0.0.1", "port": port, "starttls": False, "from": "shop@example.com", "lang": lang}

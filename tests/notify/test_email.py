@@ -4,46 +4,20 @@ templates; keys only when the operator opted in; nothing sent (skipped) for an o
 from __future__ import annotations
 
 import asyncio
-import email
-import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from fulfil.config import Config
 from fulfil.domain import NewOrder
 from fulfil.notify import Dispatcher, build_routes
 from fulfil.storage import Store
 from suppliers.taxonomy import Card
-
-
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], Message]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[_Inbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+from tests.smtpkit import Inbox
 
 
 def _config(port: int, **email_changes: Any) -> Config:
@@ -60,7 +34,7 @@ def _config(port: int, **email_changes: Any) -> Config:
 
 
 async def _run(
-    store: Store, config: Config, orders: list[tuple[str, str | None, list[str]]], expect: int, inbox: _Inbox
+    store: Store, config: Config, orders: list[tuple[str, str | None, list[str]]], expect: int, inbox: Inbox
 ) -> None:
     store.notify_routes = build_routes(config.notify)
     dispatcher = Dispatcher(store, lambda: config, owner="t", poll_interval=0.05, config_dir=None)
@@ -73,8 +47,8 @@ async def _run(
         attempt = await store.open_attempt(added.order_id, "w", "fulu", 0, len(keys), None, now, sent=True)
         await store.deliver(added.order_id, "w", attempt.id, [Card(password=k) for k in keys], now)
     deadline = time.monotonic() + 10
-    while len(inbox.messages) < expect or await _open_rows(store):
-        assert time.monotonic() < deadline, (inbox.messages, await store.outbox_rows())
+    while len(inbox.received) < expect or await _open_rows(store):
+        assert time.monotonic() < deadline, (inbox.received, await store.outbox_rows())
         await asyncio.sleep(0.05)
     stopping.set()
     await task
@@ -99,12 +73,12 @@ def _parts(message: Message) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-async def test_a_delivered_email_carries_no_key_without_opt_in(store: Store, smtp: tuple[_Inbox, int]) -> None:
+async def test_a_delivered_email_carries_no_key_without_opt_in(store: Store, smtp: tuple[Inbox, int]) -> None:
     inbox, port = smtp
     await _run(
         store, _config(port), [("M1", "buyer@example.com", ["KEYM1AAAABBBBCCCC"]), ("M2", None, ["KEYM2X"])], 1, inbox
     )
-    ((to, message),) = inbox.messages
+    ((to, message),) = inbox.received
     assert to == ["buyer@example.com"] and message["Subject"] == "Order M1: delivered"
     parts = _parts(message)
     assert set(parts) == {"text/plain", "text/html"}
@@ -116,13 +90,13 @@ async def test_a_delivered_email_carries_no_key_without_opt_in(store: Store, smt
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_with_opt_in_the_keys_are_in_both_parts_in_the_shops_language(
-    store: Store, smtp: tuple[_Inbox, int], tmp_path: Path
+    store: Store, smtp: tuple[Inbox, int], tmp_path: Path
 ) -> None:
     inbox, port = smtp
     await _run(
         store, _config(port, include_keys=True, lang="zh"), [("M3", "b@example.com", ["KEYM3<&>AAAA"])], 1, inbox
     )
-    ((_, message),) = inbox.messages
+    ((_, message),) = inbox.received
     parts = _parts(message)
     assert "KEYM3<&>AAAA" in parts["text/plain"] and "KEYM3&lt;&amp;&gt;AAAA" in parts["text/html"]  # escaped
     assert "已发货" in parts["text/plain"] and _subject(message).startswith("订单 M3")
