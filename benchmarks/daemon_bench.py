@@ -477,12 +477,20 @@ def _split(r: Mapping[str, Any]) -> str:
     )
 
 
+def _steady_conns(r: Mapping[str, Any]) -> str:
+    """New connections per 1,000 orders in the latency phase: the pools are open by then (steady state); the
+    throughput window's figure counts them opening."""
+    window = r.get("latency_window")
+    return "steady n/a" if not window else f"steady {window['conns_per_1k']:.1f}"
+
+
 def summary_line(r: Mapping[str, Any]) -> str:
     flag = "" if r["ok"] else "  [NOT OK: see JSON]"
     return (
         f"{r['config']:<9} {r['orders']} orders: {r['orders_per_s']:.1f} orders/s | "
         f"cpu {r['cpu_ms_per_order']:.2f} ms/order | {r['stmts_per_order']:.1f} stmts/order | "
-        f"{r['tx_per_order']:.1f} tx/order | {r['conns_per_1k']:.1f} conns/1k | rss {r['rss_mb']:.0f} MB | "
+        f"{r['tx_per_order']:.1f} tx/order | {r['conns_per_1k']:.1f} conns/1k ({_steady_conns(r)}) | "
+        f"rss {r['rss_mb']:.0f} MB | "
         f"p50/p95/p99 {r['p50_ms']:.0f}/{r['p95_ms']:.0f}/{r['p99_ms']:.0f} ms "
         f"(supplier {r['supplier_pair_ms']['p50_ms']:.1f} ms, overhead p99 {r['overhead_p99_ms']:.0f} ms) | "
         f"ceiling {r['ceiling_pairs_per_s']:.0f} pairs/s | ratio {r['ratio']:.3f} | "

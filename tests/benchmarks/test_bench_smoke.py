@@ -48,6 +48,7 @@ def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     lines = [line for line in result.stdout.splitlines() if "orders/s" in line]
     assert len(lines) == 1, result.stdout  # one summary line per configuration
+    assert " conns/1k (steady " in lines[0], lines[0]  # the pools' opening told apart from steady state
     document: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     assert len(document["results"]) == 1
     result_: dict[str, Any] = document["results"][0]
@@ -73,6 +74,8 @@ def check_result(r: dict[str, Any], db: str) -> None:
     assert r["ceiling"]["failures"] == 0 and r["ceiling"]["pairs"] == 100
     window = r["throughput_window"]
     assert window["orders"] == ORDERS
+    steady = r["latency_window"]
+    assert steady["orders"] == LATENCY_ORDERS and math.isfinite(steady["conns_per_1k"]) and steady["conns_per_1k"] >= 0
     assert window["sim_requests_per_order"] >= 2  # a purchase and a query at least
     assert window["top_statements"], "the FULFIL_SQL_COUNT hook wrote nothing"
     split = window["cpu_split_ms_per_order"]
