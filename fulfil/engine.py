@@ -174,7 +174,7 @@ class Engine:
             if attempt.state not in OPEN_ATTEMPT_STATES:
                 continue
             if _set_aside(attempt, context.claims):
-                if self._may_move_on(run, attempt):
+                if self._may_move_on(run, attempt, context.attempts):
                     continue
                 # Under policy `wait` a possible-double claim nobody retried past is the draft written on the
                 # way to review (`_unsettled`, `_draft_claims`): a crash before the order got there must not
@@ -210,11 +210,14 @@ class Engine:
             metrics.FAILOVERS.labels(offers[0].supplier).inc()
             settled = True
 
-    def _may_move_on(self, run: Run, attempt: AttemptRecord) -> bool:
-        """An open attempt under a possible-double claim no longer holds its order back only where moving on
-        while it is unresolved was allowed: policy `failover`, or an operator's retry that came after it."""
+    def _may_move_on(self, run: Run, attempt: AttemptRecord, attempts: Sequence[AttemptRecord]) -> bool:
+        """An open attempt under a possible-double claim no longer holds its order back where moving on while it
+        is unresolved was allowed: policy `failover`, an operator's retry that came after it, or a later attempt
+        already made (the order moved on under a policy since changed to `wait`; under `wait` the draft written
+        on the way to review is always on the newest attempt)."""
         retried_past = run.retried_after is not None and attempt.id <= run.retried_after
-        return self.config.ambiguity.policy == "failover" or retried_past
+        moved_on = any(other.id > attempt.id for other in attempts)
+        return self.config.ambiguity.policy == "failover" or retried_past or moved_on
 
     async def _load_contexts(self, order_ids: Sequence[int]) -> dict[int, tuple[WorkContext, Cooldowns]]:
         contexts, cooled = await self.store.work_contexts(order_ids, self.clock.now(), self.config.risk.credit.start)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from enginekit import FAST_RETRY, FakeSupplier, Harness, books, charge_then_lose, error, make_config, ok
+from enginekit import FAST_RETRY, FakeSupplier, Harness, books, charge_then_lose, error, make_config, ok, unpark
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState, ClaimReason, ClaimRecord, OrderStatus
 from fulfil.storage import Store
 from suppliers.base import PlaceRequest
-from suppliers.taxonomy import ErrorClass, Outcome
+from suppliers.taxonomy import ErrorClass, OrderState, Outcome
 
 
 async def die_here() -> None:
@@ -234,4 +235,52 @@ async def test_killed_between_the_possible_double_draft_and_review_is_not_bought
         assert [c.reason for c in view.claims] == [ClaimReason.POSSIBLE_DOUBLE], "one claim, not two"
     finally:
         await dying.close()
+        await store.close()
+
+
+async def test_an_order_that_failed_over_before_a_switch_to_wait_is_delivered_from_its_later_attempt(
+    db_url: str, cipher: CardCipher
+) -> None:
+    """Policy `failover`: the main supplier's answer is lost, a possible-double claim is drafted and the order is
+    bought from the backup, which answers "processing" (parked). The operator then switches to `wait`. The
+    claimed attempt must not send the order to review on the next pass (it moved on legitimately, a later
+    attempt exists): the backup's purchase is asked about and its key delivered to the buyer, not released to
+    stock as a late success of an order already in review."""
+    await asyncio.to_thread(Store.upgrade, db_url)
+    store = await Store.open(db_url, cipher)
+    try:
+        ready = False
+
+        def processing_then_goods(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+            return s.found(r) if ready else Outcome(OrderState.PENDING, supplier_order_id=f"S-{r.number}")
+
+        def pending(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+            s.charge(r)  # charged; the goods come with a later query
+            return Outcome(OrderState.PENDING, supplier_order_id=f"S-{r.number}")
+
+        lost = error(ErrorClass.AMBIGUOUS)
+        main = FakeSupplier("main", place_steps=[lost], query_steps=[lost])
+        backup = FakeSupplier("backup", place_steps=[pending], query_steps=[processing_then_goods])
+        suppliers = {"main": main, "backup": backup}
+
+        def config(policy: str) -> Any:
+            ambiguity = {"query_interval": 0.01, "give_up_after": 3600.0, "policy": policy}
+            return make_config([("main", 1), ("backup", 2)], retry=FAST_RETRY, ambiguity=ambiguity)
+
+        harness = Harness(store, cipher, config("failover"), suppliers)
+        await harness.add(qty=1)
+        first = await harness.run()
+        assert [(a.supplier, a.state) for a in first.attempts] == [
+            ("main", AttemptState.AMBIGUOUS),
+            ("backup", AttemptState.SENT),
+        ], first.order.reason
+        assert [c.reason for c in first.claims] == [ClaimReason.POSSIBLE_DOUBLE]
+        harness.engine.reconfigure(config("wait"))  # SIGHUP
+        ready = True
+        await unpark(store)
+        view = await harness.run()
+        assert view.order.status is OrderStatus.DELIVERED, view.order.reason
+        assert len(view.cards) == 1 and backup.charged_units == 1
+        assert await store.stock_counts() == {}, "the buyer's key went to stock"
+    finally:
         await store.close()
