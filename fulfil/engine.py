@@ -328,7 +328,7 @@ class Engine:
         elif error is ErrorClass.OUR_BUG:
             await self._alert("supplier.our_bug", supplier.name, run, outcome)
             reason = f"our_bug at {supplier.name}: {_said(outcome)}"
-            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
+            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason, known=attempt)
             step = Step.DONE
         elif error is ErrorClass.SUPPLIER_ACCOUNT:
             self.health.trip(supplier.name, _said(outcome), now)
@@ -731,7 +731,7 @@ class Engine:
                 f"invalid_keys: {verdict.bad_units} of {attempt.qty} failed validation ({_reasons(verdict)}); "
                 f"{len(verdict.valid)} valid keys held with claim {claim.claim_no}"
             )
-            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason)
+            await self._finish(run.order, run.owner, OrderStatus.REVIEW, reason, known=attempt)
             step = Step.DONE
         # Keys sold before are bad keys, but keys: only text, empty answers or the wrong pattern trip the wire.
         not_keys = set(verdict.reasons()) & NOT_KEYS
@@ -770,20 +770,27 @@ class Engine:
         metrics.order_finished("delivered", run.order.sku, (self.clock.now() - run.order.created_at).total_seconds())
         log.info("order.delivered", extra={**_ctx(run, attempt), "qty": qty})
 
-    async def _finish(self, order: Order, owner: str, status: OrderStatus, reason: str) -> None:
+    async def _finish(
+        self, order: Order, owner: str, status: OrderStatus, reason: str, *, known: AttemptRecord | None = None
+    ) -> None:
+        """End the order (or hand it to a person). `known`: an attempt whose outcome is known and about to be
+        marked final after this (it stays open until then, for a crash): no possible-double draft for it."""
         now = self.clock.now()
         if status is OrderStatus.REVIEW:
-            await self._draft_claims(order)
+            await self._draft_claims(order, known.id if known is not None else None)
         await self.store.finish_order(order.id, owner, status, reason, now)
         await self.store.record_event(f"order.{status.value}", now, order_id=order.id, data={"reason": reason})
         metrics.order_finished(status.value, order.sku, None)
         level = logging.WARNING if status is OrderStatus.REVIEW else logging.INFO
         log.log(level, f"order.{status.value}", extra={"order": order.ref, "reason": reason})
 
-    async def _draft_claims(self, order: Order) -> None:
+    async def _draft_claims(self, order: Order, known: int | None) -> None:
         """An attempt still open at a supplier that cannot be asked by our number is settled by nobody once its
-        order is with a person: a claim draft names the number, so the possible charge is on record."""
+        order is with a person: a claim draft names the number, so the possible charge is on record. Not for the
+        attempt `known` (its answer is in hand: refused, or keys claimed as invalid), which would overstate it."""
         for attempt in await self.store.attempts_for_order(order.id):
+            if attempt.id == known:
+                continue
             supplier = self.suppliers.get(attempt.supplier)
             askable = supplier is not None and supplier.can_query
             if attempt.state in (AttemptState.SENT, AttemptState.AMBIGUOUS) and not askable:

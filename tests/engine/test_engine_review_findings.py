@@ -6,11 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from enginekit import (
+    FAST_RETRY,
     FakeSupplier,
+    Harness,
     books,
+    cards_step,
     charge_then_lose,
     error,
     failed,
+    good_card,
+    make_config,
     ok,
     pair,
 )
@@ -19,7 +24,7 @@ from fulfil.crypto import CardCipher
 from fulfil.domain import ClaimReason, OrderStatus
 from fulfil.storage import LeaseLost, Store
 from suppliers.base import PlaceRequest
-from suppliers.taxonomy import ErrorClass, OrderState, Outcome
+from suppliers.taxonomy import Card, ErrorClass, OrderState, Outcome
 
 
 async def test_planned_to_sent_is_fenced_and_happens_once(store: Store, cipher: CardCipher) -> None:
@@ -157,3 +162,26 @@ async def test_an_order_that_keeps_crashing_goes_to_a_person(store: Store, ciphe
     assert view.order.status is OrderStatus.REVIEW
     assert view.order.reason and "crashed 3 times" in view.order.reason and "adapter bug" in view.order.reason
     assert backup.calls == [], "a crash is not a reason to buy elsewhere"
+
+
+@pytest.mark.parametrize("answer", ["refused_as_our_bug", "half_the_keys_invalid"])
+async def test_an_answer_in_hand_at_an_unqueryable_supplier_is_not_claimed_again_as_a_possible_double(
+    store: Store, cipher: CardCipher, answer: str
+) -> None:
+    """The order goes to a person while its attempt is still open (it is marked final right after, so a crash
+    between leaves it open): the draft for attempts nobody can settle must not cover this one, whose answer is
+    known. Before, a refusal (nothing charged) and an invalid batch (claimed as invalid_key, the valid keys held)
+    each got a possible_double claim for the attempt's whole cost on top."""
+    step = failed(ErrorClass.OUR_BUG) if answer == "refused_as_our_bug" else cards_step(
+        lambda qty: [good_card(), Card(password="bad")]
+    )
+    main = FakeSupplier("main", place_steps=[step], queryable=False)
+    h = Harness(store, cipher, make_config([("main", 1)], retry=FAST_RETRY), {"main": main})
+    await h.add(qty=2)
+    view = await h.run()
+    assert view.order.status is OrderStatus.REVIEW, view.order.reason
+    claims = sorted((c.reason, c.qty) for c in view.claims)
+    if answer == "refused_as_our_bug":
+        assert main.charged_units == 0 and claims == []
+    else:
+        assert main.charged_units == 2 and claims == [(ClaimReason.INVALID_KEY, 1)]
