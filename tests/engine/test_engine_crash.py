@@ -12,13 +12,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from enginekit import FAST_RETRY, FakeSupplier, Harness, books, charge_then_lose, error, make_config, ok, unpark
+from enginekit import (
+    FAST_RETRY,
+    FakeSupplier,
+    Harness,
+    books,
+    cards_step,
+    charge_then_lose,
+    error,
+    good_card,
+    make_config,
+    ok,
+    unpark,
+)
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState, ClaimReason, ClaimRecord, OrderStatus
 from fulfil.storage import Store
 from suppliers.base import PlaceRequest
-from suppliers.taxonomy import ErrorClass, OrderState, Outcome
+from suppliers.taxonomy import Card, ErrorClass, OrderState, Outcome
 
 
 async def die_here() -> None:
@@ -283,4 +295,55 @@ async def test_an_order_that_failed_over_before_a_switch_to_wait_is_delivered_fr
         assert len(view.cards) == 1 and backup.charged_units == 1
         assert await store.stock_counts() == {}, "the buyer's key went to stock"
     finally:
+        await store.close()
+
+
+class DiesOnTheWayToReview(Store):
+    """The real store; the process dies right after an order reaches review (before its attempt is marked)."""
+
+    died = False
+
+    async def finish_order(self, order_id: int, owner: str, status: OrderStatus, reason: str, now: datetime) -> None:
+        await super().finish_order(order_id, owner, status, reason, now)
+        if status is OrderStatus.REVIEW and not DiesOnTheWayToReview.died:
+            DiesOnTheWayToReview.died = True
+            await die_here()
+
+
+async def test_killed_between_review_and_the_final_mark_of_an_invalid_batch_claims_each_unit_once(
+    db_url: str, cipher: CardCipher
+) -> None:
+    """A supplier that cannot be queried sells a batch of two keys, one invalid: the invalid one is claimed, both
+    are held, the order goes to a person, and the process dies before the attempt is marked final. Nothing is
+    lost (2 charged = 1 claimed + 1 valid key held) and nothing is claimed twice: no possible-double draft for an
+    attempt whose answer is in hand, then or after an operator's retry finishes it from its receipt."""
+    DiesOnTheWayToReview.died = False
+    await asyncio.to_thread(Store.upgrade, db_url)
+    dying = await DiesOnTheWayToReview.open(db_url, cipher)
+    store = await Store.open(db_url, cipher)
+    try:
+        half_bad = cards_step(lambda qty: [good_card(), Card(password="bad")])
+        main = FakeSupplier("main", place_steps=[half_bad], queryable=False)
+        config = make_config([("main", 1)], retry=FAST_RETRY)
+        first = Harness(dying, cipher, config, {"main": main})
+        await first.add(qty=2)
+        with pytest.raises(asyncio.CancelledError):
+            await first.run()
+        left = await first.view()
+        assert left.order.status is OrderStatus.REVIEW
+        assert [a.state for a in left.attempts] == [AttemptState.SENT], "killed before the final mark"
+        assert [(c.reason, c.qty) for c in left.claims] == [(ClaimReason.INVALID_KEY, 1)]
+        held = await store.held_cards()
+        assert main.charged_units == 2 and len(held) == 2
+        await store.review_retry(left.order.ref, "agent", datetime.now(UTC))
+        successor = Harness(store, cipher, config, {"main": main})
+        successor.owner = "successor"
+        view = await successor.run()
+        assert view.order.status is OrderStatus.REVIEW, view.order.reason
+        assert [a.state for a in view.attempts] == [AttemptState.SUCCEEDED], "finished from its receipt"
+        assert [(c.reason, c.qty) for c in view.claims] == [(ClaimReason.INVALID_KEY, 1)], "each unit claimed once"
+        assert main.charged_units == 2, "not bought again"
+        assert len(await store.held_cards()) == 2
+    finally:
+        await dying.close()
         await store.close()
