@@ -179,9 +179,14 @@ class Engine:
                 # Under policy `wait` a possible-double claim nobody retried past is the draft written on the
                 # way to review (`_unsettled`, `_draft_claims`): a crash before the order got there must not
                 # turn it into a failover. Finish what the crashed run was doing.
+                why = next(
+                    (c.evidence.get("why") for c in context.claims if c.attempt_id == attempt.id and c.evidence),
+                    None,
+                )
                 reason = (
                     f"ambiguous: attempt {attempt.number} at {attempt.supplier} may have been charged (a "
-                    "possible-double claim names it); check the supplier's records before retrying"
+                    f"possible-double claim names it{f': {why}' if why else ''}); check the supplier's records "
+                    "before retrying"
                 )
                 await self._finish(order, owner, OrderStatus.REVIEW, reason)
                 return

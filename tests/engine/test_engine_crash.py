@@ -244,6 +244,7 @@ async def test_killed_between_the_possible_double_draft_and_review_is_not_bought
         assert backup.charged_units == 0, "bought from the backup while the first purchase may exist"
         assert view.order.status is OrderStatus.REVIEW, view.order.reason
         assert left.attempts[0].number in (view.order.reason or "")
+        assert "cannot be queried by our number" in (view.order.reason or ""), "the draft's why, for the person"
         assert [c.reason for c in view.claims] == [ClaimReason.POSSIBLE_DOUBLE], "one claim, not two"
     finally:
         await dying.close()
