@@ -235,14 +235,19 @@ async def test_an_order_claimed_back_while_in_flight_is_not_run_twice(
     await add_stock(store, 1)
     processor = StockProcessor(store)
     processor.gate_all = asyncio.Event()
-    worker = Worker(store, processor, make_config(concurrency=2))
+    # Time passes on the database's clock (let_time_pass), so the lease need not be short, and a long one keeps
+    # wall-clock timing out of the test: the renewer (every lease/3) and the worker's sweeper (lease/2) do not
+    # run while it does, and a lease claimed back after a renewal found it swept (`lost` set: the renewer skips
+    # it from then on) cannot run out before the run delivers. With the 3 s default, a stall of a few seconds
+    # on a loaded machine could take the order from the run for real, and it would rightly run again.
+    worker = Worker(store, processor, make_config(concurrency=2, lease="60s"))
     handle = running(worker)
-    await eventually(lambda: processor.started == ["R0"])
+    await eventually(lambda: processor.started == ["R0"], within=30.0)
 
     # The lease is swept (a stall longer than the lease, say) and the free slot claims the order back.
     await lapse_until_claimed_back(store, db_url, caplog)
     processor.gate_all.set()
-    await eventually(lambda: processor.finished == ["R0"])
+    await eventually(lambda: processor.finished == ["R0"], within=30.0)
 
     assert processor.started == ["R0"]
     assert await statuses(store) == {"R0": "delivered"}
@@ -263,16 +268,17 @@ async def lapse_until_claimed_back(store: Store, db_url: str, caplog: pytest.Log
     claim the order back before the sweep (which then sweeps nothing). Taking that for "the renewal slipped in"
     and passing another hour would take the lease from the run a second time, for real: `lease.lost`, and the
     order rightly run again (the flake this replaced). Only when no claim-back follows (a renewal did slip in
-    before the hour passed) does another hour pass."""
+    before the hour passed) does another hour pass. The wait for it is long: a claim-back that came after it
+    would be taken for a renewal, and the next hour would take the order from the run, as above."""
 
     def reclaimed() -> bool:
         return bool(events(caplog, "worker.reclaimed_in_flight"))
 
-    for _ in range(5):
+    for _ in range(3):
         await let_time_pass(db_url, 3600)
         await store.sweep_expired_leases(utcnow())
         try:
-            await eventually(reclaimed, within=5.0)  # a 20 ms poll: generous for a loaded machine
+            await eventually(reclaimed, within=30.0)  # a 20 ms poll: 30 s is for a stalled, loaded machine
         except TimeoutError:
             continue
         return
