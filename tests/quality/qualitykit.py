@@ -138,10 +138,17 @@ def fulu_scenario(seed: int, faults: list[dict[str, Any]] | None = None) -> dict
 
 
 def two_fulu_config(
-    db_url: str, sims: Mapping[str, Simulator], *, priorities: Mapping[str, int], **sections: dict[str, Any]
+    db_url: str,
+    sims: Mapping[str, Simulator],
+    *,
+    priorities: Mapping[str, int],
+    supplier: Mapping[str, Any] | None = None,
+    **sections: dict[str, Any],
 ) -> Config:
-    """Fulu suppliers named after `sims`, one card product with an offer at each, intervals short for tests."""
+    """Fulu suppliers named after `sims`, one card product with an offer at each, intervals short for tests;
+    `supplier` overrides settings of every supplier entry (its timeouts, say)."""
     fulu = {"type": "fulu", "app_key": "quality-app", "secret": SIM_SECRET, "timeout": "1s", "poll_interval": "20ms"}
+    fulu.update(supplier or {})
     data: dict[str, Any] = {
         "database": {"url": db_url},
         "daemon": {"poll_interval": "20ms", "batch_size": 20, "concurrency": 16, "lease": "30s"},

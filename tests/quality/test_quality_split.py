@@ -51,6 +51,13 @@ async def test_traffic_follows_score(tmp_path: Path, cipher: CardCipher) -> None
             db_url,
             {"good": good, "poor": poor},
             priorities={"good": 0, "poor": 0},
+            # The simulators share this process (and its event loop) with the engine. On a loaded machine the
+            # process can stall for over a second, and 1 s timeouts then fail several calls at once: five in a
+            # row open good's breaker (30 s), and orders whose first try at poor got bad keys go to review as
+            # "exhausted: good#0 breaker open" (as in a loaded CI run). This test is about the split, not about
+            # timeouts: the product's default timeout (10 s) and a budget that lets a try use it.
+            supplier={"timeout": "10s", "connect_timeout": "10s"},
+            retry={"budget": "10s"},
             routing={"strategy": "score"},
             daemon={"concurrency": 32},
         )
