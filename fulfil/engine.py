@@ -173,16 +173,14 @@ class Engine:
         for attempt in context.attempts:
             if attempt.state not in OPEN_ATTEMPT_STATES:
                 continue
-            if _set_aside(attempt, context.claims):
+            double = _possible_double_claim(attempt, context.claims)
+            if double is not None:
                 if self._may_move_on(run, attempt, context.attempts):
                     continue
                 # Under policy `wait` a possible-double claim nobody retried past is the draft written on the
                 # way to review (`_unsettled`, `_draft_claims`): a crash before the order got there must not
                 # turn it into a failover. Finish what the crashed run was doing.
-                why = next(
-                    (c.evidence.get("why") for c in context.claims if c.attempt_id == attempt.id and c.evidence),
-                    None,
-                )
+                why = double.evidence.get("why")
                 reason = (
                     f"ambiguous: attempt {attempt.number} at {attempt.supplier} may have been charged (a "
                     f"possible-double claim names it{f': {why}' if why else ''}); check the supplier's records "
@@ -848,9 +846,9 @@ def receipt_kind(success: Outcome, product_kind: str | None) -> ReceiptKind:
     return ReceiptKind.GOODS if goods else ReceiptKind.CHARGED_NO_GOODS
 
 
-def _set_aside(attempt: AttemptRecord, claims: Sequence[ClaimRecord]) -> bool:
-    """An open attempt already under a possible-double claim no longer blocks its order: the resolver owns it."""
-    return any(c.attempt_id == attempt.id and c.reason is ClaimReason.POSSIBLE_DOUBLE for c in claims)
+def _possible_double_claim(attempt: AttemptRecord, claims: Sequence[ClaimRecord]) -> ClaimRecord | None:
+    """The possible-double claim that sets an open attempt aside (the resolver owns it), if any."""
+    return next((c for c in claims if c.attempt_id == attempt.id and c.reason is ClaimReason.POSSIBLE_DOUBLE), None)
 
 
 def _seconds(supplier: Supplier, name: str, default: float) -> float:
