@@ -11,35 +11,23 @@ import sys
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 
 from fulfil.domain import AttemptState, NewOrder, ReceiptKind
-from fulfil.storage import Store, statements
+from fulfil.storage import Store
 from fulfil.storage.direct import FALL_BACK, Script, Step
 from fulfil.storage.errors import Conflict, LeaseLost
 from fulfil.storage.schema import deliveries
 from suppliers.taxonomy import Card
+from tests.storage.scriptkit import OWNER, falling_back, raising, touch, updated_at
 
 if TYPE_CHECKING:
     from tests.storage.conftest import Claimed, KillAt, Raw
 
-OWNER = "w1"  # who `claimed` claims for (tests/storage/conftest.py)
-
-
-def _fence_then(store: Store, order_id: int, now: datetime, then: Any) -> Script:
-    direct = store._direct  # noqa: SLF001 - the path under test
-    held = yield Step(direct.prepared("fence", statements.fence), {"order_id": order_id, "owner": OWNER, "now": now})
-    assert held, "the test's order is claimed by OWNER"
-    return (yield from then())
-
-
-async def _updated_at(raw: Raw, order_id: int) -> Any:
-    (row,) = await raw(f"SELECT updated_at FROM orders WHERE id = {order_id}")
-    return row["updated_at"]
 
 
 async def test_values_written_directly_read_back_through_the_store(
@@ -89,22 +77,14 @@ async def test_a_script_that_raises_or_falls_back_writes_nothing(
     store: Store, claimed: Claimed, raw: Raw, now: datetime
 ) -> None:
     order = await claimed()
-    before = await _updated_at(raw, order.id)
+    before = await updated_at(raw, order.id)
     later = now.replace(year=now.year + 1)
 
-    def boom() -> Script:
-        yield from ()
-        raise RuntimeError("half-way")
-
-    def fall_back() -> Script:
-        yield from ()
-        return FALL_BACK
-
     with pytest.raises(RuntimeError, match="half-way"):
-        await store._direct.run(_fence_then(store, order.id, later, boom))  # noqa: SLF001
-    assert await _updated_at(raw, order.id) == before, "the fence's update was rolled back"
-    assert await store._direct.run(_fence_then(store, order.id, later, fall_back)) is FALL_BACK  # noqa: SLF001
-    assert await _updated_at(raw, order.id) == before
+        await store._direct.run(touch(store, order.id, later, raising))  # noqa: SLF001
+    assert await updated_at(raw, order.id) == before, "the fence's update was rolled back"
+    assert await store._direct.run(touch(store, order.id, later, falling_back)) is FALL_BACK  # noqa: SLF001
+    assert await updated_at(raw, order.id) == before
 
 
 async def test_a_lost_lease_and_a_constraint_are_told_apart(store: Store, claimed: Claimed, now: datetime) -> None:

@@ -19,17 +19,17 @@ from sqlalchemy import insert
 
 from fulfil.crypto import CardCipher
 from fulfil.domain import ReceiptKind
-from fulfil.storage import Store, direct, statements
+from fulfil.storage import Store, direct
 from fulfil.storage.direct import FALL_BACK, Script, Step
 from fulfil.storage.errors import Conflict, StoreError
 from fulfil.storage.schema import deliveries
 from suppliers.taxonomy import Card
 from tests.conftest import _migrated_sqlite
+from tests.storage.scriptkit import OWNER, falling_back, raising, touch, updated_at
 
 if TYPE_CHECKING:
     from tests.storage.conftest import Claimed, KillAt, Raw
 
-OWNER = "w1"  # who `claimed` claims for (tests/storage/conftest.py)
 KEY = bytes(range(32))  # the card key of the store here and of the killed child's
 
 
@@ -44,16 +44,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _migrated_sqlite(request.getfixturevalue("_sqlite_template"), tmp_path)
 
 
-def _touch(store: Store, order_id: int, at: datetime, then: Any = None) -> Script:
-    """The fence (sets the order's updated_at to `at`), then whatever `then` does."""
-    fence = store._direct.prepared("fence", statements.fence)  # noqa: SLF001
-    held = yield Step(fence, {"order_id": order_id, "owner": OWNER, "now": at})
-    assert held, "the test's order is claimed by OWNER"
-    if then is not None:
-        return (yield from then())
-    return "done"
-
-
 def _hold(seconds: float) -> Any:
     def then() -> Script:
         time.sleep(seconds)  # on the writer's thread: the transactions queued meanwhile form the next group
@@ -61,11 +51,6 @@ def _hold(seconds: float) -> Any:
         return "held"
 
     return then
-
-
-async def _updated_at(raw: Raw, order_id: int) -> str:
-    (row,) = await raw(f"SELECT updated_at FROM orders WHERE id = {order_id}")
-    return str(row["updated_at"])
 
 
 @pytest.fixture
@@ -87,17 +72,9 @@ async def test_transactions_queued_meanwhile_commit_together_each_standing_alone
 ) -> None:
     held, good, boom, back, dup = [await claimed(f"o-{i}") for i in range(5)]
     attempt = await store.open_attempt(dup.id, OWNER, "fulu", 0, 1, None, now, sent=True)
-    before = {o.id: await _updated_at(raw, o.id) for o in (good, boom, back, dup)}
+    before = {o.id: await updated_at(raw, o.id) for o in (good, boom, back, dup)}
     later = now + timedelta(days=1)
     run = store._direct.run  # noqa: SLF001
-
-    def raises() -> Script:
-        yield from ()
-        raise RuntimeError("half-way")
-
-    def falls_back() -> Script:
-        yield from ()
-        return FALL_BACK
 
     keys = ("order_id", "attempt_id", "number_enc", "password_enc", "expires", "fingerprint", "created_at")
     add = store._direct.prepared("test_deliveries", lambda: insert(deliveries), keys=keys)  # noqa: SLF001
@@ -107,13 +84,13 @@ async def test_transactions_queued_meanwhile_commit_together_each_standing_alone
     def twice() -> Script:
         yield Step(add, [row, row], many=True)
 
-    first = asyncio.create_task(run(_touch(store, held.id, later, _hold(0.5))))
+    first = asyncio.create_task(run(touch(store, held.id, later, _hold(0.5))))
     await asyncio.sleep(0.1)  # the first is on the thread, sleeping inside its transaction
     answers = await asyncio.gather(
-        run(_touch(store, good.id, later)),
-        run(_touch(store, boom.id, later, raises)),
-        run(_touch(store, back.id, later, falls_back)),
-        run(_touch(store, dup.id, later, twice)),
+        run(touch(store, good.id, later)),
+        run(touch(store, boom.id, later, raising)),
+        run(touch(store, back.id, later, falling_back)),
+        run(touch(store, dup.id, later, twice)),
         return_exceptions=True,
     )
     assert await first == "held"
@@ -123,9 +100,9 @@ async def test_transactions_queued_meanwhile_commit_together_each_standing_alone
     assert answers[2] is FALL_BACK
     assert isinstance(answers[3], Conflict)
     # Only the one that finished well is written; the others' fences were rolled back with their savepoints.
-    assert await _updated_at(raw, good.id) != before[good.id]
+    assert await updated_at(raw, good.id) != before[good.id]
     for order in (boom, back, dup):
-        assert await _updated_at(raw, order.id) == before[order.id], order.ref
+        assert await updated_at(raw, order.id) == before[order.id], order.ref
     assert await store.delivered_fingerprints(["fp-twice"]) == set()
     # And the store goes on: a lone transaction after the group.
     receipt = await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="K-1")])
@@ -147,23 +124,23 @@ async def test_a_group_whose_commit_fails_leaves_none_written(
     store: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime
 ) -> None:
     orders = [await claimed(f"o-{i}") for i in range(3)]
-    before = [await _updated_at(raw, o.id) for o in orders]
+    before = [await updated_at(raw, o.id) for o in orders]
     later = now + timedelta(days=1)
     conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), factory=_CommitFails, isolation_level=None)
     try:
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-            direct._run_sqlite_group(conn, [_touch(store, o.id, later) for o in orders])  # noqa: SLF001
+            direct._run_sqlite_group(conn, [touch(store, o.id, later) for o in orders])  # noqa: SLF001
         assert not conn.in_transaction
     finally:
         conn.close()
-    assert [await _updated_at(raw, o.id) for o in orders] == before
+    assert [await updated_at(raw, o.id) for o in orders] == before
 
 
 async def test_when_a_group_fails_whole_every_script_of_it_is_told(
     store: Store, claimed: Claimed, raw: Raw, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held, *rest = [await claimed(f"o-{i}") for i in range(4)]
-    before = [await _updated_at(raw, o.id) for o in rest]
+    before = [await updated_at(raw, o.id) for o in rest]
     later = now + timedelta(days=1)
 
     def fails(conn: sqlite3.Connection, scripts: Any) -> Any:
@@ -171,12 +148,12 @@ async def test_when_a_group_fails_whole_every_script_of_it_is_told(
 
     monkeypatch.setattr(direct, "_run_sqlite_group", fails)
     run = store._direct.run  # noqa: SLF001
-    first = asyncio.create_task(run(_touch(store, held.id, later, _hold(0.3))))
+    first = asyncio.create_task(run(touch(store, held.id, later, _hold(0.3))))
     await asyncio.sleep(0.1)
-    answers = await asyncio.gather(*(run(_touch(store, o.id, later)) for o in rest), return_exceptions=True)
+    answers = await asyncio.gather(*(run(touch(store, o.id, later)) for o in rest), return_exceptions=True)
     assert await first == "held"
     assert all(isinstance(a, StoreError) and "disk I/O error" in str(a) for a in answers), answers
-    assert [await _updated_at(raw, o.id) for o in rest] == before
+    assert [await updated_at(raw, o.id) for o in rest] == before
 
 
 _KILLED_CHILD = """
