@@ -9,18 +9,25 @@ RETURNING built on every call, the same statement built once with bound paramete
 transaction (pool checkout, BEGIN, that statement, COMMIT). The happy path runs ~10 statements in ~3.3
 transactions per order, so statements × the prebuilt figure + transactions × the transaction figure is the
 part of an order's CPU no change inside fulfil's engine can remove.
+
+With `--pg-url`, also the hot path's own driver on PostgreSQL (asyncpg, `fulfil/storage/pg_connections.py`):
+one round trip of a prepared statement and one BEGIN + COMMIT pair, on eight connections at once as the daemon
+keeps them, user and system CPU apart (the kernel's loopback TCP is most of a round trip's cost).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fulfil.storage import sqlite_driver
@@ -66,6 +73,39 @@ async def measure(engine: AsyncEngine, n: int) -> dict[str, float]:
     return out
 
 
+async def measure_asyncpg(url: str, n: int, connections: int = 8) -> dict[str, float]:
+    """CPU µs (user, system) of one asyncpg round trip, and of a BEGIN + COMMIT pair, `connections` at once."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conns = [await asyncpg.connect(dsn, statement_cache_size=0) for _ in range(connections)]
+    try:
+        statements = [await conn.prepare("SELECT $1::int + 1", name="floor") for conn in conns]
+
+        async def statement(i: int) -> None:
+            await statements[i].fetch(i)
+
+        async def control(i: int) -> None:
+            await conns[i].execute("BEGIN")
+            await conns[i].execute("COMMIT")
+
+        out: dict[str, float] = {}
+        for name, run in (("asyncpg_round_trip", statement), ("asyncpg_begin_commit", control)):
+
+            async def loop(i: int, run: Any = run) -> None:
+                for _ in range(n // connections):
+                    await run(i)
+
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            await asyncio.gather(*(loop(i) for i in range(connections)))
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            done = n // connections * connections
+            out[f"{name}_user_us"] = (after.ru_utime - before.ru_utime) / done * 1e6
+            out[f"{name}_sys_us"] = (after.ru_stime - before.ru_stime) / done * 1e6
+        return out
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--statements", type=int, default=3000)
@@ -87,6 +127,9 @@ async def main() -> None:
             finally:
                 await engine.dispose()
             print(f"{name:20} " + " | ".join(f"{k} {v:.0f}" for k, v in figures.items()))
+        if args.pg_url:
+            figures = await measure_asyncpg(args.pg_url, args.statements)
+            print(f"{'postgresql asyncpg':20} " + " | ".join(f"{k} {v:.0f}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":
