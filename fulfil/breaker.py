@@ -83,6 +83,18 @@ class Breaker:
         self._probe_at = now
         return True
 
+    def reopens_at(self, now: datetime) -> datetime | None:
+        """When `allows` may say yes again while it says no: the end of the cool-down, or when a probe that
+        never reported is given again. None when it would let an order through now. Changes nothing."""
+        if self.state is BreakerState.CLOSED:
+            return None
+        if self.state is BreakerState.OPEN and self.open_until is not None and now < self.open_until:
+            return self.open_until
+        if self.state is BreakerState.OPEN or self._probes < self.config.probes or self._probe_at is None:
+            return None  # due to half-open, or a probe slot free
+        again = self._probe_at + self._probe_timeout()
+        return again if again > now else None
+
     # --- what the engine reports -------------------------------------------------------------------
 
     def record(self, ok: bool, now: datetime) -> Transition | None:

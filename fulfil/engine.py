@@ -33,6 +33,7 @@ from fulfil.domain import (
     ReceiptKind,
     WorkContext,
 )
+from fulfil.durations import format_duration
 from fulfil.health import Health, NullHealth
 from fulfil.placing import place_with_budget
 from fulfil.risk.gate import RiskGate
@@ -53,6 +54,10 @@ NOT_KEYS = frozenset({"empty", "pattern"})  # validation reasons that mean the a
 # Waits before each try of writing a receipt: a locked SQLite or a restarting PostgreSQL passes; the answer is
 # only in memory until this lands, so it keeps trying for minutes rather than give up on goods paid for.
 RECEIPT_TRIES = (0.0, 0.2, 1.0, 2.0, 5.0, *(10.0,) * 30)
+# An order waiting for a blocked offer looks again at least this soon (a half-open breaker's probe usually
+# answers within a second or two) and no sooner than this: a wait is a claim and a park, cheap but not free.
+BLOCKED_RECHECK = (1.0, 10.0)
+WAITING = "waiting for a supplier: "  # the reason a waiting order carries (pending, not claimable for a while)
 
 
 class LeaseLike(Protocol):
@@ -206,12 +211,43 @@ class Engine:
             )
             offers = avoid_last(offers, order.avoid_supplier)
             if not offers:
-                await self._finish(order, owner, OrderStatus.REVIEW, _exhausted_reason(skipped))
+                await self._nothing_to_try(run, skipped)
                 return
             if await self._try_offer(run, offers[0]) is Step.DONE:
                 return
             metrics.FAILOVERS.labels(offers[0].supplier).inc()
             settled = True
+
+    async def _nothing_to_try(self, run: Run, skipped: Sequence[Skipped]) -> None:
+        """No offer can be tried now. Some blocked only for a while (a supplier's breaker open, an offer cooling
+        down): the order is given back to wait for the first of them, within `routing.blocked_wait` of its
+        payment or an operator's retry, so a supplier outage delays orders instead of filling review (nothing
+        was bought on this pass: waiting cannot buy twice). Else, or after that long: review, saying why."""
+        order, now = run.order, self.clock.now()
+        limit = self.config.routing.blocked_wait
+        ends = [s.until for s in skipped if s.until is not None]
+        left = 0.0
+        if limit and ends:
+            retried = await self.store.events(name="review.retry", order_id=order.id, limit=1)
+            since = max([order.created_at, *(e.at for e in retried)])
+            left = limit - (now - since).total_seconds()
+        if left <= 0:
+            reason = _exhausted_reason(skipped)
+            if limit and ends:
+                reason += f" (waited {format_duration(limit)} for it)"
+            await self._finish(order, run.owner, OrderStatus.REVIEW, reason)
+            return
+        shortest, longest = BLOCKED_RECHECK
+        wait = min(max((min(ends) - now).total_seconds(), shortest), longest, left)
+        blocked = "; ".join(f"{s.offer.supplier}#{s.offer.index} {s.why}" for s in skipped if s.until is not None)
+        first = not (order.reason or "").startswith(WAITING)
+        await failpoints.pause("before_waiting")  # tests: a kill lands while the order is leased, about to wait
+        await self.store.park_for(order.id, run.owner, wait, f"{WAITING}{blocked}"[:1000], now)
+        if first:  # the order's timeline says once when it began to wait, not at every look
+            data = {"blocked": blocked, "wait_limit": limit}
+            await self.store.record_event("order.waiting", now, order_id=order.id, data=data)
+        metrics.ORDERS_WAITING.inc()
+        log.info("order.waiting", extra={"order": order.ref, "wait": round(wait, 3), "blocked": blocked})
 
     def _may_move_on(self, run: Run, attempt: AttemptRecord, attempts: Sequence[AttemptRecord]) -> bool:
         """An open attempt under a possible-double claim no longer holds its order back where moving on while it

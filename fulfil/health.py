@@ -14,6 +14,10 @@ class Health(Protocol):
         """False while the supplier's breaker is open (a half-open breaker lets probes through)."""
         ...
 
+    def reopens_at(self, supplier: str, now: datetime) -> datetime | None:
+        """While `allows` says no: when it may say yes again (None: it would let an order through now)."""
+        ...
+
     def weight(self, supplier: str) -> float:
         """Routing weight within one priority level: the quality score (a new supplier starts at the prior)."""
         ...
@@ -40,6 +44,9 @@ class NullHealth:
 
     def allows(self, supplier: str, now: datetime) -> bool:
         return True
+
+    def reopens_at(self, supplier: str, now: datetime) -> datetime | None:
+        return None
 
     def weight(self, supplier: str) -> float:
         return 50.0

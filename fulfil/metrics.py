@@ -42,6 +42,11 @@ FAILOVERS = Counter(
     ["supplier"],
     registry=REGISTRY,
 )
+ORDERS_WAITING = Counter(
+    "fulfil_orders_waited",
+    "Times an order was given back to wait because every offer left was blocked for a while (breaker, cool-down).",
+    registry=REGISTRY,
+)
 # Payment (intake) to delivery: seconds for a fast supplier, minutes with retries and failover.
 DELIVERY_SECONDS = Histogram(
     "fulfil_delivery_seconds",

@@ -104,6 +104,9 @@ class SupplierQuality:
             log.info("supplier.breaker_half_open", extra={"supplier": supplier, "ejections": breaker.ejections})
         return allowed
 
+    def reopens_at(self, supplier: str, now: datetime) -> datetime | None:
+        return self._breaker(supplier).reopens_at(now)
+
     def weight(self, supplier: str) -> float:
         value = self.score_of(supplier).value
         return value * LOW_BALANCE_WEIGHT if self._balance_low.get(supplier, False) else value

@@ -65,6 +65,7 @@ def offer_of(product: ProductConfig, attempt: AttemptRecord) -> Offer | None:
 class Skipped:
     offer: Offer
     why: str  # "tried: product_unavailable", "cooling down", "breaker open", "disabled"
+    until: datetime | None = None  # a block that ends (cooling down, breaker open): when it may end
 
 
 def used_offers(attempts: Iterable[AttemptRecord]) -> dict[tuple[str, int], str]:
@@ -101,7 +102,7 @@ def plan_offers(
         offer = Offer.of(index, cfg)
         why = _skip_reason(offer, used, cooldowns, enabled, health, now)
         if why is not None:
-            skipped.append(Skipped(offer, why))
+            skipped.append(Skipped(offer, *why))
         elif demoting is None or not demoting.demoted(offer.supplier):
             ready.append(offer)
         elif rng.random() < demoting.probe_share:
@@ -132,16 +133,18 @@ def _skip_reason(
     enabled: Mapping[str, bool],
     health: Health,
     now: datetime,
-) -> str | None:
+) -> tuple[str, datetime | None] | None:
+    """Why the offer is left out, and when that ends if it is a block that ends by itself."""
     if (offer.supplier, offer.index) in used:
-        return f"tried: {used[(offer.supplier, offer.index)]}"
+        return f"tried: {used[(offer.supplier, offer.index)]}", None
     if not enabled.get(offer.supplier, False):
-        return "disabled"
+        return "disabled", None
     until = cooldowns.get((offer.supplier, offer.product_id or ""))
     if until is not None and until > now:
-        return "cooling down"
+        return "cooling down", until
     if not health.allows(offer.supplier, now):
-        return "breaker open"
+        # Asked only once routing was refused; a breaker that cannot say when is asked again soon.
+        return "breaker open", health.reopens_at(offer.supplier, now) or now
     return None
 
 

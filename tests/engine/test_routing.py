@@ -59,8 +59,24 @@ def test_used_cooling_disabled_and_broken_are_skipped_with_why() -> None:
     offers, skipped = plan_offers(P, tried, cooldowns=cooling, enabled=ENABLED, health=Weights({}, {"backup"}), now=NOW)
     assert offers == []
     assert [s.why for s in skipped] == ["tried: product_unavailable", "cooling down", "breaker open"]
+    # What ends by itself says when: the cool-down's end; a breaker that cannot say, now (asked again soon).
+    assert [s.until for s in skipped] == [None, NOW + timedelta(minutes=5), NOW]
     offers, _ = plan_offers(P, [], cooldowns={}, enabled={**ENABLED, "main": False}, health=NullHealth(), now=NOW)
     assert names(offers) == ["shelf", "backup"]
+
+
+def test_a_breaker_that_knows_when_it_reopens_says_so_and_disabled_never_ends() -> None:
+    class Reopening(Weights):
+        def reopens_at(self, supplier: str, now: datetime) -> datetime | None:
+            return now + timedelta(seconds=42)
+
+    health = Reopening({}, {"main"})
+    offers, skipped = plan_offers(P, [], cooldowns={}, enabled={**ENABLED, "backup": False}, health=health, now=NOW)
+    assert names(offers) == ["shelf"]
+    assert [(s.offer.supplier, s.why, s.until) for s in skipped] == [
+        ("main", "breaker open", NOW + timedelta(seconds=42)),
+        ("backup", "disabled", None),
+    ]
 
 
 def test_expired_cooldown_no_longer_skips() -> None:

@@ -149,3 +149,23 @@ def test_ejections_are_forgotten_after_a_long_healthy_stretch() -> None:
     open_breaker(breaker, clock)
     assert breaker.ejections == 1
     assert breaker.open_until == clock.now + timedelta(seconds=30)
+
+
+def test_reopens_at_says_when_a_refusing_breaker_lets_orders_through_again_and_changes_nothing() -> None:
+    clock, breaker = FakeClock(), Breaker(CFG)
+    assert breaker.reopens_at(clock.now) is None  # closed: lets orders through now
+    open_breaker(breaker, clock)
+    until = breaker.open_until
+    assert until is not None and breaker.reopens_at(clock.now) == until
+    assert breaker.state is BreakerState.OPEN  # asking moved nothing
+    clock.tick(30)
+    assert breaker.reopens_at(clock.now) is None  # due: the next order probes
+    for _ in range(CFG.probes):
+        assert breaker.allows(clock.now)
+    probe_at = clock.now
+    assert not breaker.allows(clock.tick(1))
+    # Half-open with every probe out: a probe that never reports is given again after the probe timeout.
+    assert breaker.reopens_at(clock.now) == probe_at + timedelta(seconds=30)
+    assert breaker.reopens_at(clock.tick(28)) == probe_at + timedelta(seconds=30)
+    assert breaker.reopens_at(clock.tick(1)) is None
+    assert breaker.allows(clock.now)
