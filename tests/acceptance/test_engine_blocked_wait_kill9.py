@@ -50,8 +50,9 @@ def test_kill_9_while_orders_wait_out_an_open_breaker(tmp_path: Path) -> None:
     )
     env = base_env()
     upgrade(config, env)
-    # Each order pauses 0.4 s leased, on its way to waiting: most of a claimed batch is there at the kill.
-    daemon = start_daemon(config, {**env, "FULFIL_FAILPOINTS": "before_waiting=0.4"})
+    # Each order pauses 3 s leased, on its way to waiting: the first batch claimed (16, the concurrency) has
+    # parked when the kill comes, the second is held there.
+    daemon = start_daemon(config, {**env, "FULFIL_FAILPOINTS": "before_waiting=3"})
     import_orders(config, env, [order_line("TRIP", SKU, 1)], tmp_path / "trip.jsonl")
     wait_until(lambda: status_counts(config, env).get("review", 0) == 1, timeout=60, message="the trip order")
     refs = [f"W{i:03d}" for i in range(ORDERS)]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from enginekit import FakeSupplier, Harness, books, make_config, ok, unpark
 
+from fulfil.clock import SystemClock
 from fulfil.crypto import CardCipher
 from fulfil.domain import OrderStatus
 from fulfil.engine import WAITING
@@ -30,6 +31,15 @@ class Breakers(NullHealth):
 
     def reopens_at(self, supplier: str, now: datetime) -> datetime | None:
         return self.open.get(supplier)
+
+
+class Shifted(SystemClock):
+    """The system's clock, `ahead` seconds ahead: time passes for the engine without the test sleeping."""
+
+    ahead = 0.0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=self.ahead)
 
 
 def harness(store: Store, cipher: CardCipher, main: FakeSupplier, health: Breakers, **routing: Any) -> Harness:
@@ -77,7 +87,8 @@ async def test_the_wait_is_as_long_as_the_block_within_bounds(store: Store, ciph
         before = datetime.now(UTC)
         await h.run(ref)
         not_before = await _not_before(store, ref)
-        assert expected - 1.0 <= (not_before - before).total_seconds() <= expected + 1.0, (ref, not_before - before)
+        # A loaded machine may take a while between `before` and the park: later, never sooner.
+        assert expected - 0.5 <= (not_before - before).total_seconds() <= expected + 3.0, (ref, not_before - before)
 
 
 async def test_after_blocked_wait_review_says_it_waited_and_a_retry_waits_again(
@@ -85,16 +96,19 @@ async def test_after_blocked_wait_review_says_it_waited_and_a_retry_waits_again(
 ) -> None:
     main = FakeSupplier("main", place_steps=[ok])
     health = Breakers()
-    health.open["main"] = datetime.now(UTC) + timedelta(seconds=300)
-    h = harness(store, cipher, main, health, blocked_wait=0.5)
+    health.open["main"] = datetime.now(UTC) + timedelta(hours=1)
+    h = harness(store, cipher, main, health, blocked_wait=60.0)
+    clock = Shifted()
+    h.engine.clock = clock
     await h.add()
     assert (await h.run()).order.status is OrderStatus.PENDING
-    await asyncio.sleep(0.6)
+    clock.ahead = 61.0  # the engine's clock: a minute and a second after payment
     await unpark(store)
     view = await h.run()
     assert view.order.status is OrderStatus.REVIEW
-    assert view.order.reason == "exhausted: main#0 breaker open (waited 500ms for it)"
+    assert view.order.reason == "exhausted: main#0 breaker open (waited 1m for it)"
     # An operator's retry starts the wait again: the order waits instead of bouncing straight back.
+    clock.ahead = 0.0
     await store.review_retry("o-1", "alice", datetime.now(UTC))
     view = await h.run()
     assert view.order.status is OrderStatus.PENDING and (view.order.reason or "").startswith(WAITING)
