@@ -58,6 +58,8 @@ RECEIPT_TRIES = (0.0, 0.2, 1.0, 2.0, 5.0, *(10.0,) * 30)
 # answers within a second or two) and no sooner than this: a wait is a claim and a park, cheap but not free.
 BLOCKED_RECHECK = (1.0, 10.0)
 WAITING = "waiting for a supplier: "  # the reason a waiting order carries (pending, not claimable for a while)
+# A person sent the order back to work (retry, risk release) or the resolver reopened it: its wait starts again.
+WAIT_RESTARTS = frozenset({"review.retry", "review.release", "order.reopened"})
 
 
 class LeaseLike(Protocol):
@@ -211,30 +213,33 @@ class Engine:
             )
             offers = avoid_last(offers, order.avoid_supplier)
             if not offers:
-                await self._nothing_to_try(run, skipped)
+                await self._nothing_to_try(run, skipped, context.attempts)
                 return
             if await self._try_offer(run, offers[0]) is Step.DONE:
                 return
             metrics.FAILOVERS.labels(offers[0].supplier).inc()
             settled = True
 
-    async def _nothing_to_try(self, run: Run, skipped: Sequence[Skipped]) -> None:
-        """No offer can be tried now. Some blocked only for a while (a supplier's breaker open, an offer cooling
-        down): the order is given back to wait for the first of them, within `routing.blocked_wait` of its
-        payment or an operator's retry, so a supplier outage delays orders instead of filling review (nothing
-        was bought on this pass: waiting cannot buy twice). Else, or after that long: review, saying why."""
+    async def _nothing_to_try(self, run: Run, skipped: Sequence[Skipped], attempts: Sequence[AttemptRecord]) -> None:
+        """No offer can be tried now. When the ones left are blocked by a supplier's open breaker (an outage, a
+        balance run out), the order is given back to wait for it, within `routing.blocked_wait` of its payment
+        or a person's retry or release: an outage then delays orders instead of filling review, and a half-open
+        breaker lets only its probes through, so the waiting orders do not all buy at once when it ends.
+        Review at once when nothing it could wait for ends in time, or an attempt of it is still open (set
+        aside under a possible-double claim: in review the resolver keeps asking about it)."""
         order, now = run.order, self.clock.now()
         limit = self.config.routing.blocked_wait
         ends = [s.until for s in skipped if s.until is not None]
-        left = 0.0
-        if limit and ends:
-            retried = await self.store.events(name="review.retry", order_id=order.id, limit=1)
-            since = max([order.created_at, *(e.at for e in retried)])
-            left = limit - (now - since).total_seconds()
-        if left <= 0:
+        waited = left = 0.0
+        if limit and ends and not any(a.state in OPEN_ATTEMPT_STATES for a in attempts):
+            restarts = await self.store.events(order_id=order.id, limit=50)
+            since = max([order.created_at, *(e.at for e in restarts if e.name in WAIT_RESTARTS)])
+            waited = (now - since).total_seconds()
+            left = limit - waited
+        if left <= 0 or (min(ends) - now).total_seconds() > left:
             reason = _exhausted_reason(skipped)
-            if limit and ends:
-                reason += f" (waited {format_duration(limit)} for it)"
+            if waited >= 1:
+                reason += f" (blocked {format_duration(round(waited))} since it came or was retried)"
             await self._finish(order, run.owner, OrderStatus.REVIEW, reason)
             return
         shortest, longest = BLOCKED_RECHECK
@@ -243,11 +248,14 @@ class Engine:
         first = not (order.reason or "").startswith(WAITING)
         await failpoints.pause("before_waiting")  # tests: a kill lands while the order is leased, about to wait
         await self.store.park_for(order.id, run.owner, wait, f"{WAITING}{blocked}"[:1000], now)
-        if first:  # the order's timeline says once when it began to wait, not at every look
+        metrics.ORDERS_WAITING.inc()
+        extra = {"order": order.ref, "wait": round(wait, 3), "blocked": blocked}
+        if first:  # the timeline and the info log say when it began to wait, not every look
             data = {"blocked": blocked, "wait_limit": limit}
             await self.store.record_event("order.waiting", now, order_id=order.id, data=data)
-        metrics.ORDERS_WAITING.inc()
-        log.info("order.waiting", extra={"order": order.ref, "wait": round(wait, 3), "blocked": blocked})
+            log.info("order.waiting", extra=extra)
+        else:
+            log.debug("order.waiting", extra=extra)
 
     def _may_move_on(self, run: Run, attempt: AttemptRecord, attempts: Sequence[AttemptRecord]) -> bool:
         """An open attempt under a possible-double claim no longer holds its order back where moving on while it

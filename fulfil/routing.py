@@ -65,7 +65,9 @@ def offer_of(product: ProductConfig, attempt: AttemptRecord) -> Offer | None:
 class Skipped:
     offer: Offer
     why: str  # "tried: product_unavailable", "cooling down", "breaker open", "disabled"
-    until: datetime | None = None  # a block that ends (cooling down, breaker open): when it may end
+    # A block worth waiting for (a breaker open): when it may end. Not a cool-down: the orders waiting would all
+    # be routed to it at its end (no probes limit them), and a non-keys cool-down exists to stop just that burst.
+    until: datetime | None = None
 
 
 def used_offers(attempts: Iterable[AttemptRecord]) -> dict[tuple[str, int], str]:
@@ -141,7 +143,7 @@ def _skip_reason(
         return "disabled", None
     until = cooldowns.get((offer.supplier, offer.product_id or ""))
     if until is not None and until > now:
-        return "cooling down", until
+        return "cooling down", None
     if not health.allows(offer.supplier, now):
         # Asked only once routing was refused; a breaker that cannot say when is asked again soon.
         return "breaker open", health.reopens_at(offer.supplier, now) or now

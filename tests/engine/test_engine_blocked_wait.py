@@ -10,14 +10,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from enginekit import FakeSupplier, Harness, books, make_config, ok, unpark
+from enginekit import (
+    FAST_RETRY,
+    FakeSupplier,
+    Harness,
+    books,
+    charge_then_lose,
+    error,
+    make_config,
+    ok,
+    unpark,
+)
 
 from fulfil.clock import SystemClock
 from fulfil.crypto import CardCipher
-from fulfil.domain import OrderStatus
+from fulfil.domain import AttemptState, OrderStatus
 from fulfil.engine import WAITING
 from fulfil.health import NullHealth
 from fulfil.storage import Store
+from suppliers.taxonomy import ErrorClass
 
 
 class Breakers(NullHealth):
@@ -82,9 +93,9 @@ async def test_the_wait_is_as_long_as_the_block_within_bounds(store: Store, ciph
     health = Breakers()
     h = harness(store, cipher, main, health, blocked_wait=600.0)
     for ref, until, expected in (("a", 4.0, 4.0), ("b", 300.0, 10.0), ("c", None, 1.0)):
-        health.open["main"] = None if until is None else datetime.now(UTC) + timedelta(seconds=until)
         await h.add(ref)
         before = datetime.now(UTC)
+        health.open["main"] = None if until is None else before + timedelta(seconds=until)
         await h.run(ref)
         not_before = await _not_before(store, ref)
         # A loaded machine may take a while between `before` and the park: later, never sooner.
@@ -96,7 +107,7 @@ async def test_after_blocked_wait_review_says_it_waited_and_a_retry_waits_again(
 ) -> None:
     main = FakeSupplier("main", place_steps=[ok])
     health = Breakers()
-    health.open["main"] = datetime.now(UTC) + timedelta(hours=1)
+    health.open["main"] = datetime.now(UTC) + timedelta(seconds=50)
     h = harness(store, cipher, main, health, blocked_wait=60.0)
     clock = Shifted()
     h.engine.clock = clock
@@ -106,7 +117,10 @@ async def test_after_blocked_wait_review_says_it_waited_and_a_retry_waits_again(
     await unpark(store)
     view = await h.run()
     assert view.order.status is OrderStatus.REVIEW
-    assert view.order.reason == "exhausted: main#0 breaker open (waited 1m for it)"
+    reason = view.order.reason or ""
+    assert reason.startswith("exhausted: main#0 breaker open (blocked 6") and reason.endswith(
+        "s since it came or was retried)"
+    ), reason
     # An operator's retry starts the wait again: the order waits instead of bouncing straight back.
     clock.ahead = 0.0
     await store.review_retry("o-1", "alice", datetime.now(UTC))
@@ -137,18 +151,48 @@ async def test_blocked_wait_zero_and_blocks_that_do_not_end_go_to_review_at_once
     assert await waiting_events(store) == [] and main.calls == []
 
 
-async def test_an_offer_cooling_down_is_waited_for_too(store: Store, cipher: CardCipher) -> None:
+async def test_a_cool_down_or_a_block_past_the_limit_is_not_waited_for(store: Store, cipher: CardCipher) -> None:
+    """Orders waiting out a cool-down would all be routed to the offer the moment it ends, with no probe limit:
+    a burst the non-keys cool-down exists to stop. A breaker that opens again past the limit: review now."""
     main = FakeSupplier("main", place_steps=[ok], query_steps=[books])
-    h = harness(store, cipher, main, Breakers(), blocked_wait=600.0)
+    health = Breakers()
+    h = harness(store, cipher, main, health, blocked_wait=600.0)
     now = datetime.now(UTC)
-    await store.set_cooldown("main", "p-main", now + timedelta(seconds=3), "out of stock", now)
+    await store.set_cooldown("main", "p-main", now + timedelta(seconds=30), "not keys twice", now)
+    await h.add("cool")
+    view = await h.run("cool")
+    assert view.order.status is OrderStatus.REVIEW and view.order.reason == "exhausted: main#0 cooling down"
+    await store.set_cooldown("main", "p-main", now, "over", now)
+    health.open["main"] = now + timedelta(seconds=900)
+    await h.add("late")
+    view = await h.run("late")
+    assert view.order.status is OrderStatus.REVIEW and view.order.reason == "exhausted: main#0 breaker open"
+    assert main.calls == [] and await waiting_events(store) == []
+
+
+async def test_an_attempt_set_aside_open_sends_the_order_to_review_not_to_wait(
+    store: Store, cipher: CardCipher
+) -> None:
+    """Policy failover: the main purchase may have been charged (a possible-double claim, the attempt open), the
+    backup's breaker is open. In review the resolver keeps asking about the open attempt; a waiting order would
+    leave it unasked and buy at the backup when the breaker closes."""
+    main = FakeSupplier("main", place_steps=[charge_then_lose], query_steps=[error(ErrorClass.AMBIGUOUS)])
+    backup = FakeSupplier("backup", place_steps=[ok])
+    health = Breakers()
+    health.open["backup"] = datetime.now(UTC) + timedelta(seconds=30)
+    config = make_config(
+        [("main", 1), ("backup", 2)],
+        retry=FAST_RETRY,
+        ambiguity={"query_interval": 0.01, "give_up_after": 3600.0, "policy": "failover"},
+        routing={"blocked_wait": 600.0},
+    )
+    h = Harness(store, cipher, config, {"main": main, "backup": backup})
+    h.engine.health = health
     await h.add()
     view = await h.run()
-    assert view.order.reason == f"{WAITING}main#0 cooling down"
-    assert 2.0 <= (await _not_before(store, "o-1") - now).total_seconds() <= 4.5
-    await store.set_cooldown("main", "p-main", now, "over", now)
-    await unpark(store)
-    assert (await h.run()).order.status is OrderStatus.DELIVERED and main.charged_units == 1
+    assert view.order.status is OrderStatus.REVIEW, view.order.reason
+    assert [a.state for a in view.attempts] == [AttemptState.AMBIGUOUS]
+    assert backup.calls == [] and main.charged_units == 1
 
 
 @pytest.mark.parametrize("moment", ["before the wait is written", "after it, before its event"])

@@ -59,8 +59,8 @@ def test_used_cooling_disabled_and_broken_are_skipped_with_why() -> None:
     offers, skipped = plan_offers(P, tried, cooldowns=cooling, enabled=ENABLED, health=Weights({}, {"backup"}), now=NOW)
     assert offers == []
     assert [s.why for s in skipped] == ["tried: product_unavailable", "cooling down", "breaker open"]
-    # What ends by itself says when: the cool-down's end; a breaker that cannot say, now (asked again soon).
-    assert [s.until for s in skipped] == [None, NOW + timedelta(minutes=5), NOW]
+    # Only a breaker is a block worth waiting for (one that cannot say when it ends: now, asked again soon).
+    assert [s.until for s in skipped] == [None, None, NOW]
     offers, _ = plan_offers(P, [], cooldowns={}, enabled={**ENABLED, "main": False}, health=NullHealth(), now=NOW)
     assert names(offers) == ["shelf", "backup"]
 
