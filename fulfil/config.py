@@ -148,8 +148,8 @@ class RoutingConfig(_Frozen):
     strategy: Literal["priority", "score", "cost"] = "priority"
     min_score: float = Field(20.0, ge=0, le=100)
     probe_share: float = Field(0.02, ge=0, le=1)
-    # An order whose offers left are blocked by an open breaker waits for it this long from intake (or a
-    # person's retry or release) before it goes to review; 0: review at once.
+    # An order whose offers left are blocked by an open breaker, or failed transient (never executed), waits
+    # and tries them again for this long from intake (or a person's retry or release), then review; 0: at once.
     blocked_wait: DurationOrZero = 900.0
 
 

@@ -187,6 +187,9 @@ class WorkContext:
     attempts: tuple[AttemptRecord, ...] = ()
     claims: tuple[ClaimRecord, ...] = ()
     retried_after: int | None = None
+    # The newest attempt when the order last began to wait for a supplier: attempts up to it that failed
+    # `transient` (never executed) no longer use up their offer, so the order tries it again after the wait.
+    waited_after: int | None = None
     # A blocklist entry is active, or one of the buyer's identities is below the starting credit: risk must
     # look at this order even when no rule is configured.
     risk_check: bool = False

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -33,7 +34,6 @@ from fulfil.domain import (
     ReceiptKind,
     WorkContext,
 )
-from fulfil.durations import format_duration
 from fulfil.health import Health, NullHealth
 from fulfil.placing import place_with_budget
 from fulfil.risk.gate import RiskGate
@@ -60,6 +60,9 @@ BLOCKED_RECHECK = (1.0, 10.0)
 WAITING = "waiting for a supplier: "  # the reason a waiting order carries (pending, not claimable for a while)
 # A person sent the order back to work (retry, risk release) or the resolver reopened it: its wait starts again.
 WAIT_RESTARTS = frozenset({"review.retry", "review.release", "order.reopened"})
+# Attempts an order makes at one offer that all fail transient before it stops waiting for it: "never executed"
+# is the adapter's word, and a wrong word would otherwise cost a purchase per look.
+MAX_TRANSIENT_TRIES = 3
 
 
 class LeaseLike(Protocol):
@@ -201,7 +204,8 @@ class Engine:
         while True:
             if settled:  # attempts moved since the context was read (settled, or an offer tried): read again
                 context, cooled = await self._contexts.get(order.id)
-            attempts = [a for a in context.attempts if run.retried_after is None or a.id > run.retried_after]
+            spent = _transient_tries(context.attempts, run.retried_after)
+            attempts = [a for a in context.attempts if _counts(a, run.retried_after, context.waited_after, spent)]
             offers, skipped = plan_offers(
                 product,
                 attempts,
@@ -213,45 +217,50 @@ class Engine:
             )
             offers = avoid_last(offers, order.avoid_supplier)
             if not offers:
-                await self._nothing_to_try(run, skipped, context.attempts)
+                skipped = [_unless_spent(s, spent) for s in skipped]
+                await self._nothing_to_try(run, skipped, context)
                 return
             if await self._try_offer(run, offers[0]) is Step.DONE:
                 return
             metrics.FAILOVERS.labels(offers[0].supplier).inc()
             settled = True
 
-    async def _nothing_to_try(self, run: Run, skipped: Sequence[Skipped], attempts: Sequence[AttemptRecord]) -> None:
+    async def _nothing_to_try(self, run: Run, skipped: Sequence[Skipped], context: WorkContext) -> None:
         """No offer can be tried now. When the ones left are blocked by a supplier's open breaker (an outage, a
-        balance run out), the order is given back to wait for it, within `routing.blocked_wait` of its payment
-        or a person's retry or release: an outage then delays orders instead of filling review, and a half-open
-        breaker lets only its probes through, so the waiting orders do not all buy at once when it ends.
-        Review at once when nothing it could wait for ends in time, or an attempt of it is still open (set
-        aside under a possible-double claim: in review the resolver keeps asking about it)."""
-        order, now = run.order, self.clock.now()
+        balance run out) or were tried and failed `transient` (never executed), the order is given back to wait,
+        within `routing.blocked_wait` of its intake or a person's retry or release, and tries them again after:
+        an outage then delays orders instead of filling review. A half-open breaker lets only its probes
+        through, so the waiting orders do not all buy at once when it ends. Review at once when nothing it
+        could wait for ends in time, or an attempt of it is still open (set aside under a possible-double
+        claim: in review the resolver keeps asking about it)."""
+        order, now, attempts = run.order, self.clock.now(), context.attempts
         limit = self.config.routing.blocked_wait
         ends = [s.until for s in skipped if s.until is not None]
         waited = left = 0.0
         if limit and ends and not any(a.state in OPEN_ATTEMPT_STATES for a in attempts):
-            restarts = await self.store.events(order_id=order.id, limit=50)
-            since = max([order.created_at, *(e.at for e in restarts if e.name in WAIT_RESTARTS)])
+            restarted = await self.store.last_event_at(order.id, WAIT_RESTARTS)
+            since = max(order.created_at, restarted) if restarted is not None else order.created_at
             waited = (now - since).total_seconds()
             left = limit - waited
         if left <= 0 or (min(ends) - now).total_seconds() > left:
             reason = _exhausted_reason(skipped)
             if waited >= 1:
-                reason += f" (blocked {format_duration(round(waited))} since it came or was retried)"
+                reason += f" (blocked {_span(waited)} since it came or was retried)"
             await self._finish(order, run.owner, OrderStatus.REVIEW, reason)
             return
         shortest, longest = BLOCKED_RECHECK
         wait = min(max((min(ends) - now).total_seconds(), shortest), longest, left)
         blocked = "; ".join(f"{s.offer.supplier}#{s.offer.index} {s.why}" for s in skipped if s.until is not None)
         first = not (order.reason or "").startswith(WAITING)
+        newest = max((a.id for a in attempts), default=0)
         await failpoints.pause("before_waiting")  # tests: a kill lands while the order is leased, about to wait
         await self.store.park_for(order.id, run.owner, wait, f"{WAITING}{blocked}"[:1000], now)
         metrics.ORDERS_WAITING.inc()
         extra = {"order": order.ref, "wait": round(wait, 3), "blocked": blocked}
-        if first:  # the timeline and the info log say when it began to wait, not every look
-            data = {"blocked": blocked, "wait_limit": limit}
+        if first or newest > (context.waited_after or 0):
+            # On the timeline when it begins to wait, and after each new attempt: the watermark that lets the
+            # next pass try again what failed transient (lost in a crash, the next pass just waits again).
+            data = {"blocked": blocked, "wait_limit": limit, "after_attempt": newest}
             await self.store.record_event("order.waiting", now, order_id=order.id, data=data)
             log.info("order.waiting", extra=extra)
         else:
@@ -922,6 +931,46 @@ def _said(outcome: Outcome) -> str:
 
 def _reasons(verdict: CardVerdict) -> str:
     return ", ".join(f"{reason} {count}" for reason, count in sorted(verdict.reasons().items()))
+
+
+def _span(seconds: float) -> str:
+    """A wait as a person reads it: 45s, 10m02s, 1h05m."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _transient(attempt: AttemptRecord) -> bool:
+    return attempt.state is AttemptState.FAILED and attempt.error_class == ErrorClass.TRANSIENT.value
+
+
+def _transient_tries(attempts: Sequence[AttemptRecord], retried_after: int | None) -> Counter[tuple[str, int]]:
+    """Per offer, the attempts since a person's last retry that failed transient."""
+    since_retry = (a for a in attempts if retried_after is None or a.id > retried_after)
+    return Counter((a.supplier, a.offer_index) for a in since_retry if _transient(a))
+
+
+def _unless_spent(skipped: Skipped, spent: Counter[tuple[str, int]]) -> Skipped:
+    """An offer tried transient MAX_TRANSIENT_TRIES times is not waited for any more."""
+    if spent[(skipped.offer.supplier, skipped.offer.index)] < MAX_TRANSIENT_TRIES:
+        return skipped
+    return replace(skipped, until=None)
+
+
+def _counts(
+    attempt: AttemptRecord, retried_after: int | None, waited_after: int | None, spent: Counter[tuple[str, int]]
+) -> bool:
+    """Whether an attempt uses up its offer on this pass: not if it came before a person's `review retry`, nor
+    if it failed `transient` (never executed) before the order last began to wait, unless its offer has had
+    MAX_TRANSIENT_TRIES of those already."""
+    if retried_after is not None and attempt.id <= retried_after:
+        return False
+    return not (
+        waited_after is not None
+        and attempt.id <= waited_after
+        and _transient(attempt)
+        and spent[(attempt.supplier, attempt.offer_index)] < MAX_TRANSIENT_TRIES
+    )
 
 
 def _exhausted_reason(skipped: Sequence[Skipped]) -> str:

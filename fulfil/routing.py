@@ -18,6 +18,7 @@ from typing import Protocol, cast, runtime_checkable
 from fulfil.config import OfferConfig, ProductConfig
 from fulfil.domain import AttemptRecord, AttemptState
 from fulfil.health import Health
+from suppliers.taxonomy import ErrorClass
 
 
 @runtime_checkable
@@ -65,8 +66,9 @@ def offer_of(product: ProductConfig, attempt: AttemptRecord) -> Offer | None:
 class Skipped:
     offer: Offer
     why: str  # "tried: product_unavailable", "cooling down", "breaker open", "disabled"
-    # A block worth waiting for (a breaker open): when it may end. Not a cool-down: the orders waiting would all
-    # be routed to it at its end (no probes limit them), and a non-keys cool-down exists to stop just that burst.
+    # A block worth waiting for (a breaker open; an attempt that failed transient, never executed): when it may
+    # end. Not a cool-down: the orders waiting would all be routed to it at its end (no probes limit them), and
+    # a non-keys cool-down exists to stop just that burst.
     until: datetime | None = None
 
 
@@ -138,7 +140,10 @@ def _skip_reason(
 ) -> tuple[str, datetime | None] | None:
     """Why the offer is left out, and when that ends if it is a block that ends by itself."""
     if (offer.supplier, offer.index) in used:
-        return f"tried: {used[(offer.supplier, offer.index)]}", None
+        how = used[(offer.supplier, offer.index)]
+        if how == ErrorClass.TRANSIENT.value:  # never executed: worth trying again once its supplier may answer
+            return f"tried: {how}", health.reopens_at(offer.supplier, now) or now
+        return f"tried: {how}", None
     if not enabled.get(offer.supplier, False):
         return "disabled", None
     until = cooldowns.get((offer.supplier, offer.product_id or ""))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -246,6 +246,18 @@ class ClaimOps(StoreBase):
             stmt = stmt.where(events.c.order_id == order_id)
         async with self._read() as conn:
             return [EventRecord(**row._mapping) for row in await conn.execute(stmt)]
+
+    async def last_event_at(self, order_id: int, names: Collection[str]) -> datetime | None:
+        """When the order's newest event of any of `names` was recorded; None if it has none."""
+        stmt = (
+            select(events.c.at)
+            .where(events.c.order_id == order_id, events.c.name.in_(sorted(names)))
+            .order_by(events.c.id.desc())
+            .limit(1)
+        )
+        async with self._read() as conn:
+            at: datetime | None = await conn.scalar(stmt)
+        return at
 
     async def prune_events(self, before: datetime, batch_size: int) -> int:
         """Delete up to `batch_size` events older than `before` that nothing reads any more; the count deleted.

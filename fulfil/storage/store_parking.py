@@ -20,6 +20,7 @@ _PROCESSING = OrderStatus.PROCESSING.value
 _REVIEW = OrderStatus.REVIEW.value
 # An attempt left `planned` was never sent: it can be open only while its order is being worked on.
 _ASKABLE = [s.value for s in OPEN_ATTEMPT_STATES if s.value != "planned"]
+_OPEN = [s.value for s in OPEN_ATTEMPT_STATES]
 
 
 class ParkingOps(StoreBase):
@@ -70,7 +71,11 @@ class ParkingOps(StoreBase):
             result = await conn.execute(
                 update(orders)
                 .where(
-                    orders.c.id == select(attempts.c.order_id).where(attempts.c.number == number).scalar_subquery(),
+                    # Only an attempt still open: a final one (failed, say) is not what the order waits on.
+                    orders.c.id
+                    == select(attempts.c.order_id)
+                    .where(attempts.c.number == number, attempts.c.state.in_(_OPEN))
+                    .scalar_subquery(),
                     orders.c.status == _PENDING,
                     orders.c.not_before.is_not(None),
                 )

@@ -2,7 +2,7 @@
 
 A fresh order has no past: the batch costs one statement for the attempts of all its orders and one for the
 active cool-downs, and one for whether risk must look at any of them (a block active, a buyer's credit low);
-claims and `review retry` events are read only for orders that have attempts.
+claims, `review retry` and `order.waiting` events are read only for orders that have attempts.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class WorkOps(StoreBase):
         tries: dict[int, list[AttemptRecord]] = {i: [] for i in order_ids}
         claims: dict[int, list[ClaimRecord]] = {}
         retried: dict[int, int] = {}
+        waited: dict[int, int] = {}
         checked: set[int] = set()
         async with self._read() as conn:
             # Risk with no rules configured still has blocklists and credit: which orders it must look at.
@@ -50,16 +51,19 @@ class WorkOps(StoreBase):
                 for claim in await claims_query(conn, order_ids=part):
                     claims.setdefault(claim.order_id, []).append(claim)
                 found = await conn.execute(
-                    select(events.c.order_id, events.c.data).where(
-                        events.c.name == "review.retry", events.c.order_id.in_(part)
+                    select(events.c.order_id, events.c.name, events.c.data).where(
+                        events.c.name.in_(("review.retry", "order.waiting")), events.c.order_id.in_(part)
                     )
                 )
-                for order_id, data in found:
+                for order_id, name, data in found:
                     after = int(data.get("after_attempt", 0))
-                    retried[order_id] = max(retried.get(order_id, after), after)
+                    marks = retried if name == "review.retry" else waited
+                    marks[order_id] = max(marks.get(order_id, after), after)
             cooled = await active_cooldowns_in(conn, now)
         contexts = {
-            i: WorkContext(tuple(tries[i]), tuple(claims.get(i, ())), retried.get(i), risk_check=i in checked)
+            i: WorkContext(
+                tuple(tries[i]), tuple(claims.get(i, ())), retried.get(i), waited.get(i), risk_check=i in checked
+            )
             for i in order_ids
         }
         return contexts, cooled

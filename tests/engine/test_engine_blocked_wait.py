@@ -17,6 +17,7 @@ from enginekit import (
     books,
     charge_then_lose,
     error,
+    failed,
     make_config,
     ok,
     unpark,
@@ -28,7 +29,8 @@ from fulfil.domain import AttemptState, OrderStatus
 from fulfil.engine import WAITING
 from fulfil.health import NullHealth
 from fulfil.storage import Store
-from suppliers.taxonomy import ErrorClass
+from suppliers.base import PlaceRequest
+from suppliers.taxonomy import ErrorClass, Evidence, Outcome
 
 
 class Breakers(NullHealth):
@@ -118,7 +120,7 @@ async def test_after_blocked_wait_review_says_it_waited_and_a_retry_waits_again(
     view = await h.run()
     assert view.order.status is OrderStatus.REVIEW
     reason = view.order.reason or ""
-    assert reason.startswith("exhausted: main#0 breaker open (blocked 6") and reason.endswith(
+    assert reason.startswith("exhausted: main#0 breaker open (blocked 1m0") and reason.endswith(
         "s since it came or was retried)"
     ), reason
     # An operator's retry starts the wait again: the order waits instead of bouncing straight back.
@@ -248,3 +250,156 @@ async def _not_before(store: Store, ref: str) -> datetime:
         value = await conn.scalar(select(orders.c.not_before).where(orders.c.ref == ref))
     assert value is not None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Outage:
+    """A supplier that refuses connections (transient: never executed) while `down`, and sells when it is not."""
+
+    def __init__(self, opens: Breakers | None = None, cool_down: float = 6.0) -> None:
+        self.down = True
+        self.opens = opens  # whose breaker the failures open, for `cool_down` seconds
+        self.cool_down = cool_down
+
+    def __call__(self, s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        if self.down and self.opens is not None:
+            self.opens.open[s.name] = datetime.now(UTC) + timedelta(seconds=self.cool_down)
+        if self.down:
+            return Outcome.error_of(ErrorClass.TRANSIENT, Evidence(message="connection refused"))
+        return s.charge(r)
+
+
+def transient_harness(store: Store, cipher: CardCipher, outage: Outage, health: Breakers) -> tuple[Harness, Any]:
+    main = FakeSupplier("main", place_steps=[outage], query_steps=[books])
+    config = make_config([("main", 1)], retry=FAST_RETRY, routing={"blocked_wait": 600.0})
+    h = Harness(store, cipher, config, {"main": main})
+    h.engine.health = health
+    return h, main
+
+
+async def test_a_purchase_that_failed_transient_is_tried_again_after_a_wait(store: Store, cipher: CardCipher) -> None:
+    outage = Outage()
+    h, main = transient_harness(store, cipher, outage, Breakers())
+    await h.add()
+    view = await h.run()
+    assert view.order.status is OrderStatus.PENDING and view.order.reason == f"{WAITING}main#0 tried: transient"
+    (first,) = view.attempts
+    assert (first.state, first.error_class) == (AttemptState.FAILED, "transient")
+    assert [e.data["after_attempt"] for e in await waiting_events(store)] == [first.id]
+    # Still down at the next look: a new attempt, failed the same way, moves the watermark on.
+    await unpark(store)
+    view = await h.run()
+    assert view.order.status is OrderStatus.PENDING and len(view.attempts) == 2
+    assert [e.data["after_attempt"] for e in await waiting_events(store)] == [view.attempts[1].id, first.id]
+    outage.down = False
+    await unpark(store)
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert [(a.state, a.error_class) for a in view.attempts] == [
+        (AttemptState.FAILED, "transient"),
+        (AttemptState.FAILED, "transient"),
+        (AttemptState.SUCCEEDED, None),
+    ]
+    assert len({a.number for a in view.attempts}) == 3, "each try again is a new attempt under a new number"
+    assert main.charged_units == 1 and len(main.ledger) == 1 and len(view.cards) == 1
+
+
+async def test_after_a_transient_failure_the_order_waits_for_the_breaker_it_opened(
+    store: Store, cipher: CardCipher
+) -> None:
+    health = Breakers()
+    outage = Outage(opens=health)  # the failures open the breaker for 6 s
+    h, main = transient_harness(store, cipher, outage, health)
+    await h.add()
+    before = datetime.now(UTC)
+    view = await h.run()
+    assert view.order.reason == f"{WAITING}main#0 tried: transient"
+    assert 5.5 <= (await _not_before(store, "o-1") - before).total_seconds() <= 9.0
+    # Past the limit, still failing: review says what happened.
+    clock = Shifted()
+    clock.ahead = 601.0
+    h.engine.clock = clock
+    health.open.clear()
+    await unpark(store)
+    view = await h.run()
+    assert view.order.status is OrderStatus.REVIEW
+    assert (view.order.reason or "").startswith("exhausted: main#0 tried: transient (blocked 10m")
+    assert main.charged_units == 0 and all(a.error_class == "transient" for a in view.attempts)
+
+
+async def test_killed_before_the_watermark_was_written_the_next_pass_waits_again_then_buys_once(
+    store: Store, cipher: CardCipher
+) -> None:
+    outage = Outage()
+    h, main = transient_harness(store, cipher, outage, Breakers())
+    record = store.record_event
+
+    async def dying_record(*args: Any, **kwargs: Any) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+        return await record(*args, **kwargs)
+
+    store.record_event = dying_record  # type: ignore[method-assign]
+    await h.add()
+    with pytest.raises(asyncio.CancelledError):
+        await h.run()
+    store.record_event = record  # type: ignore[method-assign]
+    view = await h.view()
+    assert view.order.status is OrderStatus.PENDING and await waiting_events(store) == []
+    outage.down = False
+    await unpark(store)
+    successor = h  # the same store; what matters is what the database says
+    view = await successor.run()
+    # No watermark: the failed attempt still uses up its offer, so this pass only waits (and writes it).
+    assert view.order.status is OrderStatus.PENDING and len(view.attempts) == 1 and main.charged_units == 0
+    await unpark(store)
+    view = await successor.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert len(view.attempts) == 2 and main.charged_units == 1 and len(main.ledger) == 1
+
+
+async def test_an_offer_that_failed_transient_three_times_is_not_waited_for_again(
+    store: Store, cipher: CardCipher
+) -> None:
+    """"Never executed" is the adapter's word: were it wrong, each look would be a purchase. Three is the cap."""
+    outage = Outage()
+    h, main = transient_harness(store, cipher, outage, Breakers())
+    await h.add()
+    for look in range(3):
+        await unpark(store)
+        view = await h.run()
+        assert len(view.attempts) == look + 1
+        if look < 2:
+            assert view.order.status is OrderStatus.PENDING, view.order.reason
+            # A callback naming a failed attempt's number does not hurry the next purchase.
+            assert not await store.wake_order(view.attempts[-1].number, datetime.now(UTC))
+    assert view.order.status is OrderStatus.REVIEW and view.order.reason == "exhausted: main#0 tried: transient"
+    assert main.charged_units == 0 and all(a.error_class == "transient" for a in view.attempts)
+
+
+async def test_only_the_offer_that_failed_transient_is_tried_again(store: Store, cipher: CardCipher) -> None:
+    gone = FakeSupplier("main", place_steps=[failed(ErrorClass.PRODUCT_UNAVAILABLE)])
+    outage = Outage()
+    flaky = FakeSupplier("backup", place_steps=[outage], query_steps=[books])
+    config = make_config(
+        [("main", 1), ("backup", 2)],
+        retry=FAST_RETRY,
+        routing={"blocked_wait": 600.0},
+        cooldown={"product_unavailable": 0.001},  # so the tried offer, not a cool-down, is what keeps it out
+    )
+    h = Harness(store, cipher, config, {"main": gone, "backup": flaky})
+    h.engine.health = Breakers()
+    await h.add()
+    view = await h.run()
+    assert view.order.reason == f"{WAITING}backup#1 tried: transient"
+    outage.down = False
+    await unpark(store)
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert [(a.supplier, a.error_class) for a in view.attempts] == [
+        ("main", "product_unavailable"),
+        ("backup", "transient"),
+        ("backup", None),
+    ]
+    assert len(gone.numbers("place")) == 1 and flaky.charged_units == 1

@@ -3,7 +3,8 @@ bounded number of passes, and every unit a supplier charged is delivered, claime
 
 Hypothesis draws the suppliers' behaviour (each call's answer, whether they can be queried), the order's
 quantity, the ambiguity policy, and crashes; the engine runs on a real SQLite store, pass after pass, with the
-resolver between passes, as the worker would.
+resolver between passes, as the worker would. The engine's clock moves on a couple of minutes a pass, so an
+order waiting for a supplier (tried transient, a breaker) tries again and reaches the end of its wait.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import itertools
 import shutil
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from enginekit import Charge, FakeSupplier, Harness, Script, good_card, make_config
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
+from fulfil.clock import SystemClock
 from fulfil.crypto import CardCipher
 from fulfil.domain import OrderStatus
 from fulfil.resolver import resolve_orphans
@@ -60,6 +62,15 @@ def _maybe(s: FakeSupplier, r: PlaceRequest) -> Outcome:
     return Outcome(OrderState.FAILED, error=ErrorClass.PRODUCT_UNAVAILABLE, evidence=gone, maybe_charged=True)
 
 
+def _first_number_refused(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+    """Connections refused for the first number it sees (every try of that attempt), sold under any later one:
+    an order that waited tries the offer again under a new number and is served."""
+    first = next(number for kind, number in s.calls if kind == "place")
+    if r.number == first:
+        return Outcome.error_of(ErrorClass.TRANSIENT, Evidence(message="connection refused"))
+    return s.charge(r)
+
+
 def _crash(s: FakeSupplier, r: PlaceRequest) -> Outcome:
     raise RuntimeError("adapter bug")
 
@@ -86,6 +97,7 @@ PLACES: dict[str, tuple[Callable[[FakeSupplier, PlaceRequest], Outcome], bool]] 
     "maybe": (_maybe, True),
     "crash": (_crash, False),
     "transient": (_answer(ErrorClass.TRANSIENT), False),
+    "refused_first": (_first_number_refused, False),
     "unavailable": (_answer(ErrorClass.PRODUCT_UNAVAILABLE), False),
     "account": (_answer(ErrorClass.SUPPLIER_ACCOUNT), False),
     "rejected": (_answer(ErrorClass.ORDER_REJECTED), False),
@@ -154,6 +166,15 @@ async def accounted(store: Store, number: str) -> bool:
     return False
 
 
+class Passing(SystemClock):
+    """The system's clock, `ahead` seconds ahead; each pass moves it on."""
+
+    ahead = 0.0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=self.ahead)
+
+
 async def run_order(
     db: str, cipher: CardCipher, main: FakeSupplier, backup: FakeSupplier, qty: int, policy: str
 ) -> tuple[OrderStatus, int]:
@@ -164,12 +185,15 @@ async def run_order(
             # Above placing's minimum try timeout (0.2 s), or every call would be skipped as out of budget.
             retry={"budget": 0.5, "initial_backoff": 0.001, "max_backoff": 0.005},
             ambiguity={"query_interval": 0.0, "give_up_after": 0.0, "policy": policy},
+            routing={"blocked_wait": 300.0},
         )
         h = Harness(store, cipher, config, {"main": main, "backup": backup})
+        clock = h.engine.clock = Passing()
         await h.add(qty=qty)
         passes = 0
         while passes < MAX_PASSES:
             passes += 1
+            clock.ahead = 120.0 * (passes - 1)  # a wait of 300 s ends within the passes
             async with store._write() as conn:  # noqa: SLF001 - no waiting between passes
                 await conn.execute(update(orders).values(not_before=None))
             await store.release_all_leases(datetime.now(UTC))
@@ -204,6 +228,9 @@ async def run_order(
 @example(main=(["nokeys"], ["books"], False), backup=BACKUP_OK, qty=2, policy="wait").via("acg text")
 @example(main=(["lost_after", "exists"], ["books"], False), backup=BACKUP_OK, qty=1, policy="wait").via("lost")
 @example(main=(["maybe"], ["books"], False), backup=BACKUP_OK, qty=1, policy="failover").via("maybe")
+@example(main=(["refused_first"], ["books"], True), backup=(["transient"], ["books"], True), qty=1, policy="wait").via(
+    "waits, then buys under a new number"
+)
 def test_every_order_ends_and_every_charge_is_accounted(
     main: tuple[list[str], list[str], bool],
     backup: tuple[list[str], list[str], bool],
@@ -225,6 +252,8 @@ def test_every_order_ends_and_every_charge_is_accounted(
     event(f"ended {status.value}")  # --hypothesis-show-statistics: the examples reach every end, not one
     if main[0] in (["nokeys"], ["lost_after", "exists"], ["maybe"]) and backup[0] == ["ok"] and not main[2]:
         assert status is OrderStatus.DELIVERED, "a charge without goods is claimed and the order bought elsewhere"
+    if main[0] == ["refused_first"] and backup[0] == ["transient"]:
+        assert status is OrderStatus.DELIVERED, "refused, waited, and bought under a new number at the same offer"
 
 
 def test_the_fake_cards_match_the_pattern() -> None:
