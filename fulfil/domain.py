@@ -179,6 +179,10 @@ class Receipt:
 Cooldowns = dict[tuple[str, str], datetime]
 
 
+# The reason an order carries while it waits for a supplier (pending, not claimable for a while).
+WAITING_REASON = "waiting for a supplier: "
+
+
 @dataclass(frozen=True)
 class WorkContext:
     """What the engine needs of an order's past to work on it: its attempts (oldest first), its claims, and

@@ -23,6 +23,7 @@ from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config, ProductConfig
 from fulfil.domain import (
     OPEN_ATTEMPT_STATES,
+    WAITING_REASON,
     AttemptRecord,
     AttemptState,
     ClaimReason,
@@ -57,7 +58,7 @@ RECEIPT_TRIES = (0.0, 0.2, 1.0, 2.0, 5.0, *(10.0,) * 30)
 # An order waiting for a blocked offer looks again at least this soon (a half-open breaker's probe usually
 # answers within a second or two) and no sooner than this: a wait is a claim and a park, cheap but not free.
 BLOCKED_RECHECK = (1.0, 10.0)
-WAITING = "waiting for a supplier: "  # the reason a waiting order carries (pending, not claimable for a while)
+WAITING = WAITING_REASON
 # A person sent the order back to work (retry, risk release) or the resolver reopened it: its wait starts again.
 WAIT_RESTARTS = frozenset({"review.retry", "review.release", "order.reopened"})
 # Attempts an order makes at one offer that all fail transient before it stops waiting for it: "never executed"

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from fulfil.aftersales.model import CLOCK, SYSTEM
-from fulfil.domain import ClaimRecord, ClaimStatus, OrderStatus, OrderView
+from fulfil.domain import WAITING_REASON, ClaimRecord, ClaimStatus, OrderStatus, OrderView
 from fulfil.storage.base import StoreBase
 from fulfil.storage.schema import (
     alert_state,
@@ -137,6 +137,7 @@ class Backlog:
     outbox_due: int
     oldest_outbox_due: datetime | None
     outbox_dead: int
+    waiting: int = 0  # of `pending`: orders waiting for a supplier (a breaker open, a transient failure)
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,9 @@ class ConsoleOps(StoreBase):
                 .subquery()
             )
             oldest_pending = await conn.scalar(select(func.min(open_.c.created_at)))
+            waiting = await conn.scalar(
+                select(func.count()).where(orders.c.status == "pending", orders.c.reason.startswith(WAITING_REASON))
+            )
             oldest_review = await conn.scalar(select(func.min(orders.c.updated_at)).where(orders.c.status == "review"))
             due = outbox.c.state == "pending"
             outbox_due, oldest_due = (
@@ -393,6 +397,7 @@ class ConsoleOps(StoreBase):
             outbox_due=int(outbox_due or 0),
             oldest_outbox_due=oldest_due,
             outbox_dead=int(dead or 0),
+            waiting=int(waiting or 0),
         )
 
     async def attempt_outcomes(self, since: datetime) -> dict[tuple[str, str, str | None], int]:

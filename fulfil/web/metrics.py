@@ -38,6 +38,7 @@ async def gauges(store: Store, now: datetime) -> list[GaugeMetricFamily]:
         ("review", backlog.review),
         ("outbox_due", backlog.outbox_due),
         ("outbox_dead", backlog.outbox_dead),
+        ("waiting", backlog.waiting),  # of pending: waiting for a supplier
     ):
         depth.add_metric([queue], n)
     oldest = GaugeMetricFamily(

@@ -29,6 +29,7 @@ from fulfil.domain import AttemptState, OrderStatus
 from fulfil.engine import WAITING
 from fulfil.health import NullHealth
 from fulfil.storage import Store
+from fulfil.web.metrics import metrics_text
 from suppliers.base import PlaceRequest
 from suppliers.taxonomy import ErrorClass, Evidence, Outcome
 
@@ -82,10 +83,14 @@ async def test_an_open_breaker_makes_the_order_wait_then_it_is_delivered_once(st
     assert (await h.run()).order.status is OrderStatus.PENDING
     events = await waiting_events(store)
     assert [e.data["blocked"] for e in events] == ["main#0 breaker open"]
+    # The scrape tells waiting orders from the backlog.
+    scrape = (await metrics_text(store, datetime.now(UTC))).decode()
+    assert 'fulfil_queue_depth{queue="waiting"} 1.0' in scrape and 'fulfil_queue_depth{queue="pending"} 1.0' in scrape
     health.open.clear()
     await unpark(store)
     view = await h.run()
     assert view.order.status is OrderStatus.DELIVERED and view.order.reason is None
+    assert (await store.backlog(datetime.now(UTC))).waiting == 0
     assert len(main.numbers("place")) == 1 and main.charged_units == 1 and len(view.cards) == 1
 
 
