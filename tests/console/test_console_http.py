@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from fulfil.crypto import CardCipher
-from fulfil.domain import OrderStatus
+from fulfil.domain import WAITING_REASON, OrderStatus
 from fulfil.storage import Store
 from tests.console.consolekit import add_operator, browser, console_config, csrf_of, make_order, serving
 
@@ -156,6 +156,9 @@ async def test_every_page_answers_for_a_viewer(store: Store, cipher: CardCipher,
     await add_operator(store, "val", "viewer", now)
     await make_order(store, "p-1", OrderStatus.REVIEW, now)
     await make_order(store, "p-2", OrderStatus.DELIVERED, now)
+    waiting = await make_order(store, "p-3", OrderStatus.PENDING, now)
+    await store.claim_orders("kit", 1, 60, now)
+    await store.park_for(waiting, "kit", 60, f"{WAITING_REASON}main#0 breaker open", now)
     async with serving(store, cipher) as server, browser(server, "val") as b:
         for path in ("/console/", "/console/orders", "/console/queues", "/console/suppliers", "/console/claims",
                      "/console/webhooks", "/console/orders/p-1"):
@@ -163,8 +166,10 @@ async def test_every_page_answers_for_a_viewer(store: Store, cipher: CardCipher,
             assert page.status_code == 200, (path, page.text[:500])
         queues = await b.client.get("/console/queues")
         assert ">p-1</a>" in queues.text and "countdown" in queues.text
+        overview = await b.client.get("/console/")
+        assert '<dd id="waiting-for-supplier">1</dd>' in overview.text  # an outage's orders, apart from a backlog
         zh = await b.client.get("/console/", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})
-        assert "概览" in zh.text and "自动化率" in zh.text
+        assert "概览" in zh.text and "自动化率" in zh.text and "其中等待供应商恢复" in zh.text
         switched = await b.post("/console/lang", lang="en", back="/console/")
         assert switched.status_code == 302
         again = await b.client.get("/console/", headers={"Accept-Language": "zh-CN"})
