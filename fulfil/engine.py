@@ -58,7 +58,6 @@ RECEIPT_TRIES = (0.0, 0.2, 1.0, 2.0, 5.0, *(10.0,) * 30)
 # An order waiting for a blocked offer looks again at least this soon (a half-open breaker's probe usually
 # answers within a second or two) and no sooner than this: a wait is a claim and a park, cheap but not free.
 BLOCKED_RECHECK = (1.0, 10.0)
-WAITING = WAITING_REASON
 # A person sent the order back to work (retry, risk release) or the resolver reopened it: its wait starts again.
 WAIT_RESTARTS = frozenset({"review.retry", "review.release", "order.reopened"})
 # Attempts an order makes at one offer that all fail transient before it stops waiting for it: "never executed"
@@ -252,10 +251,10 @@ class Engine:
         shortest, longest = BLOCKED_RECHECK
         wait = min(max((min(ends) - now).total_seconds(), shortest), longest, left)
         blocked = "; ".join(f"{s.offer.supplier}#{s.offer.index} {s.why}" for s in skipped if s.until is not None)
-        first = not (order.reason or "").startswith(WAITING)
+        first = not (order.reason or "").startswith(WAITING_REASON)
         newest = max((a.id for a in attempts), default=0)
         await failpoints.pause("before_waiting")  # tests: a kill lands while the order is leased, about to wait
-        await self.store.park_for(order.id, run.owner, wait, f"{WAITING}{blocked}"[:1000], now)
+        await self.store.park_for(order.id, run.owner, wait, f"{WAITING_REASON}{blocked}"[:1000], now)
         metrics.ORDERS_WAITING.inc()
         extra = {"order": order.ref, "wait": round(wait, 3), "blocked": blocked}
         if first or newest > (context.waited_after or 0):

@@ -44,7 +44,7 @@ FAILOVERS = Counter(
 )
 ORDERS_WAITING = Counter(
     "fulfil_orders_waited",
-    "Times an order was given back to wait because every offer left was blocked for a while (breaker, cool-down).",
+    "Times an order was given back to wait for a supplier (its breaker open, or its attempt failed transient).",
     registry=REGISTRY,
 )
 # Payment (intake) to delivery: seconds for a fast supplier, minutes with retries and failover.

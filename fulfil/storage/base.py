@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fulfil.config import IDENTITY_KINDS
 from fulfil.crypto import CardCipher
-from fulfil.domain import AttemptRecord, AttemptState, Order, OrderStatus
+from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, AttemptState, Order, OrderStatus
 from fulfil.storage import statements
 from fulfil.storage.aftersales_rows import settle_reissue_case
 from fulfil.storage.database import WRITE
@@ -29,6 +29,8 @@ from suppliers.taxonomy import Card
 CHUNK = 500
 # Supplier-facing numbers: F + 8-character install id + 10 digits. acg-faka stores request_no as char(19).
 MAX_NUMBER_LENGTH = 19
+# The attempt states that may still be open at a supplier, as stored (for `attempts.c.state.in_`).
+OPEN_STATE_VALUES = [s.value for s in OPEN_ATTEMPT_STATES]
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:

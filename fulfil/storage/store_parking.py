@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select, update
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Order, OrderStatus
-from fulfil.storage.base import StoreBase, attempt_from_row, order_from_row
+from fulfil.storage.base import OPEN_STATE_VALUES, StoreBase, attempt_from_row, order_from_row
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, NotFound
 from fulfil.storage.schema import attempts, orders
@@ -20,7 +20,6 @@ _PROCESSING = OrderStatus.PROCESSING.value
 _REVIEW = OrderStatus.REVIEW.value
 # An attempt left `planned` was never sent: it can be open only while its order is being worked on.
 _ASKABLE = [s.value for s in OPEN_ATTEMPT_STATES if s.value != "planned"]
-_OPEN = [s.value for s in OPEN_ATTEMPT_STATES]
 
 
 class ParkingOps(StoreBase):
@@ -74,7 +73,7 @@ class ParkingOps(StoreBase):
                     # Only an attempt still open: a final one (failed, say) is not what the order waits on.
                     orders.c.id
                     == select(attempts.c.order_id)
-                    .where(attempts.c.number == number, attempts.c.state.in_(_OPEN))
+                    .where(attempts.c.number == number, attempts.c.state.in_(OPEN_STATE_VALUES))
                     .scalar_subquery(),
                     orders.c.status == _PENDING,
                     orders.c.not_before.is_not(None),

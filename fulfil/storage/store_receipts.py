@@ -15,17 +15,15 @@ from typing import Any
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Receipt, ReceiptKind
+from fulfil.domain import AttemptRecord, Receipt, ReceiptKind
 from fulfil.storage import statements
-from fulfil.storage.base import StoreBase, attempt_from_row, chunks
+from fulfil.storage.base import OPEN_STATE_VALUES, StoreBase, attempt_from_row, chunks
 from fulfil.storage.direct import FALL_BACK, Script, Step
 from fulfil.storage.errors import NotFound, StoreError
 from fulfil.storage.schema import attempts, receipt_cards, receipts
 from suppliers.taxonomy import Card
 from suppliers.values import expires as bounded_expires
 from suppliers.values import supplier_order_id as bounded_id
-
-_OPEN = [s.value for s in OPEN_ATTEMPT_STATES]
 
 
 class ReceiptOps(StoreBase):
@@ -121,7 +119,7 @@ class ReceiptOps(StoreBase):
             .where(
                 receipts.c.applied_at.is_(None),
                 receipts.c.kind != ReceiptKind.ACKNOWLEDGED.value,
-                attempts.c.state.in_(_OPEN),
+                attempts.c.state.in_(OPEN_STATE_VALUES),
             )
             .order_by(receipts.c.id)
             .limit(limit)

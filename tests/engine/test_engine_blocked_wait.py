@@ -25,8 +25,7 @@ from enginekit import (
 
 from fulfil.clock import SystemClock
 from fulfil.crypto import CardCipher
-from fulfil.domain import AttemptState, OrderStatus
-from fulfil.engine import WAITING
+from fulfil.domain import WAITING_REASON, AttemptState, OrderStatus
 from fulfil.health import NullHealth
 from fulfil.storage import Store
 from fulfil.web.metrics import metrics_text
@@ -37,8 +36,11 @@ from suppliers.taxonomy import ErrorClass, Evidence, Outcome
 class Breakers(NullHealth):
     """Suppliers whose breaker is open, each until a given time (None: it cannot say)."""
 
-    def __init__(self) -> None:
-        self.open: dict[str, datetime | None] = {}
+    def __init__(self, **open_for: float) -> None:
+        """`Breakers(main=30)`: main's breaker open for 30 s from now."""
+        self.open: dict[str, datetime | None] = {
+            name: datetime.now(UTC) + timedelta(seconds=seconds) for name, seconds in open_for.items()
+        }
 
     def allows(self, supplier: str, now: datetime) -> bool:
         return supplier not in self.open
@@ -69,13 +71,12 @@ async def waiting_events(store: Store) -> list[Any]:
 
 async def test_an_open_breaker_makes_the_order_wait_then_it_is_delivered_once(store: Store, cipher: CardCipher) -> None:
     main = FakeSupplier("main", place_steps=[ok], query_steps=[books])
-    health = Breakers()
-    health.open["main"] = datetime.now(UTC) + timedelta(seconds=30)
+    health = Breakers(main=30)
     h = harness(store, cipher, main, health, blocked_wait=600.0)
     await h.add()
     view = await h.run()
     assert view.order.status is OrderStatus.PENDING, view.order.reason
-    assert view.order.reason == f"{WAITING}main#0 breaker open"
+    assert view.order.reason == f"{WAITING_REASON}main#0 breaker open"
     assert view.attempts == () and main.calls == [], "nothing is bought while it waits"
     assert await h.claim() is None, "not claimable before the breaker may let it through"
     # Looked at again (the wait cut short here) while the breaker is still open: waits again, said once.
@@ -113,8 +114,7 @@ async def test_after_blocked_wait_review_says_it_waited_and_a_retry_waits_again(
     store: Store, cipher: CardCipher
 ) -> None:
     main = FakeSupplier("main", place_steps=[ok])
-    health = Breakers()
-    health.open["main"] = datetime.now(UTC) + timedelta(seconds=50)
+    health = Breakers(main=50)
     h = harness(store, cipher, main, health, blocked_wait=60.0)
     clock = Shifted()
     h.engine.clock = clock
@@ -132,7 +132,7 @@ async def test_after_blocked_wait_review_says_it_waited_and_a_retry_waits_again(
     clock.ahead = 0.0
     await store.review_retry("o-1", "alice", datetime.now(UTC))
     view = await h.run()
-    assert view.order.status is OrderStatus.PENDING and (view.order.reason or "").startswith(WAITING)
+    assert view.order.status is OrderStatus.PENDING and (view.order.reason or "").startswith(WAITING_REASON)
     assert main.calls == []
 
 
@@ -140,8 +140,7 @@ async def test_blocked_wait_zero_and_blocks_that_do_not_end_go_to_review_at_once
     store: Store, cipher: CardCipher
 ) -> None:
     main = FakeSupplier("main", place_steps=[ok])
-    health = Breakers()
-    health.open["main"] = datetime.now(UTC) + timedelta(seconds=30)
+    health = Breakers(main=30)
     h = harness(store, cipher, main, health, blocked_wait=0.0)
     await h.add("zero")
     view = await h.run("zero")
@@ -185,8 +184,7 @@ async def test_an_attempt_set_aside_open_sends_the_order_to_review_not_to_wait(
     leave it unasked and buy at the backup when the breaker closes."""
     main = FakeSupplier("main", place_steps=[charge_then_lose], query_steps=[error(ErrorClass.AMBIGUOUS)])
     backup = FakeSupplier("backup", place_steps=[ok])
-    health = Breakers()
-    health.open["backup"] = datetime.now(UTC) + timedelta(seconds=30)
+    health = Breakers(backup=30)
     config = make_config(
         [("main", 1), ("backup", 2)],
         retry=FAST_RETRY,
@@ -207,8 +205,7 @@ async def test_killed_on_the_way_to_waiting_the_next_owner_buys_once(
     store: Store, cipher: CardCipher, moment: str
 ) -> None:
     main = FakeSupplier("main", place_steps=[ok], query_steps=[books])
-    health = Breakers()
-    health.open["main"] = datetime.now(UTC) + timedelta(seconds=30)
+    health = Breakers(main=30)
     first = harness(store, cipher, main, health, blocked_wait=600.0)
     park, record = store.park_for, store.record_event
 
@@ -286,7 +283,7 @@ async def test_a_purchase_that_failed_transient_is_tried_again_after_a_wait(stor
     h, main = transient_harness(store, cipher, outage, Breakers())
     await h.add()
     view = await h.run()
-    assert view.order.status is OrderStatus.PENDING and view.order.reason == f"{WAITING}main#0 tried: transient"
+    assert view.order.status is OrderStatus.PENDING and view.order.reason == f"{WAITING_REASON}main#0 tried: transient"
     (first,) = view.attempts
     assert (first.state, first.error_class) == (AttemptState.FAILED, "transient")
     assert [e.data["after_attempt"] for e in await waiting_events(store)] == [first.id]
@@ -317,7 +314,7 @@ async def test_after_a_transient_failure_the_order_waits_for_the_breaker_it_open
     await h.add()
     before = datetime.now(UTC)
     view = await h.run()
-    assert view.order.reason == f"{WAITING}main#0 tried: transient"
+    assert view.order.reason == f"{WAITING_REASON}main#0 tried: transient"
     assert 5.5 <= (await _not_before(store, "o-1") - before).total_seconds() <= 9.0
     # Past the limit, still failing: review says what happened.
     clock = Shifted()
@@ -397,7 +394,7 @@ async def test_only_the_offer_that_failed_transient_is_tried_again(store: Store,
     h.engine.health = Breakers()
     await h.add()
     view = await h.run()
-    assert view.order.reason == f"{WAITING}backup#1 tried: transient"
+    assert view.order.reason == f"{WAITING_REASON}backup#1 tried: transient"
     outage.down = False
     await unpark(store)
     view = await h.run()
