@@ -190,6 +190,11 @@ def _throughput_phase(
     import_start = time.time()
     procs.fulfil("orders", "import", str(orders), config=config_path, env=env)
     import_end = time.time()
+    # From here the daemons drain the backlog with nothing else running: the bounds' per-order costs.
+    for daemon in daemons:
+        daemon.read_log()
+    drain_from = sum(d.count("order.delivered") for d in daemons)
+    drain = _snapshot(daemons, sim, config.db, settle=0.0)
     try:
         _wait_delivered(daemons, config.orders, timeout=max(180.0, config.orders / 2))
     finally:
@@ -200,6 +205,8 @@ def _throughput_phase(
     return {
         "before": before,
         "after": after,
+        "drain": drain,
+        "drained": config.orders - drain_from,
         "import_seconds": import_end - import_start,
         "first_claim": claims[0] if claims else None,
         "import_end": import_end,
@@ -323,18 +330,25 @@ def _window(before: _Snapshot, after: _Snapshot, orders: int) -> dict[str, Any]:
         "checkouts_per_order": sql["checkout"] / per,
         "conns_per_1k": sql["connect"] * 1000 / per,
         "sim_requests_per_order": (after.sim_requests - before.sim_requests) / per,
-        # Where the machine's CPU went in the window, per order: on 2 cores the daemon shares them with the
-        # simulator and (PostgreSQL) the database server; `machine` is every process on every core.
+        **_cpu_split(before, after, per),
+        "sql": sql,
+        "top_statements": _top_statements(before, after, per),
+    }
+
+
+def _cpu_split(before: _Snapshot, after: _Snapshot, orders: int) -> dict[str, Any]:
+    """Where the machine's CPU went between two snapshots, per order: on 2 cores the daemons share them with the
+    simulator and (PostgreSQL) the database server; `machine` is every process on every core."""
+    per = max(orders, 1)
+    return {
         "cpu_split_ms_per_order": {
-            "daemons": cpu * 1000 / per,
+            "daemons": (sum(after.cpu) - sum(before.cpu)) * 1000 / per,
             "database_server": (after.db_cpu - before.db_cpu) * 1000 / per,
             "simulator": (after.sim_cpu - before.sim_cpu) * 1000 / per,
             "machine": (after.machine_busy - before.machine_busy) * 1000 / per,
         },
         "machine_busy_share": (after.machine_busy - before.machine_busy)
         / max((after.at - before.at) * (os.cpu_count() or 1), 1e-9),
-        "sql": sql,
-        "top_statements": _top_statements(before, after, per),
     }
 
 
@@ -408,6 +422,8 @@ def _report(
     orders_per_s = config.orders / seconds if seconds > 0 else 0.0
     t_window = _window(throughput["before"], throughput["after"], config.orders)
     l_window = _window(latency["before"], latency["after"], latency["count"])
+    drained = throughput["drained"]
+    drain = {"orders": drained, **_cpu_split(throughput["drain"], throughput["after"], drained)}
     lat = _latency(views, supplier_time["p50_ms"])
     all_orders = config.orders + latency["count"]
     result: dict[str, Any] = {
@@ -444,6 +460,8 @@ def _report(
         "ceiling": top.as_dict(),
         "ceiling_pairs_per_s": top.pairs_per_s,
         "ratio": orders_per_s / top.pairs_per_s if top.pairs_per_s else 0.0,
+        "drain_window": drain,
+        "bounds": _bounds(drain, config.daemons, top.pairs_per_s),
         "throughput_window": t_window,
         "latency_window": l_window,
         "pg_stat_database_lifetime": _pg_life(pg_life, all_orders),
@@ -452,6 +470,23 @@ def _report(
         "profile": str(config.profile) if config.profile else None,
     }
     return result
+
+
+def _bounds(window: Mapping[str, Any], daemons: int, ceiling: float) -> dict[str, float]:
+    """The most orders/s this run's per-order CPU allows, beside what the ratio budget asks (0.3 x ceiling).
+
+    Costs from the drain window (the import done, the daemons clearing the backlog: no other work on the
+    machine). `machine`: every core busy at the whole-machine CPU per order (daemons, database server,
+    simulator, the bench's log reading, the kernel), whatever the daemons did; `daemon_cores`: each daemon's
+    event loop on a core of its own (one Python thread runs at a time) at the daemons' CPU per order. When
+    `ratio_target` is above `machine`, the ratio cannot be met on this machine at these costs."""
+    split = window["cpu_split_ms_per_order"]
+    cores = os.cpu_count() or 1
+    return {
+        "machine_orders_per_s": cores * 1000 / split["machine"] if split["machine"] > 0 else 0.0,
+        "daemon_cores_orders_per_s": min(daemons, cores) * 1000 / split["daemons"] if split["daemons"] > 0 else 0.0,
+        "ratio_target_orders_per_s": 0.3 * ceiling,
+    }
 
 
 def _pg_life(diff: dict[str, int] | None, orders: int) -> dict[str, Any] | None:
@@ -477,6 +512,14 @@ def _split(r: Mapping[str, Any]) -> str:
     )
 
 
+def _bound(r: Mapping[str, Any]) -> str:
+    b = r["bounds"]
+    return (
+        f"bound machine/daemon cores {b['machine_orders_per_s']:.0f}/{b['daemon_cores_orders_per_s']:.0f} orders/s "
+        f"(0.3 x ceiling {b['ratio_target_orders_per_s']:.0f})"
+    )
+
+
 def _steady_conns(r: Mapping[str, Any]) -> str:
     """New connections per 1,000 orders in the latency phase: the pools are open by then (steady state); the
     throughput window's figure counts them opening."""
@@ -494,7 +537,7 @@ def summary_line(r: Mapping[str, Any]) -> str:
         f"p50/p95/p99 {r['p50_ms']:.0f}/{r['p95_ms']:.0f}/{r['p99_ms']:.0f} ms "
         f"(supplier {r['supplier_pair_ms']['p50_ms']:.1f} ms, overhead p99 {r['overhead_p99_ms']:.0f} ms) | "
         f"ceiling {r['ceiling_pairs_per_s']:.0f} pairs/s | ratio {r['ratio']:.3f} | "
-        f"load {r['loadavg_before'][0]:.1f} | {_split(r)}"
+        f"load {r['loadavg_before'][0]:.1f} | {_split(r)} | {_bound(r)}"
         + (f" | webhook events {r['webhook']['events']}" if r.get("webhook") else "")
         + flag
     )

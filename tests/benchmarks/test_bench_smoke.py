@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,17 @@ def check_result(r: dict[str, Any], db: str) -> None:
     assert split["machine"] >= split["daemons"] + split["simulator"] - 1.0
     assert 0 < window["machine_busy_share"] <= 1.0
     assert (split["database_server"] > 0) == (db == "pg")
+    # The bounds come from the drain (after the import, the backlog cleared with nothing else running).
+    drain = r["drain_window"]
+    assert 0 <= drain["orders"] <= ORDERS  # 100 orders may (rarely) all be delivered before the import exits
+    drain_split = drain["cpu_split_ms_per_order"]
+    bounds = r["bounds"]
+    assert bounds["ratio_target_orders_per_s"] == pytest.approx(0.3 * r["ceiling_pairs_per_s"])
+    if drain["orders"]:
+        assert drain_split["daemons"] > 0 and drain_split["machine"] >= drain_split["daemons"] - 1.0
+        cores = os.cpu_count() or 1
+        assert bounds["machine_orders_per_s"] == pytest.approx(cores * 1000 / drain_split["machine"])
+        assert bounds["daemon_cores_orders_per_s"] == pytest.approx(1000 / drain_split["daemons"])
 
 
 def test_bench_sqlite(tmp_path: Path) -> None:
