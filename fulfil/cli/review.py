@@ -1,4 +1,6 @@
-"""`fulfil review list | retry | refund | resolve | release | refuse`: the queue of orders that need a person.
+"""`fulfil review list | retry | refund | resolve | release | refuse | hold`: the queue of orders that need a person.
+
+`hold` takes a pending order into the queue (nothing more is bought for it until a person decides).
 
 `release` and `refuse` are for orders held by risk (their reason starts with `risk:`).
 
@@ -67,6 +69,17 @@ def retry(ref: str, operator: str) -> None:
     """Put the order back to pending: a worker picks it up again."""
     order = _act(ref, operator, "review.retry", lambda store: store.review_retry(ref, operator, utcnow()))
     click.echo(f"{ref}: back to {order.status}; a worker will pick it up")
+
+
+@review.command()
+@click.argument("ref")
+@operator_option
+def hold(ref: str, operator: str) -> None:
+    """Take a pending order into review: no worker buys for it until a person retries, refunds or resolves it
+    (an order waiting out a supplier outage, a buyer who asked to cancel). An order a worker holds right now
+    is refused: try again in a few seconds."""
+    order = _act(ref, operator, "review.hold", lambda store: store.review_hold(ref, operator, utcnow()))
+    click.echo(f"{ref}: {order.status}; reason: {order.reason}")
 
 
 @review.command()

@@ -49,6 +49,45 @@ class ReviewOps(StoreBase):
             await self._notify(conn, "order.failed", now, order_id=row.id, data=data)
         return updated
 
+    async def review_hold(self, ref: str, operator: str, now: datetime) -> Order:
+        """pending -> review by a person: no worker buys for it any more (a supplier outage it is waiting out, a
+        buyer who asked to cancel, an order that looks wrong). Only a pending order: one a worker holds now is
+        refused (it is parked or settled within seconds; hold it then), so nothing in flight is cut off. The
+        status is the fence: a claim and a hold of the same order cannot both succeed. An attempt still open at
+        the supplier is asked by the resolver as for any order in review; a purchase found to have gone through
+        reopens the order and delivers it."""
+        async with self._write() as conn:
+            stmt = select(orders).where(orders.c.ref == ref)
+            if self.dialect == "postgresql":
+                stmt = stmt.with_for_update()  # a claim of this order waits for us, then finds it in review
+            found = (await conn.execute(stmt)).first()
+            if found is None:
+                raise NotFound(f"no order {ref}")
+            if found.status == OrderStatus.PROCESSING.value:
+                raise InvalidTransition(f"order {ref} is being worked on right now; hold it again in a few seconds")
+            if found.status != OrderStatus.PENDING.value:
+                raise InvalidTransition(f"order {ref} is {found.status}, not pending: nothing to hold")
+            reason = f"held by {operator}" + (f" (was: {found.reason})" if found.reason else "")
+            row = (
+                await conn.execute(
+                    update(orders)
+                    .where(orders.c.id == found.id, orders.c.status == OrderStatus.PENDING.value)
+                    .values(
+                        status=OrderStatus.REVIEW.value,
+                        reason=reason[:1000],
+                        not_before=None,
+                        lease_owner=None,
+                        lease_expires=None,
+                        updated_at=now,
+                    )
+                    .returning(*orders.c)
+                )
+            ).one()
+            await self._event(
+                conn, "review.hold", now, order_id=row.id, operator=operator, data={"reason": found.reason}
+            )
+        return order_from_row(row)
+
     async def review_resolve(self, ref: str, cards: Sequence[Card], operator: str, now: datetime) -> Order:
         """review -> delivered with these keys under a manual attempt; a known key: DuplicateCard."""
         rows = [self._encrypted(card) for card in cards]

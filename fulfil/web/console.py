@@ -152,6 +152,7 @@ class Console:
         r.add_get("/orders/{ref}", self.order)
         r.add_post("/orders/{ref}/retry", self.retry)
         r.add_post("/orders/{ref}/refund", self.refund)
+        r.add_post("/orders/{ref}/hold", self.hold)
         r.add_post("/orders/{ref}/resolve", self.resolve)
         r.add_post("/orders/{ref}/deliver", self.deliver_keys)
         r.add_post("/orders/{ref}/release", self.release)
@@ -365,6 +366,8 @@ class Console:
             actions = ["release", "refuse"]
         elif status is OrderStatus.REVIEW:
             actions = ["retry", "refund"] + (["resolve"] if any(h["released_at"] is None for h in detail.held) else [])
+        elif status is OrderStatus.PENDING:
+            actions = ["hold"]  # to review: a person decides (waiting out an outage, a buyer who cancelled)
         timeline = filters.timeline(detail)
         ctx = {
             "cases": await self.store.list_cases(order_id=view.order.id, limit=100),
@@ -487,6 +490,12 @@ class Console:
     async def refund(self, request: web.Request) -> web.StreamResponse:
         ref, who = request.match_info["ref"], self._operator(request)
         return await self._act(request, "refund", lambda: self.store.review_refund(ref, who, self.clock.now()))
+
+    @requires("agent")
+    async def hold(self, request: web.Request) -> web.StreamResponse:
+        """A pending order to review (the CLI's `review hold`): no more purchases until a person decides."""
+        ref, who = request.match_info["ref"], self._operator(request)
+        return await self._act(request, "hold", lambda: self.store.review_hold(ref, who, self.clock.now()))
 
     @requires("agent")
     async def release(self, request: web.Request) -> web.StreamResponse:

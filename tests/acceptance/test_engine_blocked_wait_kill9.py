@@ -1,7 +1,9 @@
 """kill -9 while orders wait for a supplier whose breaker is open: the balance ran out on the first purchase
 (the breaker trips), the orders after it wait instead of going to review, and the daemon is killed with some
-of them leased on the way to waiting (a failpoint holds them there) and the rest waiting. The next daemon
-delivers every one of them, each bought once; the supplier's books and ours agree number by number.
+of them leased on the way to waiting (a failpoint holds them there) and the rest waiting. While it is down an
+operator holds three waiting orders (`fulfil review hold`; a leased one is refused). The next daemon delivers
+every other order and buys nothing for the held ones until the operator retries them; each order is bought
+once; the supplier's books and ours agree number by number.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 from daemonkit import (
     SKU,
     base_env,
+    fulfil,
     fulu_supplier,
     import_orders,
     order_line,
@@ -68,10 +71,27 @@ def test_kill_9_while_orders_wait_out_an_open_breaker(tmp_path: Path) -> None:
     assert leased and waiting, (leased, waiting)
     assert not [r for r, v in at_kill.items() if v["status"] == "review"], "none went to review"
 
+    # The night shift takes three waiting orders into review while no daemon runs; one a dead worker still
+    # leases cannot be taken (its lease is not this command's to break).
+    held = waiting[:3]
+    for ref in held:
+        out = fulfil("review", "hold", ref, "--operator", "night-shift", config=config, env=env).stdout
+        assert f"{ref}: review; reason: held by night-shift (was: waiting for a supplier" in out, out
+    refused = fulfil("review", "hold", leased[0], "--operator", "night-shift", config=config, env=env, expect=None)
+    assert refused.returncode != 0 and "being worked on right now" in refused.stdout + refused.stderr, refused
+
     started = time.monotonic()
     successor = start_daemon(config, env)  # a new process: its breaker starts closed, the balance is back
     counts = wait_settled(config, env, ORDERS + 1, timeout=120)
     elapsed = time.monotonic() - started
+    assert {k: n for k, n in counts.items() if n} == {"delivered": ORDERS - len(held), "review": 1 + len(held)}, counts
+    time.sleep(1.0)  # a few more of the successor's polls: still nothing for the held ones
+    for view in order_views(config, env):
+        if view["ref"] in held:
+            assert (view["status"], view["attempts"]) == ("review", []), view
+    for ref in held:  # the operator lets them go: bought now, once each
+        fulfil("review", "retry", ref, "--operator", "night-shift", config=config, env=env)
+    counts = wait_settled(config, env, ORDERS + 1, timeout=60)
     assert successor.stop() == 0
     assert {k: n for k, n in counts.items() if n} == {"delivered": ORDERS, "review": 1}, counts
     views = order_views(config, env)
@@ -82,6 +102,7 @@ def test_kill_9_while_orders_wait_out_an_open_breaker(tmp_path: Path) -> None:
     assert not books.problems, "\n".join(books.problems)
     print(
         f"\n{ORDERS} orders waited out an open breaker ({len(waited)} logged waiting); killed with {len(leased)} "
-        f"leased on the way to waiting and {len(waiting)} waiting; all delivered {elapsed:.1f}s after the restart, "
-        f"each bought once; {books.summary()}"
+        f"leased on the way to waiting and {len(waiting)} waiting, {len(held)} of those held by an operator; the "
+        f"rest delivered {elapsed:.1f}s after the restart, the held ones after their retry, each bought once; "
+        f"{books.summary()}"
     )

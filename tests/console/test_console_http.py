@@ -59,14 +59,49 @@ async def test_an_agent_refunds_with_one_click_and_the_event_names_them(
     assert "Buyer@Example.com" not in page.text and "B***@Example.com" in page.text
 
 
+async def test_an_agent_holds_a_pending_order_and_then_refunds_it(
+    store: Store, cipher: CardCipher, now: datetime
+) -> None:
+    """A pending order (here one waiting out an outage) shows a hold button; holding it takes it into review
+    with who and why, after which review's own buttons decide it. A delivered order has nothing to hold."""
+    await add_operator(store, "bob", "agent", now)
+    order_id = await make_order(store, "p-1", OrderStatus.PENDING, now)
+    [claimed] = await store.claim_orders("w1", 1, 60, now)
+    await store.park_for(claimed.id, "w1", 600, f"{WAITING_REASON}main#0 breaker open", now)
+    await make_order(store, "d-1", OrderStatus.DELIVERED, now)
+    async with serving(store, cipher) as server, browser(server, "bob") as b:
+        page = await b.client.get("/console/orders/p-1")
+        assert 'id="action-hold"' in page.text and 'id="action-refund"' not in page.text
+        assert (await b.client.post("/console/orders/p-1/hold")).status_code == 403  # no CSRF token
+        assert (await b.post("/console/orders/p-1/hold")).status_code == 303
+        page = await b.client.get("/console/orders/p-1")
+        assert 'id="action-hold"' not in page.text and 'id="action-refund"' in page.text
+        assert "held by bob (was: waiting for a supplier: main#0 breaker open)" in page.text
+        again = await b.post("/console/orders/p-1/hold")
+        assert again.status_code == 409 and "not pending: nothing to hold" in again.text
+        refused = await b.post("/console/orders/d-1/hold")
+        assert refused.status_code == 409 and "d-1 is delivered" in refused.text
+        assert (await b.post("/console/orders/p-1/refund")).status_code == 303
+    view = await store.get_order("p-1")
+    assert view is not None and view.order.status is OrderStatus.FAILED and view.attempts == ()
+    holds = await store.events(name="review.hold", order_id=order_id)
+    assert [(e.operator, e.data["reason"]) for e in holds] == [("bob", f"{WAITING_REASON}main#0 breaker open")]
+
+
 async def test_a_viewer_cannot_act_even_with_a_forged_post(store: Store, cipher: CardCipher, now: datetime) -> None:
     await add_operator(store, "vic", "viewer", now)
     await make_order(store, "r-2", OrderStatus.REVIEW, now)
     await make_order(store, "d-2", OrderStatus.DELIVERED, now)
+    await make_order(store, "p-2", OrderStatus.PENDING, now)
     async with serving(store, cipher) as server, browser(server, "vic") as b:
         page = await b.client.get("/console/orders/r-2")
         assert 'id="action-refund"' not in page.text  # nothing to click
-        for path in ("/console/orders/r-2/refund", "/console/orders/r-2/retry", "/console/orders/d-2/reveal"):
+        for path in (
+            "/console/orders/r-2/refund",
+            "/console/orders/r-2/retry",
+            "/console/orders/d-2/reveal",
+            "/console/orders/p-2/hold",
+        ):
             forged = await b.post(path)  # a valid session and CSRF token: still refused by role
             assert forged.status_code == 403, path
         assert (await b.post("/console/suppliers/shelf/pause", product_id="x")).status_code == 403
@@ -74,6 +109,7 @@ async def test_a_viewer_cannot_act_even_with_a_forged_post(store: Store, cipher:
     view = await store.get_order("r-2")
     assert view is not None and view.order.status is OrderStatus.REVIEW
     assert await store.events(name="review.refund") == [] and await store.events(name="order.revealed") == []
+    assert await store.events(name="review.hold") == []
 
 
 async def test_keys_are_masked_and_showing_them_is_recorded(store: Store, cipher: CardCipher, now: datetime) -> None:

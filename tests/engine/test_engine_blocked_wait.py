@@ -30,7 +30,7 @@ from fulfil.health import NullHealth
 from fulfil.storage import Store
 from fulfil.web.metrics import metrics_text
 from suppliers.base import PlaceRequest
-from suppliers.taxonomy import ErrorClass, Evidence, Outcome
+from suppliers.taxonomy import ErrorClass, Evidence, OrderState, Outcome
 
 
 class Breakers(NullHealth):
@@ -405,3 +405,59 @@ async def test_only_the_offer_that_failed_transient_is_tried_again(store: Store,
         ("backup", None),
     ]
     assert len(gone.numbers("place")) == 1 and flaky.charged_units == 1
+
+
+async def test_an_operator_holds_a_waiting_order_and_nothing_is_bought_until_a_retry(
+    store: Store, cipher: CardCipher
+) -> None:
+    """`review hold` on an order waiting out an outage: the breaker closing buys nothing for it; a retry does,
+    once."""
+    main = FakeSupplier("main", place_steps=[ok], query_steps=[books])
+    health = Breakers(main=30)
+    h = harness(store, cipher, main, health, blocked_wait=600.0)
+    await h.add()
+    assert (await h.run()).order.status is OrderStatus.PENDING
+    held = await store.review_hold("o-1", "dana", datetime.now(UTC))
+    assert held.status is OrderStatus.REVIEW and held.reason is not None and held.reason.startswith("held by dana")
+    health.open.clear()
+    await unpark(store)
+    assert await h.claim() is None, "a held order is nobody's to work on"
+    assert main.calls == [] and (await h.view()).attempts == ()
+    assert (await store.backlog(datetime.now(UTC))).waiting == 0
+    await store.review_retry("o-1", "dana", datetime.now(UTC))
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED
+    assert len(main.numbers("place")) == 1 and main.charged_units == 1 and len(view.cards) == 1
+
+
+async def test_a_held_order_with_a_purchase_open_is_delivered_once_when_it_went_through(
+    store: Store, cipher: CardCipher
+) -> None:
+    """Held while a sent purchase has no answer yet: the resolver keeps asking it (as for any order in review);
+    charged after all, the order is reopened and delivered from that purchase, never bought again."""
+    from fulfil.resolver import resolve_orphans
+
+    settled = False  # until the hold the supplier says "processing"
+
+    def query(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        return s.found(r) if settled else Outcome(OrderState.PENDING, evidence=Evidence(message="processing"))
+
+    def accepted(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+        s.charge(r)
+        return Outcome(OrderState.PENDING, evidence=Evidence(message="accepted, processing"))
+
+    main = FakeSupplier("main", place_steps=[accepted], query_steps=[query])
+    h = harness(store, cipher, main, Breakers(), blocked_wait=600.0)
+    await h.add()
+    view = await h.run()
+    assert view.order.status is OrderStatus.PENDING and [a.state for a in view.attempts] == [AttemptState.SENT]
+    await store.review_hold("o-1", "dana", datetime.now(UTC))
+    await unpark(store)
+    assert await h.claim() is None
+    settled = True
+    await resolve_orphans(h.engine, limit=10)
+    view = await h.view()
+    assert view.order.status is OrderStatus.PENDING, "the resolver found the purchase charged and reopened it"
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 1
+    assert len(main.numbers("place")) == 1 and main.charged_units == 1

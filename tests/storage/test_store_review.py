@@ -1,18 +1,21 @@
-"""Operator decisions on orders in review: retry, refund, resolve; anything not in review is refused."""
+"""Operator decisions on orders in review: retry, refund, resolve; anything not in review is refused. And hold:
+a pending order taken into review by a person, which no claim can then take."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
 
-from fulfil.domain import AttemptState, OrderStatus
+from fulfil.domain import AttemptState, NewOrder, OrderStatus
 from fulfil.storage import MANUAL_SUPPLIER, DuplicateCard, InvalidTransition, NotFound, Store
 from suppliers.taxonomy import Card
 
 if TYPE_CHECKING:
-    from tests.storage.conftest import Claimed
+    from tests.storage.conftest import Claimed, Raw
 
 
 async def _in_review(store: Store, now: datetime, claimed: Claimed, ref: str = "r1") -> int:
@@ -77,3 +80,71 @@ async def test_review_actions_refuse_orders_not_in_review(store: Store, now: dat
     view = await store.get_order("r1")
     assert view is not None and (view.order.status, view.cards) == (OrderStatus.PROCESSING, ())
     assert await store.events(name="review.retry") == []
+
+
+async def test_hold_takes_a_waiting_order_into_review_and_no_claim_takes_it(
+    store: Store, now: datetime, claimed: Claimed, raw: Raw
+) -> None:
+    order = await claimed("r1")
+    await store.park_for(order.id, "w1", 0, "waiting for a supplier: main#0 breaker open", now)
+    held = await store.review_hold("r1", "dana", now)
+    assert held.status is OrderStatus.REVIEW
+    assert held.reason == "held by dana (was: waiting for a supplier: main#0 breaker open)"
+    assert held.lease_owner is None
+    assert await raw("SELECT not_before, lease_expires FROM orders") == [{"not_before": None, "lease_expires": None}]
+    assert await store.claim_orders("w2", 10, 60, now + timedelta(seconds=5)) == []
+    [event] = await store.events(name="review.hold")
+    assert (event.order_id, event.operator) == (order.id, "dana")
+    assert event.data == {"reason": "waiting for a supplier: main#0 breaker open"}
+    # From review the usual decisions: here a refund.
+    refunded = await store.review_refund("r1", "dana", now)
+    assert (refunded.status, refunded.reason) == (OrderStatus.FAILED, held.reason)
+
+
+async def test_hold_refuses_what_a_worker_holds_or_what_is_settled(
+    store: Store, now: datetime, claimed: Claimed
+) -> None:
+    order = await claimed("r1")
+    with pytest.raises(InvalidTransition, match="r1 is being worked on right now"):
+        await store.review_hold("r1", "dana", now)
+    attempt = await store.open_attempt(order.id, "w1", "fulu", 0, 1, None, now)
+    await store.deliver(order.id, "w1", attempt.id, [Card("K1")], now)
+    with pytest.raises(InvalidTransition, match="r1 is delivered, not pending: nothing to hold"):
+        await store.review_hold("r1", "dana", now)
+    with pytest.raises(NotFound, match="no order nope"):
+        await store.review_hold("nope", "dana", now)
+    assert await store.events(name="review.hold") == []
+    view = await store.get_order("r1")
+    assert view is not None and view.order.status is OrderStatus.DELIVERED
+
+
+async def test_a_claim_and_a_hold_of_the_same_order_never_both_win(store: Store, now: datetime) -> None:
+    """Race them, order by order: each ends claimed (and the hold refused) or held (and never claimed)."""
+    refs = [f"race-{i}" for i in range(40)]
+    await store.add_orders([NewOrder(ref, "steam-100", 1, amount=Decimal("1.00")) for ref in refs], now)
+
+    async def hold(ref: str) -> bool:
+        try:
+            await store.review_hold(ref, "dana", now)
+        except InvalidTransition:
+            return False
+        return True
+
+    async def claim() -> list[int]:
+        found: list[int] = []
+        for _ in range(8):
+            found += [o.id for o in await store.claim_orders("w1", 5, 60, now)]
+            await asyncio.sleep(0)
+        return found
+
+    results = await asyncio.gather(claim(), *(hold(ref) for ref in refs))
+    claimed_ids, held = set(results[0]), dict(zip(refs, results[1:], strict=True))
+    for ref in refs:
+        view = await store.get_order(ref)
+        assert view is not None
+        if held[ref]:
+            assert view.order.status is OrderStatus.REVIEW and view.order.id not in claimed_ids, ref
+        else:
+            assert view.order.status is OrderStatus.PROCESSING and view.order.id in claimed_ids, ref
+    assert any(held.values()) or claimed_ids  # something happened either way
+    assert len(await store.events(name="review.hold")) == sum(held.values())
