@@ -76,8 +76,9 @@ def retry(ref: str, operator: str) -> None:
 @operator_option
 def hold(ref: str, operator: str) -> None:
     """Take a pending order into review: no worker buys for it until a person retries, refunds or resolves it
-    (an order waiting out a supplier outage, a buyer who asked to cancel). An order a worker holds right now
-    is refused: try again in a few seconds."""
+    (an order waiting out a supplier outage, a buyer who asked to cancel). Refused for an order a worker holds
+    right now (try again in a few seconds), one with a purchase still open at a supplier (it settles without
+    you) and an after-sales reissue (act on its case)."""
     order = _act(ref, operator, "review.hold", lambda store: store.review_hold(ref, operator, utcnow()))
     click.echo(f"{ref}: {order.status}; reason: {order.reason}")
 

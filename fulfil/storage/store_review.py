@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptState, Order, OrderStatus
-from fulfil.storage.base import StoreBase, delivered_in, duplicates_within, order_from_row
+from fulfil.storage.base import OPEN_STATE_VALUES, StoreBase, delivered_in, duplicates_within, order_from_row
 from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound
 from fulfil.storage.schema import attempts, orders
 from suppliers.taxonomy import Card
@@ -51,11 +51,12 @@ class ReviewOps(StoreBase):
 
     async def review_hold(self, ref: str, operator: str, now: datetime) -> Order:
         """pending -> review by a person: no worker buys for it any more (a supplier outage it is waiting out, a
-        buyer who asked to cancel, an order that looks wrong). Only a pending order: one a worker holds now is
-        refused (it is parked or settled within seconds; hold it then), so nothing in flight is cut off. The
-        status is the fence: a claim and a hold of the same order cannot both succeed. An attempt still open at
-        the supplier is asked by the resolver as for any order in review; a purchase found to have gone through
-        reopens the order and delivers it."""
+        buyer who asked to cancel, an order that looks wrong). Only a pending order with no purchase open at a
+        supplier: one a worker holds now is refused (it is parked or settled within seconds; hold it then), and
+        so is one parked on an open attempt — held, a refund could pay the buyer for a top-up that then lands,
+        a retry could buy again what the supplier already has, and an unqueryable supplier's charge would be
+        left with no claim; the engine settles that attempt by itself. After-sales reissues are acted on through
+        their case. The status is the fence: a claim and a hold of the same order cannot both succeed."""
         async with self._write() as conn:
             stmt = select(orders).where(orders.c.ref == ref)
             if self.dialect == "postgresql":
@@ -67,14 +68,27 @@ class ReviewOps(StoreBase):
                 raise InvalidTransition(f"order {ref} is being worked on right now; hold it again in a few seconds")
             if found.status != OrderStatus.PENDING.value:
                 raise InvalidTransition(f"order {ref} is {found.status}, not pending: nothing to hold")
-            reason = f"held by {operator}" + (f" (was: {found.reason})" if found.reason else "")
+            if found.reissue_of is not None:
+                raise InvalidTransition(f"order {ref} is an after-sales reissue: act on its case instead")
+            open_number = await conn.scalar(
+                select(attempts.c.number)
+                .where(attempts.c.order_id == found.id, attempts.c.state.in_(OPEN_STATE_VALUES))
+                .limit(1)
+            )
+            if open_number is not None:
+                raise InvalidTransition(
+                    f"order {ref} has a purchase still open at the supplier ({open_number}): it is settled without "
+                    "a person (delivered, or moved on); hold it once it is"
+                )
+            was = f" (was: {found.reason[:900]})" if found.reason else ""
+            reason = f"held by {operator}{was}"
             row = (
                 await conn.execute(
                     update(orders)
                     .where(orders.c.id == found.id, orders.c.status == OrderStatus.PENDING.value)
                     .values(
                         status=OrderStatus.REVIEW.value,
-                        reason=reason[:1000],
+                        reason=reason,
                         not_before=None,
                         lease_owner=None,
                         lease_expires=None,
@@ -86,6 +100,9 @@ class ReviewOps(StoreBase):
             await self._event(
                 conn, "review.hold", now, order_id=row.id, operator=operator, data={"reason": found.reason}
             )
+            # As when the engine hands an order to a person: subscribers of order.review hear of it.
+            data = {"status": OrderStatus.REVIEW.value, "reason": reason}
+            await self._notify(conn, "order.review", now, order_id=row.id, data=data)
         return order_from_row(row)
 
     async def review_resolve(self, ref: str, cards: Sequence[Card], operator: str, now: datetime) -> Order:

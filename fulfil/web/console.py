@@ -34,7 +34,7 @@ from fulfil.aftersales.model import Action, Level
 from fulfil.clock import Clock
 from fulfil.config import Config
 from fulfil.crypto import mask
-from fulfil.domain import ClaimStatus, OrderStatus
+from fulfil.domain import OPEN_ATTEMPT_STATES, ClaimStatus, OrderStatus
 from fulfil.intake import shown
 from fulfil.notify.events import mask_contact
 from fulfil.stockfile import parse_stock_text, repeated_lines
@@ -366,7 +366,9 @@ class Console:
             actions = ["release", "refuse"]
         elif status is OrderStatus.REVIEW:
             actions = ["retry", "refund"] + (["resolve"] if any(h["released_at"] is None for h in detail.held) else [])
-        elif status is OrderStatus.PENDING:
+        elif status is OrderStatus.PENDING and view.order.reissue_of is None and not any(
+            a.state in OPEN_ATTEMPT_STATES for a in view.attempts
+        ):
             actions = ["hold"]  # to review: a person decides (waiting out an outage, a buyer who cancelled)
         timeline = filters.timeline(detail)
         ctx = {

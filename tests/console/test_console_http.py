@@ -69,7 +69,15 @@ async def test_an_agent_holds_a_pending_order_and_then_refunds_it(
     [claimed] = await store.claim_orders("w1", 1, 60, now)
     await store.park_for(claimed.id, "w1", 600, f"{WAITING_REASON}main#0 breaker open", now)
     await make_order(store, "d-1", OrderStatus.DELIVERED, now)
+    # Parked on a purchase the supplier has not answered yet: nothing to hold (it settles by itself).
+    open_id = await make_order(store, "p-open", OrderStatus.PENDING, now)
+    await store.claim_orders("w1", 1, 60, now)
+    await store.open_attempt(open_id, "w1", "shelf", 0, 1, None, now, sent=True)
+    await store.park_for(open_id, "w1", 600, "awaiting shelf", now)
     async with serving(store, cipher) as server, browser(server, "bob") as b:
+        assert 'id="action-hold"' not in (await b.client.get("/console/orders/p-open")).text
+        forced = await b.post("/console/orders/p-open/hold")
+        assert forced.status_code == 409 and "purchase still open at the supplier" in forced.text
         page = await b.client.get("/console/orders/p-1")
         assert 'id="action-hold"' in page.text and 'id="action-refund"' not in page.text
         assert (await b.client.post("/console/orders/p-1/hold")).status_code == 403  # no CSRF token

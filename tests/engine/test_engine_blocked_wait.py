@@ -27,7 +27,7 @@ from fulfil.clock import SystemClock
 from fulfil.crypto import CardCipher
 from fulfil.domain import WAITING_REASON, AttemptState, OrderStatus
 from fulfil.health import NullHealth
-from fulfil.storage import Store
+from fulfil.storage import InvalidTransition, Store
 from fulfil.web.metrics import metrics_text
 from suppliers.base import PlaceRequest
 from suppliers.taxonomy import ErrorClass, Evidence, OrderState, Outcome
@@ -430,14 +430,12 @@ async def test_an_operator_holds_a_waiting_order_and_nothing_is_bought_until_a_r
     assert len(main.numbers("place")) == 1 and main.charged_units == 1 and len(view.cards) == 1
 
 
-async def test_a_held_order_with_a_purchase_open_is_delivered_once_when_it_went_through(
+async def test_an_order_parked_on_an_open_purchase_cannot_be_held_and_is_delivered_once(
     store: Store, cipher: CardCipher
 ) -> None:
-    """Held while a sent purchase has no answer yet: the resolver keeps asking it (as for any order in review);
-    charged after all, the order is reopened and delivered from that purchase, never bought again."""
-    from fulfil.resolver import resolve_orphans
-
-    settled = False  # until the hold the supplier says "processing"
+    """Parked while a sent purchase has no answer yet: a hold is refused (held, a refund could pay the buyer for
+    a top-up that then lands, a retry could buy again what the supplier has); the engine settles it, once."""
+    settled = False  # until then the supplier says "processing"
 
     def query(s: FakeSupplier, r: PlaceRequest) -> Outcome:
         return s.found(r) if settled else Outcome(OrderState.PENDING, evidence=Evidence(message="processing"))
@@ -451,13 +449,12 @@ async def test_a_held_order_with_a_purchase_open_is_delivered_once_when_it_went_
     await h.add()
     view = await h.run()
     assert view.order.status is OrderStatus.PENDING and [a.state for a in view.attempts] == [AttemptState.SENT]
-    await store.review_hold("o-1", "dana", datetime.now(UTC))
-    await unpark(store)
-    assert await h.claim() is None
+    number = view.attempts[0].number
+    with pytest.raises(InvalidTransition, match=f"o-1 has a purchase still open at the supplier \\({number}\\)"):
+        await store.review_hold("o-1", "dana", datetime.now(UTC))
+    assert await store.events(name="review.hold") == []
     settled = True
-    await resolve_orphans(h.engine, limit=10)
-    view = await h.view()
-    assert view.order.status is OrderStatus.PENDING, "the resolver found the purchase charged and reopened it"
+    await unpark(store)
     view = await h.run()
     assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 1
     assert len(main.numbers("place")) == 1 and main.charged_units == 1

@@ -199,3 +199,15 @@ async def test_breaker_balance_and_demotion_events_are_alerts_in_their_own_trans
         ("supplier.breaker_opened", "fulu"),
         ("supplier.demoted", "acg"),
     ]
+
+
+async def test_an_operator_hold_tells_order_review_subscribers_as_the_engine_would(
+    store: Store, now: datetime
+) -> None:
+    store.notify_routes = routes(
+        webhooks=[{"name": "s", "url": "http://127.0.0.1:1/", "secret": SECRET, "events": ["order.review"]}]
+    )
+    await store.add_order(NewOrder("H1", "steam-100", 1), now)
+    await store.review_hold("H1", "dana", now)
+    (row,) = await _outbox(store)
+    assert (row.type, row.data) == ("order.review", {"status": "review", "reason": "held by dana"})

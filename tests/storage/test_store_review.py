@@ -148,3 +148,19 @@ async def test_a_claim_and_a_hold_of_the_same_order_never_both_win(store: Store,
             assert view.order.status is OrderStatus.PROCESSING and view.order.id in claimed_ids, ref
     assert any(held.values()) or claimed_ids  # something happened either way
     assert len(await store.events(name="review.hold")) == sum(held.values())
+
+
+async def test_hold_refuses_an_after_sales_reissue(store: Store, now: datetime, claimed: Claimed) -> None:
+    """A reissue is decided on its case (which knows what was bought already), not held on its own."""
+    from sqlalchemy import update
+
+    from fulfil.storage.schema import orders
+
+    first = await claimed("r1")
+    child = await store.add_order(NewOrder("r1-reissue", "steam-100", 1), now)
+    async with store._write() as conn:  # noqa: SLF001 - the link an after-sales reissue carries
+        await conn.execute(update(orders).where(orders.c.id == child.order_id).values(reissue_of=first.id))
+    with pytest.raises(InvalidTransition, match="r1-reissue is an after-sales reissue: act on its case instead"):
+        await store.review_hold("r1-reissue", "dana", now)
+    view = await store.get_order("r1-reissue")
+    assert view is not None and view.order.status is OrderStatus.PENDING
