@@ -18,7 +18,7 @@ from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, AttemptState, Orde
 from fulfil.storage import statements
 from fulfil.storage.aftersales_rows import settle_reissue_case
 from fulfil.storage.database import WRITE
-from fulfil.storage.direct import Direct
+from fulfil.storage.direct import Direct, Script, Step
 from fulfil.storage.errors import Conflict, LeaseLost, NotFound, StoreError
 from fulfil.storage.outbox import NO_ROUTES, OutboxRoutes, write_outbox
 from fulfil.storage.schema import deliveries, events, held_cards, orders
@@ -55,8 +55,8 @@ async def delivered_in(conn: AsyncConnection, fingerprints: Sequence[str]) -> se
     return found
 
 
-def order_from_row(row: Row[Any]) -> Order:
-    m = row._mapping
+def order_from_row(row: Row[Any] | Mapping[str, Any]) -> Order:
+    m = row._mapping if isinstance(row, Row) else row
     return Order(
         id=m["id"],
         ref=m["ref"],
@@ -125,6 +125,11 @@ class StoreBase:
         return f"<Store {self.dialect} install={self.install_id}>"
 
     # -- transactions ---------------------------------------------------------------------------------
+
+    def _one_read(self, key: Any, build: Any, params: dict[str, Any]) -> Script:
+        """A direct script of one statement (`build()`, prepared once under `key`); its rows."""
+        rows = yield Step(self._direct.prepared(key, build), params)
+        return rows
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:

@@ -11,12 +11,109 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, func, insert, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Interval,
+    String,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
+from fulfil.config import CREDIT_KINDS
 from fulfil.domain import AttemptState, OrderStatus
-from fulfil.storage.schema import attempts, orders, receipts, reissues
+from fulfil.storage.coltypes import UTCDateTime
+from fulfil.storage.schema import attempts, cooldowns, orders, receipts, reissues, risk_blocks, risk_credit
 
+_PENDING = OrderStatus.PENDING.value
 _PROCESSING = OrderStatus.PROCESSING.value
+
+
+def claimable(db_time: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Orders a worker may take at `db_time` (the database's now): pending and not parked past it, or
+    processing under a lease that ran out."""
+    return or_(
+        and_(orders.c.status == _PENDING, or_(orders.c.not_before.is_(None), orders.c.not_before <= db_time)),
+        and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= db_time),
+    )
+
+
+def needs_risk(now: ColumnElement[Any], credit_start: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Whether risk must look at an order although no rule is configured: a block is active (at `now`) or
+    one of the order's buyer identities has credit below `credit_start`."""
+    block_active = exists().where(or_(risk_blocks.c.until.is_(None), risk_blocks.c.until > now))
+    hashes = [orders.c[f"{kind}_hash"] for kind in CREDIT_KINDS]
+    low_credit = exists().where(risk_credit.c.hash.in_(hashes), risk_credit.c.score < credit_start)
+    return or_(block_active, low_credit)
+
+
+# --- PostgreSQL's reads and claim on the hot path's connections (fulfil/storage/direct.py: `each`) ----------
+
+_IDS = ARRAY(BigInteger())
+
+
+@cache
+def claim_postgresql() -> Any:
+    """The claim as one statement (its own transaction): the oldest claimable orders, rows other claims have
+    locked skipped, leased to `owner` for `lease` (an interval) on the database's clock."""
+    chosen = (
+        select(orders.c.id)
+        .where(claimable(func.now(type_=UTCDateTime())))
+        .order_by(orders.c.id)
+        .limit(bindparam("limit", type_=Integer()))
+        .with_for_update(skip_locked=True)
+        .cte("chosen")
+        .prefix_with("MATERIALIZED")
+    )
+    expires = type_coerce(func.clock_timestamp() + bindparam("lease", type_=Interval()), UTCDateTime())
+    return (
+        update(orders)
+        .where(orders.c.id == chosen.c.id)
+        .values(
+            status=_PROCESSING,
+            lease_owner=bindparam("owner", type_=String()),
+            lease_expires=expires,
+            not_before=None,
+            updated_at=bindparam("now", type_=UTCDateTime()),
+        )
+        .returning(*orders.c)
+    )
+
+
+@cache
+def risk_checked_postgresql() -> Any:
+    """Which of the orders `ids` risk must look at (`needs_risk`)."""
+    now = bindparam("now", type_=UTCDateTime())
+    return select(orders.c.id).where(
+        orders.c.id == any_(bindparam("ids", type_=_IDS)),
+        needs_risk(now, bindparam("credit_start", type_=Integer())),
+    )
+
+
+@cache
+def attempts_of_postgresql() -> Any:
+    """The attempts of the orders `ids`, oldest first."""
+    return select(attempts).where(attempts.c.order_id == any_(bindparam("ids", type_=_IDS))).order_by(attempts.c.id)
+
+
+@cache
+def cooldowns_postgresql() -> Any:
+    """The cool-downs still running at `now`."""
+    return select(cooldowns.c.supplier, cooldowns.c.product_id, cooldowns.c.until).where(
+        cooldowns.c.until > bindparam("now", type_=UTCDateTime())
+    )
 
 
 @cache

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import Row, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import ClaimRecord, NewOrder, Order, OrderStatus, OrderView
 from fulfil.risk.identity import normalize
+from fulfil.storage import statements
 from fulfil.storage.base import StoreBase, attempt_from_row, chunks, order_from_row
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, StoreError
 from fulfil.storage.outbox import write_outbox_many
 from fulfil.storage.schema import aftersales_keys, attempts, deliveries, orders, reissues
+from fulfil.storage.statements import claimable
 from fulfil.storage.store_claims import claims_query
 from fulfil.storage.types import AddResult, AddStatus
 
@@ -125,29 +127,24 @@ class OrderOps(StoreBase):
         clock) only stamps `updated_at`."""
         if limit < 1:
             return []
-        db_time = db_now(self.dialect)
-        claimable = or_(
-            and_(orders.c.status == _PENDING, or_(orders.c.not_before.is_(None), orders.c.not_before <= db_time)),
-            and_(orders.c.status == _PROCESSING, orders.c.lease_expires <= db_time),
-        )
-        pick = select(orders.c.id).where(claimable).order_by(orders.c.id).limit(limit)
-        values = {
-            "status": _PROCESSING,
-            "lease_owner": owner,
-            "lease_expires": db_after(self.dialect, lease),
-            "not_before": None,
-            "updated_at": now,
-        }
-        if self.dialect == "postgresql":
-            # Explicit: SQLAlchemy drops skip_locked silently on SQLite, so each dialect gets its branch.
-            chosen = pick.with_for_update(skip_locked=True).cte("chosen").prefix_with("MATERIALIZED")
-            stmt = update(orders).where(orders.c.id == chosen.c.id)
+        if self._direct.postgresql:
+            # One statement, its own transaction, on the hot path's connections (the worker claims often).
+            params = {"limit": limit, "owner": owner, "lease": timedelta(seconds=lease), "now": now}
+            found: list[Any] = await self._direct.each(self._one_read(("claim",), statements.claim_postgresql, params))
         else:
             # One statement under BEGIN IMMEDIATE: no other writer can run between the pick and the update.
+            pick = select(orders.c.id).where(claimable(db_now(self.dialect))).order_by(orders.c.id).limit(limit)
+            values = {
+                "status": _PROCESSING,
+                "lease_owner": owner,
+                "lease_expires": db_after(self.dialect, lease),
+                "not_before": None,
+                "updated_at": now,
+            }
             stmt = update(orders).where(orders.c.id.in_(pick.scalar_subquery()))
-        async with self._write() as conn:
-            rows = (await conn.execute(stmt.values(**values).returning(*orders.c))).all()
-        return sorted((order_from_row(row) for row in rows), key=lambda o: o.id)
+            async with self._write() as conn:
+                found = list((await conn.execute(stmt.values(**values).returning(*orders.c))).all())
+        return sorted((order_from_row(row) for row in found), key=lambda o: o.id)
 
     async def renew_leases(self, owner: str, order_ids: Sequence[int], lease: float, now: datetime) -> set[int]:
         """Extend the leases `owner` still holds to `lease` seconds from the database's now; the ids returned
