@@ -11,6 +11,8 @@ the same column types, so a row written here reads back through the rest of the 
 The connections are the direct path's own (SQLite: one writer; PostgreSQL: a few, kept open), and the
 commit is where it was: nothing about what is durable when changes, only how many layers the statements cross.
 A script answers `FALL_BACK` (before writing anything) when a rare case needs the store's general code.
+On PostgreSQL `each` runs a script with no BEGIN/COMMIT around it, each statement its own transaction: for
+the worker's claim (one statement) and a batch's reads.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ async def _run_each(pg: PgConnection, script: Script) -> tuple[Any, list[str]]:
         step = next(script)
         while True:
             prepared = step.prepared
+            if step.many:  # several rows would be several transactions here: not what a script means by it
+                raise ValueError(f"each: {prepared.text!r} with many rows needs a transaction (Direct.run)")
             ran.append(prepared.text)
             records, description = await pg.fetch(prepared.sql, prepared.params(step.params))
             step = script.send(_read(prepared, records, description) if prepared.columns else [])
@@ -403,7 +407,11 @@ class Direct:
         except StatementError as exc:
             raise StoreError(f"cannot store a value: {exc.orig}") from exc
         for watcher in self._watchers:
-            watcher(ran, answer is not FALL_BACK)
+            if transaction:
+                watcher(ran, answer is not FALL_BACK)
+            else:  # each statement was a transaction of its own on the server
+                for text in ran:
+                    watcher([text], True)
         return answer
 
     async def warm(self) -> None:

@@ -1,8 +1,9 @@
 """The hot path's own PostgreSQL connections (asyncpg), beside the engine's pool (psycopg, everything else).
 
-asyncpg rather than psycopg for the write-ahead attempt, the receipt and the delivery: a round trip costs this
-daemon's one core much less (the protocol in C, no socket reader registered and dropped per wait), and those
-three transactions are nine statements an order. The connections stay open (no pool checkout, no ping per
+asyncpg rather than psycopg for the write-ahead attempt, the receipt and the delivery, and for the worker's claim
+and a fresh batch's reads: a round trip costs this daemon's one core much less (the protocol in C, no socket
+reader registered and dropped per wait, no pool checkout and ping), and those are every statement of an order
+on the happy path. The connections stay open (no pool checkout, no ping per
 transaction); each statement is prepared once per connection, under a name, so the server parses it once and,
 should a migration change a table under it, refuses it instead of sending rows of another shape.
 
@@ -153,7 +154,17 @@ class PgConnections:
                 if pg.reusable():
                     self._idle.append(pg)
                 else:
+                    lost = pg.spoiled and pg.conn.is_closed()  # dropped under it, not closed by us
                     pg.conn.terminate()  # the server rolls back whatever the closed session had open
+                    if lost:
+                        self._drop_idle()
+
+    def _drop_idle(self) -> None:
+        """A connection the server or the network dropped: the idle ones were opened before the same restart or
+        outage, most likely dead too. Closed now, so it costs one failed transaction, not one per connection."""
+        idle, self._idle = self._idle, []
+        for pg in idle:
+            pg.conn.terminate()
 
     async def warm(self) -> None:
         """Open one now: a database this driver cannot reach fails the start, not the first order."""

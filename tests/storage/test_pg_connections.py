@@ -6,6 +6,7 @@ start, not at the first order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -157,3 +158,45 @@ async def test_a_url_the_hot_path_cannot_use_fails_the_start(pg_url: str) -> Non
     await asyncio.to_thread(Store.upgrade, pg_url)
     with pytest.raises(StoreError, match="cannot connect"):
         await Store.open(f"{pg_url}&sslcrldir=/tmp", CardCipher(os.urandom(32)))
+
+
+async def _idle_pids(store: Store, count: int, now: datetime) -> list[int]:
+    """Open `count` hot-path connections at once and give them back idle; their server pids."""
+    pool = _pool(store)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(count):
+            await stack.enter_async_context(pool.connection())
+    assert len(pool._idle) >= count  # noqa: SLF001
+    return [pg.conn.get_server_pid() for pg in pool._idle]  # noqa: SLF001
+
+
+async def test_a_claim_over_a_dropped_connection_fails_once_claims_nothing_and_the_next_one_works(
+    pg_store: Store, now: datetime
+) -> None:
+    """The claim is one statement on the hot path's connections, no BEGIN: a server restart (every session
+    ended) costs one failed claim, not one per idle connection, and claims nothing; the next claim takes the
+    order."""
+    store = pg_store
+    added = await store.add_order(NewOrder("pg-9", "steam-100", 1), now)
+    pids = await _idle_pids(store, 3, now)
+    async with store._write() as conn:  # noqa: SLF001 - the server ends those sessions, as on a restart
+        for pid in pids:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await asyncio.sleep(0.2)  # the sessions are gone before the next claim
+    with pytest.raises(StoreError, match="database error"):
+        await store.claim_orders(OWNER, 10, 60, now)
+    assert _pool(store)._idle == [], "the other idle ones were dropped with it"  # noqa: SLF001
+    view = await store.get_order("pg-9")
+    assert view is not None and view.order.status.value == "pending", "nothing was claimed"
+    (order,) = await store.claim_orders(OWNER, 10, 60, now)
+    assert order.id == added.order_id and order.lease_owner == OWNER
+    contexts, _ = await store.work_contexts([order.id], now)  # the batch's reads on a fresh connection too
+    assert contexts[order.id].attempts == ()
+
+
+async def test_the_claim_and_the_batch_reads_count_as_their_own_transactions(pg_store: Store, now: datetime) -> None:
+    seen: list[tuple[int, bool]] = []
+    pg_store._direct.watch(lambda texts, committed: seen.append((len(texts), committed)))  # noqa: SLF001
+    order = await _claimed(pg_store, now)
+    await pg_store.work_contexts([order.id], now)
+    assert seen == [(1, True)] * 4, "the claim, then the risk check, the attempts and the cool-downs"
