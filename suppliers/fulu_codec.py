@@ -46,9 +46,12 @@ class CardFieldError(ValueError):
 # --- signing ------------------------------------------------------------------------------------------
 
 
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per call
+
+
 def canonical_json(obj: Any) -> str:
     """The text that gets signed: no whitespace, non-ASCII and `/` unescaped (PHP json_encode flags 320)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _CANONICAL.encode(obj)
 
 
 def sign_text(text: str, secret: str) -> str:

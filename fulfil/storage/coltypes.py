@@ -70,8 +70,12 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
 
 
+# One encoder for every row: json.dumps with options builds a new one per call (a few rows an order).
+_ENCODER = json.JSONEncoder(default=_json_default, sort_keys=True, ensure_ascii=False)
+
+
 def dumps(data: dict[str, Any] | None) -> str:
-    return json.dumps(data or {}, default=_json_default, sort_keys=True, ensure_ascii=False)
+    return _ENCODER.encode(data or {})
 
 
 class JSONText(TypeDecorator[dict[str, Any]]):
