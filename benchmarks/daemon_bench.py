@@ -46,7 +46,7 @@ from benchmarks import ceiling, procs
 from benchmarks.receiver import Receiver
 from fulfil.crypto import CardCipher, load_card_key
 
-SQL_FIELDS = ("statement", "begin", "commit", "rollback", "connect", "checkout", "groups", "grouped")
+SQL_FIELDS = ("statement", "begin", "commit", "rollback", "connect", "connect_direct", "checkout", "groups", "grouped")
 
 
 @dataclass(frozen=True)

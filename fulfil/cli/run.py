@@ -65,6 +65,8 @@ async def _serve(state: CliState, config: Config, cipher: CardCipher, *, once: b
             # We hold the instance lock, so no other daemon can own a lease here: a crashed predecessor's
             # orders are taken back now instead of when their leases expire.
             await store.release_all_leases(utc_now())
+        if not once:
+            await store.warm_pools()  # opened now, not as load first needs them: none opens while serving
         serve_http = config.http.enabled and not once
         folder = state.resolved_config_path.resolve().parent
         async with daemon(config, store, cipher, serve_http=serve_http, notify=not once, config_dir=folder) as d:

@@ -157,6 +157,7 @@ def count_connect() -> None:
     """A new connection the direct path opened (fulfil/storage/direct.py), beside the engine's pool."""
     if _sql_counts is not None:
         _sql_counts.add("connect")
+        _sql_counts.add("connect_direct")  # of them, the direct path's (the rest: the engine's pool)
 
 
 def count_group(size: int) -> None:

@@ -414,10 +414,14 @@ class Direct:
                     watcher([text], True)
         return answer
 
-    async def warm(self) -> None:
-        """PostgreSQL: open one hot-path connection now, so a database it cannot use fails the start."""
+    async def warm(self, *, every: bool = False) -> None:
+        """PostgreSQL: open one hot-path connection now, so a database it cannot use fails the start; with
+        `every`, all of them (a daemon about to serve)."""
         if self._pg is not None:
-            await self._pg.warm()
+            await self._pg.warm(PG_CONNECTIONS if every else 1)
+        elif every:
+            assert self._sqlite is not None
+            await self._sqlite.connection()  # the writer
 
     async def close(self) -> None:
         if self._pg is not None:

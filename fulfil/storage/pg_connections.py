@@ -142,6 +142,7 @@ class PgConnections:
     def __init__(self, url: URL, size: int) -> None:
         self._dsn, self._kwargs = connect_args(url)
         self._idle: list[PgConnection] = []
+        self._size = size
         self._slots = asyncio.Semaphore(size)
 
     @contextlib.asynccontextmanager
@@ -166,10 +167,12 @@ class PgConnections:
         for pg in idle:
             pg.conn.terminate()
 
-    async def warm(self) -> None:
-        """Open one now: a database this driver cannot reach fails the start, not the first order."""
-        async with self.connection():
-            pass
+    async def warm(self, count: int = 1) -> None:
+        """Have `count` open (at most the size) now: a database this driver cannot reach fails the start, not
+        the first order."""
+        async with contextlib.AsyncExitStack() as held:  # held at once: each one a connection of its own
+            for _ in range(min(count, self._size)):  # more would wait on itself
+                await held.enter_async_context(self.connection())
 
     async def _connect(self) -> PgConnection:
         try:

@@ -6,6 +6,8 @@ this module only opens, checks and closes.
 
 from __future__ import annotations
 
+import contextlib
+
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -78,6 +80,15 @@ class Store(
             await store.close()
             raise
         return store
+
+    async def warm_pools(self, engine_connections: int = 2) -> None:
+        """For a daemon: open the hot path's connections (PostgreSQL: all of them) and `engine_connections`
+        of the engine's pool now, so that serving opens none; the pools open more only for a burst beyond."""
+        await self._direct.warm(every=True)
+        async with contextlib.AsyncExitStack() as held:  # held at once: the pool has to open that many
+            for _ in range(engine_connections):
+                conn = await held.enter_async_context(self._engine.connect())
+                await conn.exec_driver_sql("SELECT 1")
 
     async def sibling(self) -> Store:
         """Another store on the same database with an engine and connection pool of its own (the notification

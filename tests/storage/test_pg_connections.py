@@ -200,3 +200,19 @@ async def test_the_claim_and_the_batch_reads_count_as_their_own_transactions(pg_
     order = await _claimed(pg_store, now)
     await pg_store.work_contexts([order.id], now)
     assert seen == [(1, True)] * 4, "the claim, then the risk check, the attempts and the cool-downs"
+
+
+async def test_a_daemon_opens_its_connections_before_serving(pg_store: Store, now: datetime) -> None:
+    """`fulfil run` warms the pools: every hot-path connection and two of the engine's are open before the first
+    order, so load never opens one (the benchmark's steady-state count)."""
+    from fulfil.storage.direct import PG_CONNECTIONS
+
+    await pg_store.warm_pools()
+    pool = _pool(pg_store)
+    assert len(pool._idle) == PG_CONNECTIONS  # noqa: SLF001
+    assert len({pg.conn.get_server_pid() for pg in pool._idle}) == PG_CONNECTIONS  # noqa: SLF001
+    assert pg_store._engine.pool.checkedin() >= 2  # type: ignore[attr-defined]  # noqa: SLF001
+    before = [pg.conn.get_server_pid() for pg in pool._idle]  # noqa: SLF001
+    order = await _claimed(pg_store, now)
+    await pg_store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now)
+    assert sorted(pg.conn.get_server_pid() for pg in pool._idle) == sorted(before), "no new one"  # noqa: SLF001
