@@ -84,6 +84,9 @@ def _timestamp(record: logging.LogRecord) -> str:
     )
 
 
+_LINE = json.JSONEncoder(default=_json_default, ensure_ascii=False)  # one for every line, not one per line
+
+
 class JsonFormatter(logging.Formatter):
     """`{"ts": ..., "level": "info", "event": "order.delivered", "logger": ..., <extra fields>}`"""
 
@@ -98,7 +101,7 @@ class JsonFormatter(logging.Formatter):
             line.setdefault(key, value)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=_json_default, ensure_ascii=False)
+        return _LINE.encode(line)
 
 
 class TextFormatter(logging.Formatter):

@@ -56,11 +56,16 @@ def canonical_json(obj: Any) -> str:
 
 def sign_text(text: str, secret: str) -> str:
     """md5(sorted characters of `text` + secret), lowercase hex."""
+    if text.isascii():
+        # ASCII: a character is its byte, so sorting the bytes is sorting the characters (the usual text;
+        # 1.5x faster than the counting below, four of these an order).
+        ordered = bytes(sorted(text.encode("ascii")))
+        return hashlib.md5(ordered + secret.encode("utf-8")).hexdigest()
     # The same string as "".join(sorted(text)), made by sorting the distinct characters only (a JSON text has
-    # a few dozen): 1.6x faster here, and four of these run per order.
+    # a few dozen): 1.6x faster than sorting them all.
     counts = Counter(text)
-    ordered = "".join([char * counts[char] for char in sorted(counts)])
-    return hashlib.md5((ordered + secret).encode("utf-8")).hexdigest()
+    ordered_text = "".join([char * counts[char] for char in sorted(counts)])
+    return hashlib.md5((ordered_text + secret).encode("utf-8")).hexdigest()
 
 
 def sign(obj: Mapping[str, Any], secret: str) -> str:

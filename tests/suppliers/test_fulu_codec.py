@@ -214,3 +214,17 @@ def test_sign_text_is_md5_of_the_sorted_characters_and_the_secret(text: str, sec
     # The protocol's definition, written the plain way (sign_text sorts distinct characters for speed).
     expected = hashlib.md5(("".join(sorted(text)) + secret).encode("utf-8")).hexdigest()
     assert sign_text(text, secret) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a":"b/c","n":12}', '{"name":"腾讯Q币","n":1}', "", "~\x00\x7f", "é", "z" * 300 + "a"],
+)
+def test_sign_text_sorts_characters_on_both_paths(text: str) -> None:
+    """ASCII texts take the byte sort, others the character count: the same definition either way."""
+    assert sign_text(text, "S3CR3T") == md5("".join(sorted(text)) + "S3CR3T")
+
+
+@given(st.text(max_size=200))
+def test_sign_text_is_md5_of_the_sorted_characters(text: str) -> None:
+    assert sign_text(text, "k") == md5("".join(sorted(text)) + "k")
