@@ -126,7 +126,7 @@ class StoreBase:
 
     # -- transactions ---------------------------------------------------------------------------------
 
-    def _one_read(self, key: Any, build: Any, params: dict[str, Any]) -> Script:
+    def _one_statement(self, key: Any, build: Any, params: dict[str, Any]) -> Script:
         """A direct script of one statement (`build()`, prepared once under `key`); its rows."""
         rows = yield Step(self._direct.prepared(key, build), params)
         return rows

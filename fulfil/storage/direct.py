@@ -188,28 +188,12 @@ def _run_sqlite_group(conn: sqlite3.Connection, scripts: Sequence[Script]) -> li
     return done
 
 
-async def _run_postgresql(pg: PgConnection, script: Script, *, transaction: bool = True) -> tuple[Any, list[str]]:
-    """BEGIN, the script's statements, COMMIT, over one of the hot path's asyncpg connections. Without
-    `transaction` each statement is a transaction of its own (the server's implicit one)."""
-    if not transaction:
-        return await _run_each(pg, script)
+async def _run_postgresql(pg: PgConnection, script: Script) -> tuple[Any, list[str]]:
+    """BEGIN, the script's statements, COMMIT, over one of the hot path's asyncpg connections."""
     ran: list[str] = []
     try:
         await pg.execute("BEGIN")
-        step = next(script)
-        while True:
-            prepared = step.prepared
-            ran.append(prepared.text)
-            rows: list[Row] = []
-            if step.many:
-                await pg.executemany(prepared.sql, [prepared.params(p) for p in step.params])
-            else:
-                records, description = await pg.fetch(prepared.sql, prepared.params(step.params))
-                if prepared.columns:
-                    rows = _read(prepared, records, description)
-            step = script.send(rows)
-    except StopIteration as done:
-        answer = done.value
+        answer = await _pg_steps(pg, script, ran, transaction=True)
     except BaseException:
         await _roll_back(pg)
         raise
@@ -223,18 +207,32 @@ async def _run_postgresql(pg: PgConnection, script: Script, *, transaction: bool
 
 
 async def _run_each(pg: PgConnection, script: Script) -> tuple[Any, list[str]]:
+    """The script's statements with no BEGIN or COMMIT: each a transaction of its own (the server's implicit one)."""
     ran: list[str] = []
+    return await _pg_steps(pg, script, ran, transaction=False), ran
+
+
+async def _pg_steps(pg: PgConnection, script: Script, ran: list[str], *, transaction: bool) -> Any:
+    """Run the script's statements on `pg` (each text onto `ran`); its answer. Outside a transaction a step
+    of many rows is refused: they would be as many transactions, not what a script means by it."""
     try:
         step = next(script)
         while True:
             prepared = step.prepared
-            if step.many:  # several rows would be several transactions here: not what a script means by it
-                raise ValueError(f"each: {prepared.text!r} with many rows needs a transaction (Direct.run)")
-            ran.append(prepared.text)
-            records, description = await pg.fetch(prepared.sql, prepared.params(step.params))
-            step = script.send(_read(prepared, records, description) if prepared.columns else [])
+            rows: list[Row] = []
+            if step.many:
+                if not transaction:
+                    raise ValueError(f"each: {prepared.text!r} with many rows needs a transaction (Direct.run)")
+                ran.append(prepared.text)
+                await pg.executemany(prepared.sql, [prepared.params(p) for p in step.params])
+            else:
+                ran.append(prepared.text)
+                records, description = await pg.fetch(prepared.sql, prepared.params(step.params))
+                if prepared.columns:
+                    rows = _read(prepared, records, description)
+            step = script.send(rows)
     except StopIteration as done:
-        return done.value, ran
+        return done.value
 
 
 def _read(prepared: Prepared, records: Sequence[Iterable[Any]], description: Sequence[Sequence[Any]]) -> list[Row]:
@@ -396,7 +394,7 @@ class Direct:
         try:
             if self._pg is not None:
                 async with self._pg.connection() as pg:
-                    answer, ran = await _run_postgresql(pg, script, transaction=transaction)
+                    answer, ran = await (_run_postgresql(pg, script) if transaction else _run_each(pg, script))
             else:
                 assert self._sqlite is not None
                 answer, ran = await self._sqlite.run(script)

@@ -87,8 +87,7 @@ class Store(
         await self._direct.warm(every=True)
         async with contextlib.AsyncExitStack() as held:  # held at once: the pool has to open that many
             for _ in range(engine_connections):
-                conn = await held.enter_async_context(self._engine.connect())
-                await conn.exec_driver_sql("SELECT 1")
+                await held.enter_async_context(self._engine.connect())
 
     async def sibling(self) -> Store:
         """Another store on the same database with an engine and connection pool of its own (the notification

@@ -130,7 +130,8 @@ class OrderOps(StoreBase):
         if self._direct.postgresql:
             # One statement, its own transaction, on the hot path's connections (the worker claims often).
             params = {"limit": limit, "owner": owner, "lease": timedelta(seconds=lease), "now": now}
-            found: list[Any] = await self._direct.each(self._one_read(("claim",), statements.claim_postgresql, params))
+            claim = self._one_statement(("claim",), statements.claim_postgresql, params)
+            found: list[Any] = await self._direct.each(claim)
         else:
             # One statement under BEGIN IMMEDIATE: no other writer can run between the pick and the update.
             pick = select(orders.c.id).where(claimable(db_now(self.dialect))).order_by(orders.c.id).limit(limit)

@@ -58,12 +58,7 @@ class ReviewOps(StoreBase):
         left with no claim; the engine settles that attempt by itself. After-sales reissues are acted on through
         their case. The status is the fence: a claim and a hold of the same order cannot both succeed."""
         async with self._write() as conn:
-            stmt = select(orders).where(orders.c.ref == ref)
-            if self.dialect == "postgresql":
-                stmt = stmt.with_for_update()  # a claim of this order waits for us, then finds it in review
-            found = (await conn.execute(stmt)).first()
-            if found is None:
-                raise NotFound(f"no order {ref}")
+            found = await self._locked_order(conn, ref)  # a claim of this order waits, then finds it in review
             if found.status == OrderStatus.PROCESSING.value:
                 raise InvalidTransition(f"order {ref} is being worked on right now; hold it again in a few seconds")
             if found.status != OrderStatus.PENDING.value:
@@ -81,29 +76,14 @@ class ReviewOps(StoreBase):
                     "a person (delivered, or moved on); hold it once it is"
                 )
             was = f" (was: {found.reason[:900]})" if found.reason else ""
-            reason = f"held by {operator}{was}"
-            row = (
-                await conn.execute(
-                    update(orders)
-                    .where(orders.c.id == found.id, orders.c.status == OrderStatus.PENDING.value)
-                    .values(
-                        status=OrderStatus.REVIEW.value,
-                        reason=reason,
-                        not_before=None,
-                        lease_owner=None,
-                        lease_expires=None,
-                        updated_at=now,
-                    )
-                    .returning(*orders.c)
-                )
-            ).one()
+            held = await self._set_status(conn, found.id, OrderStatus.REVIEW, f"held by {operator}{was}", now)
             await self._event(
-                conn, "review.hold", now, order_id=row.id, operator=operator, data={"reason": found.reason}
+                conn, "review.hold", now, order_id=held.id, operator=operator, data={"reason": found.reason}
             )
             # As when the engine hands an order to a person: subscribers of order.review hear of it.
-            data = {"status": OrderStatus.REVIEW.value, "reason": reason}
-            await self._notify(conn, "order.review", now, order_id=row.id, data=data)
-        return order_from_row(row)
+            data = {"status": OrderStatus.REVIEW.value, "reason": held.reason}
+            await self._notify(conn, "order.review", now, order_id=held.id, data=data)
+        return held
 
     async def review_resolve(self, ref: str, cards: Sequence[Card], operator: str, now: datetime) -> Order:
         """review -> delivered with these keys under a manual attempt; a known key: DuplicateCard."""
@@ -149,13 +129,19 @@ class ReviewOps(StoreBase):
             raise
         return order_from_row(delivered)
 
-    async def _in_review(self, conn: AsyncConnection, ref: str) -> Any:
+    async def _locked_order(self, conn: AsyncConnection, ref: str) -> Any:
+        """The order's row, for a decision in this write transaction: locked on PostgreSQL (SQLite's writer
+        holds the whole database). NotFound if there is none."""
         stmt = select(orders).where(orders.c.ref == ref)
         if self.dialect == "postgresql":
             stmt = stmt.with_for_update()
         row = (await conn.execute(stmt)).first()
         if row is None:
             raise NotFound(f"no order {ref}")
+        return row
+
+    async def _in_review(self, conn: AsyncConnection, ref: str) -> Any:
+        row = await self._locked_order(conn, ref)
         if row.status != OrderStatus.REVIEW.value:
             raise InvalidTransition(f"order {ref} is {row.status}, not in review")
         return row
@@ -163,11 +149,19 @@ class ReviewOps(StoreBase):
     async def _set_status(
         self, conn: AsyncConnection, order_id: int, status: OrderStatus, reason: str | None, now: datetime
     ) -> Order:
+        """A person's decision: the status and reason, no lease and no parking (not_before) left over."""
         row = (
             await conn.execute(
                 update(orders)
                 .where(orders.c.id == order_id)
-                .values(status=status.value, reason=reason, lease_owner=None, lease_expires=None, updated_at=now)
+                .values(
+                    status=status.value,
+                    reason=reason,
+                    lease_owner=None,
+                    lease_expires=None,
+                    not_before=None,
+                    updated_at=now,
+                )
                 .returning(*orders.c)
             )
         ).one()
