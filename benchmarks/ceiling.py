@@ -55,6 +55,24 @@ class CeilingResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def pooled(cls, runs: Sequence[CeilingResult]) -> CeilingResult:
+        """Several runs as one: pairs over seconds of them all (a run before the daemons and one after, so a
+        machine whose speed drifts during a configuration is not measured at one end only). Latencies: the
+        runs' mean p50 and their worst p99."""
+        pairs = sum(r.pairs for r in runs)
+        seconds = sum(r.seconds for r in runs)
+        return cls(
+            pairs=pairs,
+            failures=sum(r.failures for r in runs),
+            concurrency=runs[0].concurrency,
+            seconds=seconds,
+            pairs_per_s=pairs / seconds if seconds else 0.0,
+            client_cpu_ms_per_pair=sum(r.client_cpu_ms_per_pair * r.pairs for r in runs) / pairs if pairs else 0.0,
+            pair_p50_ms=statistics.fmean(r.pair_p50_ms for r in runs),
+            pair_p99_ms=max(r.pair_p99_ms for r in runs),
+        )
+
 
 async def _call(client: Any, supplier: Supplier, method: str, biz: dict[str, Any]) -> dict[str, Any]:
     body = fulu_codec.envelope(supplier.app_key, method, biz, supplier.secret, datetime.now(UTC))

@@ -13,8 +13,10 @@ The phases, in one run and against one simulator process:
    below capacity; payment-to-delivery is each order's `delivered_at - created_at`, read back from the
    database at the end, with a breakdown from its attempt (created -> attempt started -> sent -> finished ->
    delivered). The same counters are taken over this phase too.
-3. **Ceiling.** With the daemons stopped (their peak RSS, VmHWM, read just before), `benchmarks.ceiling`
-   drives signed purchase + query pairs at the daemon's concurrency against the same simulator, then times
+3. **Ceiling.** Before the daemons start and again once they stopped (their peak RSS, VmHWM, read just before),
+   `benchmarks.ceiling` drives signed purchase + query pairs at the daemon's concurrency against the same
+   simulator; the ratio's ceiling is the two pooled (this machine's speed drifts by 10-30 % within minutes, and
+   one reading at one end of a configuration moved the ratio as much as a change to the daemon). Then it times
    pairs one at a time: the supplier's own time per order as the daemon's HTTP stack sees it, which the
    latency's overhead is measured against (the simulator's request log has arrival times only, not the
    time it spent on a request).
@@ -79,6 +81,7 @@ class _Snapshot:
     sim_cpu: float  # the simulator process
     db_cpu: float  # PostgreSQL's server processes (0 on SQLite: inside the daemon)
     machine_busy: float  # every process on every core
+    loop: list[tuple[float, float]]  # each daemon's main thread: seconds on a core, seconds waiting for one
 
 
 def run(config: BenchConfig) -> dict[str, Any]:
@@ -113,6 +116,8 @@ def _run(
         for i in range(config.daemons)
     ]
     procs.fulfil("db", "upgrade", config=configs[0], env=env)
+    pairs, concurrency = config.ceiling_pairs or config.orders, config.settings.concurrency
+    top_before = ceiling.ceiling(sim.supplier, pairs, concurrency)
     pg_before = pg.stats() if pg is not None else None
     daemons: list[procs.Daemon] = []
     try:
@@ -132,9 +137,11 @@ def _run(
         after = pg.stats()
         pg_life = {k: after[k] - pg_before[k] for k in after}
     views = _read_orders(db_url, env)
-    top = ceiling.ceiling(sim.supplier, config.ceiling_pairs or config.orders, config.settings.concurrency)
+    top_after = ceiling.ceiling(sim.supplier, pairs, concurrency)
     supplier_time = ceiling.pair_latency(sim.supplier)
-    return _report(config, throughput, latency, views, rss, codes, top, supplier_time, pg_life, load_before, load_after)
+    tops = [top_before, top_after]
+    loads = (load_before, load_after)
+    return _report(config, throughput, latency, views, rss, codes, tops, supplier_time, pg_life, *loads)
 
 
 # --- phases -------------------------------------------------------------------------------------------
@@ -153,6 +160,7 @@ def _snapshot(daemons: Sequence[procs.Daemon], sim: procs.Sim, db: str, settle: 
         sim_cpu=procs.cpu_seconds(sim.proc.pid),
         db_cpu=procs.postgres_cpu_seconds() if db == "pg" else 0.0,
         machine_busy=procs.machine_busy_seconds(),
+        loop=[procs.loop_sched(d.pid) for d in daemons],
     )
 
 
@@ -197,6 +205,7 @@ def _throughput_phase(
     drain = _snapshot(daemons, sim, config.db, settle=0.0)
     try:
         _wait_delivered(daemons, config.orders, timeout=max(180.0, config.orders / 2))
+        done = _snapshot(daemons, sim, config.db, settle=0.0)  # the loops' shares end here, not 0.5 s idle later
     finally:
         if profiler is not None:
             _stop_profiler(profiler)
@@ -206,6 +215,7 @@ def _throughput_phase(
         "before": before,
         "after": after,
         "drain": drain,
+        "done": done,
         "drained": config.orders - drain_from,
         "import_seconds": import_end - import_start,
         "first_claim": claims[0] if claims else None,
@@ -349,6 +359,20 @@ def _cpu_split(before: _Snapshot, after: _Snapshot, orders: int) -> dict[str, An
         },
         "machine_busy_share": (after.machine_busy - before.machine_busy)
         / max((after.at - before.at) * (os.cpu_count() or 1), 1e-9),
+        "event_loop": _loop_shares(before, after),
+    }
+
+
+def _loop_shares(before: _Snapshot, after: _Snapshot) -> dict[str, float]:
+    """Of the wall time between two snapshots, the share each daemon's event loop thread spent on a core and
+    waiting for one (runnable while the database server or the simulator had both cores), averaged over the
+    daemons; the rest it was idle, every task waiting for I/O. On a core + waiting near 1: the loop is the
+    bound, and only a lower CPU cost per order (or a core of its own) makes it faster."""
+    seconds = max(after.at - before.at, 1e-9)
+    pairs = list(zip(before.loop, after.loop, strict=True)) or [((0.0, 0.0), (0.0, 0.0))]
+    return {
+        "on_core": sum(b[0] - a[0] for a, b in pairs) / len(pairs) / seconds,
+        "waiting_for_core": sum(b[1] - a[1] for a, b in pairs) / len(pairs) / seconds,
     }
 
 
@@ -406,12 +430,13 @@ def _report(
     views: Sequence[Any],
     rss: list[float],
     codes: list[int],
-    top: ceiling.CeilingResult,
+    tops: Sequence[ceiling.CeilingResult],
     supplier_time: dict[str, float],
     pg_life: dict[str, int] | None,
     load_before: list[float],
     load_after: list[float],
 ) -> dict[str, Any]:
+    top = ceiling.CeilingResult.pooled(tops)
     statuses: dict[str, int] = {}
     for view in views:
         statuses[str(view.order.status)] = statuses.get(str(view.order.status), 0) + 1
@@ -423,7 +448,11 @@ def _report(
     t_window = _window(throughput["before"], throughput["after"], config.orders)
     l_window = _window(latency["before"], latency["after"], latency["count"])
     drained = throughput["drained"]
-    drain = {"orders": drained, **_cpu_split(throughput["drain"], throughput["after"], drained)}
+    drain = {
+        "orders": drained,
+        **_cpu_split(throughput["drain"], throughput["after"], drained),
+        "event_loop": _loop_shares(throughput["drain"], throughput["done"]),
+    }
     lat = _latency(views, supplier_time["p50_ms"])
     all_orders = config.orders + latency["count"]
     result: dict[str, Any] = {
@@ -458,6 +487,7 @@ def _report(
         "overhead_p99_ms": lat["overhead_ms"]["p99"],
         "supplier_pair_ms": supplier_time,
         "ceiling": top.as_dict(),
+        "ceiling_runs": {"before_daemons": tops[0].as_dict(), "after_daemons": tops[1].as_dict()},
         "ceiling_pairs_per_s": top.pairs_per_s,
         "ratio": orders_per_s / top.pairs_per_s if top.pairs_per_s else 0.0,
         "drain_window": drain,
@@ -514,9 +544,11 @@ def _split(r: Mapping[str, Any]) -> str:
 
 def _bound(r: Mapping[str, Any]) -> str:
     b = r["bounds"]
+    loop = r["drain_window"]["event_loop"]
     return (
         f"bound machine/daemon cores {b['machine_orders_per_s']:.0f}/{b['daemon_cores_orders_per_s']:.0f} orders/s "
-        f"(0.3 x ceiling {b['ratio_target_orders_per_s']:.0f})"
+        f"(0.3 x ceiling {b['ratio_target_orders_per_s']:.0f}) | "
+        f"loop on core {loop['on_core']:.0%} + waiting for one {loop['waiting_for_core']:.0%}"
     )
 
 

@@ -82,6 +82,13 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return utime / tick, stime / tick
 
 
+def loop_sched(pid: int) -> tuple[float, float]:
+    """(on a core, waiting for a core) of the process's main thread, the daemon's event loop, in seconds since it
+    started (/proc/<pid>/schedstat): what is left of the wall time it spent idle, waiting for I/O."""
+    ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def _cpu_ticks(proc: Path) -> tuple[int, int, int, int]:
     """utime, stime, cutime, cstime of /proc/<pid>, in clock ticks (the name may hold spaces and parentheses)."""
     fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run                                   # SQLite 1 daemon, then PostgreSQL 1 daemon
     python -m benchmarks.run --db pg --daemons 1,2,4           # PostgreSQL with 1, 2 and 4 daemons
+    python -m benchmarks.run --db sqlite,pg --runs 3           # each three times in turn, then the medians
     python -m benchmarks.run --db sqlite --orders 300 --duration 5
     make bench ARGS="--db pg --daemons 2"
 
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import daemon_bench, procs
+from benchmarks import daemon_bench, medians, procs
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(the figures of a profiled run are not comparable)")
     parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: sample only the thread "
                         "holding the GIL (where Python's own CPU goes; C work without the GIL is not seen)")
+    parser.add_argument("--runs", type=int, default=1, help="run every configuration this many times, taking "
+                        "turns (a drifting machine touches each alike), then a median line each (the budgets are "
+                        "medians of >= 2 runs)")
     parser.add_argument("--keep", action="store_true", help="keep each configuration's folder (logs, configs)")
     parser.add_argument("--webhook", choices=["off", "on", "both"], default="off", help="one webhook endpoint "
                         "(order.*) on a loopback receiver; both: each configuration without, then with it")
@@ -94,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     failed = False
     hooks = {"off": [False], "on": [True], "both": [False, True]}[args.webhook]
-    for (db, daemons), webhook in [(c, w) for c in _configs(args) for w in hooks]:
+    if args.runs < 1:
+        raise SystemExit(f"--runs: expected 1 or more, got {args.runs}")
+    rounds = [(c, w) for _ in range(args.runs) for c in _configs(args) for w in hooks]
+    for (db, daemons), webhook in rounds:
         config = daemon_bench.BenchConfig(
             webhook=webhook,
             db=db,
@@ -119,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(daemon_bench.summary_line(result), flush=True)
         document["results"].append(result)
         failed = failed or not result["ok"]
+    if args.runs > 1:
+        document["medians"] = medians.of(document["results"])
+        for line in medians.lines(document["medians"]):
+            print(line, flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"bench: JSON in {path}")

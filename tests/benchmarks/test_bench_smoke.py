@@ -72,7 +72,12 @@ def check_result(r: dict[str, Any], db: str) -> None:
     assert r["latency"]["delivered"] == LATENCY_ORDERS
     assert r["latency"]["http_statuses"] == {"201": LATENCY_ORDERS}
     assert r["supplier_pair_ms"]["p50_ms"] > 0
-    assert r["ceiling"]["failures"] == 0 and r["ceiling"]["pairs"] == 100
+    # The ceiling: one run before the daemons and one after, pooled.
+    runs = r["ceiling_runs"]
+    assert [runs["before_daemons"]["pairs"], runs["after_daemons"]["pairs"]] == [100, 100]
+    assert r["ceiling"]["failures"] == 0 and r["ceiling"]["pairs"] == 200
+    seconds = runs["before_daemons"]["seconds"] + runs["after_daemons"]["seconds"]
+    assert r["ceiling_pairs_per_s"] == pytest.approx(200 / seconds)
     window = r["throughput_window"]
     assert window["orders"] == ORDERS
     steady = r["latency_window"]
@@ -97,6 +102,10 @@ def check_result(r: dict[str, Any], db: str) -> None:
         cores = os.cpu_count() or 1
         assert bounds["machine_orders_per_s"] == pytest.approx(cores * 1000 / drain_split["machine"])
         assert bounds["daemon_cores_orders_per_s"] == pytest.approx(1000 / drain_split["daemons"])
+        # The event loop's wall time in the drain: on a core, waiting for one, or idle (the rest).
+        loop = drain["event_loop"]
+        assert 0 < loop["on_core"] <= 1.01 and 0 <= loop["waiting_for_core"] <= 1.01
+        assert loop["on_core"] + loop["waiting_for_core"] <= 1.05
 
 
 def test_bench_sqlite(tmp_path: Path) -> None:
