@@ -16,7 +16,7 @@ from fulfil import render
 from fulfil.aftersales import credit_book
 from fulfil.aftersales.model import Action, Case, Level, Problem, Report, case_dict
 from fulfil.cli.claims import SinceParam
-from fulfil.cli.context import BadInput, get_state, operator_option, run_with_store, utcnow
+from fulfil.cli.context import BadInput, get_state, note_option, operator_option, run_with_store, utcnow
 from fulfil.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def show_case(case_no: str, as_json: bool) -> None:
 @aftersales.command("act")
 @click.argument("case_no")
 @click.argument("action", type=click.Choice([a.value for a in Action]))
-@click.option("--note", help="Why (kept on the case and in the event).")
+@note_option("Why (kept on the case and in the event).")
 @click.option("--json", "as_json", is_flag=True)
 @operator_option
 def act(case_no: str, action: str, note: str | None, as_json: bool, operator: str) -> None:

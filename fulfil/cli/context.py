@@ -19,6 +19,7 @@ import click
 
 from fulfil.config import Config, ConfigError, load_config, resolve_config_path
 from fulfil.crypto import CardCipher, CardKeyError, load_card_key
+from fulfil.notes import clean_note
 
 if TYPE_CHECKING:
     from fulfil.storage import Store
@@ -59,6 +60,18 @@ operator_option = click.option(
     show_default="the OS user",
     help="Who is doing this, recorded with the event.",
 )
+
+
+def note_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--note`: an operator's why (fulfil.notes), refused with what is wrong before anything is done."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        try:
+            return clean_note(value)
+        except ValueError as exc:
+            raise BadInput(f"--note: {exc}") from None
+
+    return click.option("--note", callback=check, help=help_text)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from fulfil import render
-from fulfil.cli.context import BadInput, get_state, operator_option, run_with_store, utcnow
+from fulfil.cli.context import BadInput, get_state, note_option, operator_option, run_with_store, utcnow
 from fulfil.cli.held import recovery_lines
 from fulfil.domain import Order, OrderStatus, OrderView
 from fulfil.stockfile import StockFileError, read_stock_file, repeated_lines
@@ -73,13 +73,14 @@ def retry(ref: str, operator: str) -> None:
 
 @review.command()
 @click.argument("ref")
+@note_option("Why (kept in the order's reason and the event): a buyer's request, a ticket number.")
 @operator_option
-def hold(ref: str, operator: str) -> None:
+def hold(ref: str, note: str | None, operator: str) -> None:
     """Take a pending order into review: no worker buys for it until a person retries, refunds or resolves it
     (an order waiting out a supplier outage, a buyer who asked to cancel). Refused for an order a worker holds
     right now (try again in a few seconds), one with a purchase still open at a supplier (it settles without
     you) and an after-sales reissue (act on its case)."""
-    order = _act(ref, operator, "review.hold", lambda store: store.review_hold(ref, operator, utcnow()))
+    order = _act(ref, operator, "review.hold", lambda store: store.review_hold(ref, operator, utcnow(), note))
     click.echo(f"{ref}: {order.status}; reason: {order.reason}")
 
 

@@ -49,14 +49,15 @@ class ReviewOps(StoreBase):
             await self._notify(conn, "order.failed", now, order_id=row.id, data=data)
         return updated
 
-    async def review_hold(self, ref: str, operator: str, now: datetime) -> Order:
+    async def review_hold(self, ref: str, operator: str, now: datetime, note: str | None = None) -> Order:
         """pending -> review by a person: no worker buys for it any more (a supplier outage it is waiting out, a
         buyer who asked to cancel, an order that looks wrong). Only a pending order with no purchase open at a
         supplier: one a worker holds now is refused (it is parked or settled within seconds; hold it then), and
         so is one parked on an open attempt — held, a refund could pay the buyer for a top-up that then lands,
         a retry could buy again what the supplier already has, and an unqueryable supplier's charge would be
         left with no claim; the engine settles that attempt by itself. After-sales reissues are acted on through
-        their case. The status is the fence: a claim and a hold of the same order cannot both succeed."""
+        their case. The status is the fence: a claim and a hold of the same order cannot both succeed. `note`:
+        the person's why (fulfil.notes.clean_note), in the reason and the event."""
         async with self._write() as conn:
             found = await self._locked_order(conn, ref)  # a claim of this order waits, then finds it in review
             if found.status == OrderStatus.PROCESSING.value:
@@ -76,10 +77,10 @@ class ReviewOps(StoreBase):
                     "a person (delivered, or moved on); hold it once it is"
                 )
             was = f" (was: {found.reason[:900]})" if found.reason else ""
-            held = await self._set_status(conn, found.id, OrderStatus.REVIEW, f"held by {operator}{was}", now)
-            await self._event(
-                conn, "review.hold", now, order_id=held.id, operator=operator, data={"reason": found.reason}
-            )
+            why = f": {note}" if note else ""
+            held = await self._set_status(conn, found.id, OrderStatus.REVIEW, f"held by {operator}{why}{was}", now)
+            event = {"reason": found.reason, **({"note": note} if note else {})}
+            await self._event(conn, "review.hold", now, order_id=held.id, operator=operator, data=event)
             # As when the engine hands an order to a person: subscribers of order.review hear of it.
             data = {"status": OrderStatus.REVIEW.value, "reason": held.reason}
             await self._notify(conn, "order.review", now, order_id=held.id, data=data)

@@ -36,6 +36,7 @@ from fulfil.config import Config
 from fulfil.crypto import mask
 from fulfil.domain import OPEN_ATTEMPT_STATES, ClaimStatus, OrderStatus
 from fulfil.intake import shown
+from fulfil.notes import clean_note
 from fulfil.notify.events import mask_contact
 from fulfil.stockfile import parse_stock_text, repeated_lines
 from fulfil.storage import DuplicateCard, InvalidTransition, NotFound, Store, StoreError
@@ -59,7 +60,6 @@ OVERVIEW_TTL = 15.0  # the overview's figures are read at most this often
 SUPPLIERS_TTL = 60.0
 PAGE_SIZE = 50
 MAX_CARDS_TEXT = 64 * 1024
-MAX_NOTE = 1000
 
 # Per-request storage: the language, the session (None on the login page), the checked form, a login page's token.
 LANG = web.RequestKey("lang", str)
@@ -496,8 +496,8 @@ class Console:
     @requires("agent")
     async def hold(self, request: web.Request) -> web.StreamResponse:
         """A pending order to review (the CLI's `review hold`): no more purchases until a person decides."""
-        ref, who = request.match_info["ref"], self._operator(request)
-        return await self._act(request, "hold", lambda: self.store.review_hold(ref, who, self.clock.now()))
+        ref, who, note = request.match_info["ref"], self._operator(request), _form_note(request)
+        return await self._act(request, "hold", lambda: self.store.review_hold(ref, who, self.clock.now(), note))
 
     @requires("agent")
     async def release(self, request: web.Request) -> web.StreamResponse:
@@ -559,12 +559,10 @@ class Console:
             raise web.HTTPNotFound(text=f"no action {shown(what)}: one of {', '.join(a.value for a in Action)}")
         if self.desk is None:
             raise web.HTTPNotFound(text="after-sales is not served here")
-        note = str(request[FORM].get("note", "")).strip()
-        if len(note) > MAX_NOTE or "\x00" in note:
-            raise web.HTTPBadRequest(text=f"note must be at most {MAX_NOTE} characters of text")
+        note = _form_note(request)
         who = self._operator(request)
         try:
-            case = await self.desk.act(case_no, Action(what), note or None, who)
+            case = await self.desk.act(case_no, Action(what), note, who)
         except (NotFound, InvalidTransition) as exc:
             raise web.HTTPConflict(text=str(exc)) from None
         except StoreError as exc:
@@ -622,6 +620,14 @@ def _static_dir() -> Any:
     from importlib import resources
 
     return resources.files("fulfil.web").joinpath("static")
+
+
+def _form_note(request: web.Request) -> str | None:
+    """The action's optional `note` field (fulfil.notes): 400 naming what is wrong."""
+    try:
+        return clean_note(str(request[FORM].get("note", "")))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
 
 
 def _quote(ref: str) -> str:

@@ -74,9 +74,11 @@ def test_kill_9_while_orders_wait_out_an_open_breaker(tmp_path: Path) -> None:
     # The night shift takes three waiting orders into review while no daemon runs; one a dead worker still
     # leases cannot be taken (its lease is not this command's to break).
     held = waiting[:3]
-    for ref in held:
-        out = fulfil("review", "hold", ref, "--operator", "night-shift", config=config, env=env).stdout
-        assert f"{ref}: review; reason: held by night-shift (was: waiting for a supplier" in out, out
+    for i, ref in enumerate(held):
+        note = ("--note", "buyer asked to wait") if i == 0 else ()
+        out = fulfil("review", "hold", ref, *note, "--operator", "night-shift", config=config, env=env).stdout
+        why = ": buyer asked to wait" if note else ""
+        assert f"{ref}: review; reason: held by night-shift{why} (was: waiting for a supplier" in out, out
     refused = fulfil("review", "hold", leased[0], "--operator", "night-shift", config=config, env=env, expect=None)
     assert refused.returncode != 0 and "being worked on right now" in refused.stdout + refused.stderr, refused
 

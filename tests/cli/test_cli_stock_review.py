@@ -122,6 +122,27 @@ def test_review_actions_refuse_orders_not_in_review(env: Env) -> None:
     assert env.json("orders", "show", "V4", "--json")["status"] == OrderStatus.PENDING
 
 
+def test_review_hold_keeps_the_operators_note_and_refuses_a_bad_one_before_acting(env: Env) -> None:
+    _add(env, "V5")
+    order_id = env.store(lambda store: _order_id(store, "V5"))
+    bad = env.cli("review", "hold", "V5", "--note", "cancel\x1b[31m", "--operator", "bob")
+    assert bad.exit_code == 2 and "--note: note holds a control character (0x1b); plain text only" in bad.stderr
+    long = env.cli("review", "hold", "V5", "--note", "x" * 1001, "--operator", "bob")
+    assert long.exit_code == 2 and "--note: note is 1001 characters long; at most 1000" in long.stderr
+    assert env.json("orders", "show", "V5", "--json")["status"] == "pending"  # nothing done
+    result = env.cli("review", "hold", "V5", "--note", "  buyer asked to cancel, ticket 4711 ", "--operator", "bob")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "V5: review; reason: held by bob: buyer asked to cancel, ticket 4711\n"
+    (event,) = [e for e in _events(env, order_id) if e.name == "review.hold"]
+    assert (event.operator, event.data) == ("bob", {"reason": None, "note": "buyer asked to cancel, ticket 4711"})
+
+
+async def _order_id(store: Store, ref: str) -> int:
+    view = await store.get_order(ref)
+    assert view is not None
+    return view.order.id
+
+
 def test_review_resolve_delivers_by_hand(env: Env) -> None:
     _add(env, "V5", qty=2)
     order_id = env.put_in_review("V5")

@@ -80,11 +80,16 @@ async def test_an_agent_holds_a_pending_order_and_then_refunds_it(
         assert forced.status_code == 409 and "purchase still open at the supplier" in forced.text
         page = await b.client.get("/console/orders/p-1")
         assert 'id="action-hold"' in page.text and 'id="action-refund"' not in page.text
+        assert 'id="hold-note"' in page.text  # the why goes with the hold
         assert (await b.client.post("/console/orders/p-1/hold")).status_code == 403  # no CSRF token
-        assert (await b.post("/console/orders/p-1/hold")).status_code == 303
+        bad = await b.post("/console/orders/p-1/hold", note="cancel\x00")
+        assert bad.status_code == 400 and "note holds a control character (0x00)" in bad.text
+        long = await b.post("/console/orders/p-1/hold", note="x" * 1001)
+        assert long.status_code == 400 and "at most 1000" in long.text
+        assert (await b.post("/console/orders/p-1/hold", note=" buyer cancelled ")).status_code == 303
         page = await b.client.get("/console/orders/p-1")
         assert 'id="action-hold"' not in page.text and 'id="action-refund"' in page.text
-        assert "held by bob (was: waiting for a supplier: main#0 breaker open)" in page.text
+        assert "held by bob: buyer cancelled (was: waiting for a supplier: main#0 breaker open)" in page.text
         again = await b.post("/console/orders/p-1/hold")
         assert again.status_code == 409 and "not pending: nothing to hold" in again.text
         refused = await b.post("/console/orders/d-1/hold")
@@ -93,7 +98,9 @@ async def test_an_agent_holds_a_pending_order_and_then_refunds_it(
     view = await store.get_order("p-1")
     assert view is not None and view.order.status is OrderStatus.FAILED and view.attempts == ()
     holds = await store.events(name="review.hold", order_id=order_id)
-    assert [(e.operator, e.data["reason"]) for e in holds] == [("bob", f"{WAITING_REASON}main#0 breaker open")]
+    assert [(e.operator, e.data) for e in holds] == [
+        ("bob", {"reason": f"{WAITING_REASON}main#0 breaker open", "note": "buyer cancelled"})
+    ]
 
 
 async def test_a_viewer_cannot_act_even_with_a_forged_post(store: Store, cipher: CardCipher, now: datetime) -> None:

@@ -101,6 +101,17 @@ async def test_hold_takes_a_waiting_order_into_review_and_no_claim_takes_it(
     assert (refunded.status, refunded.reason) == (OrderStatus.FAILED, held.reason)
 
 
+async def test_hold_with_a_note_puts_the_why_in_the_reason_and_the_event(
+    store: Store, now: datetime, claimed: Claimed
+) -> None:
+    order = await claimed("r1")
+    await store.park_for(order.id, "w1", 0, "waiting for a supplier: main#0 breaker open", now)
+    held = await store.review_hold("r1", "dana", now, "buyer cancelled in chat")
+    assert held.reason == "held by dana: buyer cancelled in chat (was: waiting for a supplier: main#0 breaker open)"
+    [event] = await store.events(name="review.hold")
+    assert event.data == {"reason": "waiting for a supplier: main#0 breaker open", "note": "buyer cancelled in chat"}
+
+
 async def test_hold_refuses_what_a_worker_holds_or_what_is_settled(
     store: Store, now: datetime, claimed: Claimed
 ) -> None:
