@@ -20,6 +20,7 @@ from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config
 from fulfil.crypto import CardCipher
 from fulfil.engine import Engine
+from fulfil.loopwatch import LoopWatch
 from fulfil.notify import Dispatcher, build_routes
 from fulfil.quality import SupplierQuality
 from fulfil.storage import Store
@@ -91,7 +92,7 @@ async def daemon(
     suppliers = build_suppliers(config, store)
     engine = build_engine(config, store, cipher, suppliers)
     sources = build_sources(config, store)
-    services: list[Service] = [sources] if sources is not None else []
+    services: list[Service] = [LoopWatch(), *([sources] if sources is not None else [])]
     desk = Desk(
         store,
         lambda: worker.config,

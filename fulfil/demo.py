@@ -38,6 +38,7 @@ from fulfil.config import Config, config_from_data
 from fulfil.crypto import CardCipher, generate_key, load_card_key
 from fulfil.domain import AttemptRecord, AttemptState, NewOrder, OrderStatus, OrderView
 from fulfil.logs import setup_logging
+from fulfil.loopwatch import LoopWatch
 from fulfil.render import table
 from fulfil.storage import Store
 from fulfil.web.accounts import generate_password, hash_password
@@ -253,7 +254,7 @@ class _Run:
             await store.risk_block("contact", BLOCKED_CONTACT, "stolen cards", None, "demo", now)
             await store.set_credit("user", LOW_CREDIT_USER, 55, "chargeback", "demo", now)
             engine = build_engine(config, store, cipher, suppliers)
-            worker = Worker(store, engine, config)
+            worker = Worker(store, engine, config, services=[LoopWatch()])  # as `fulfil run` serves it
             token = secrets.token_urlsafe(16)
             admin = AdminServer(store, engine, lambda: config, environ={"FULFIL_ADMIN_TOKEN": token})
             console = await self._serve(admin, store, token, now, url)

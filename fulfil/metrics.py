@@ -8,9 +8,11 @@ database and no scrape loads a table.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_cpu_seconds_total, resident memory, open file descriptors: a daemon out of CPU or leaking shows here.
+ProcessCollector(registry=REGISTRY)
 
 ORDERS = Counter(
     "fulfil_orders_finished",
@@ -60,6 +62,14 @@ SUPPLIER_CALL_SECONDS = Histogram(
     "Latency of supplier calls (place and query), by supplier and whether the call worked.",
     ["supplier", "ok"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+    registry=REGISTRY,
+)
+
+# How late the event loop ran a timer (fulfil.loopwatch): this process's own delay, not a supplier's.
+EVENT_LOOP_LAG = Histogram(
+    "fulfil_event_loop_lag_seconds",
+    "How late the daemon's event loop ran a half-second timer: its own backlog, a blocking call or a starved core.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
 

@@ -33,6 +33,9 @@ FAMILIES = {
     "fulfil_failovers",
     "fulfil_delivery_seconds",  # histograms
     "fulfil_supplier_call_seconds",
+    "fulfil_event_loop_lag_seconds",  # the daemon's own delay (fulfil.loopwatch)
+    "process_cpu_seconds",  # the process collector: CPU, memory, file descriptors
+    "process_resident_memory_bytes",
     "fulfil_queue_depth",  # gauges
     "fulfil_oldest_age_seconds",
     "fulfil_supplier_breaker_state",
@@ -121,6 +124,8 @@ async def test_a_demo_run_serves_the_metrics_the_dashboard_and_alerts_use_and_tr
                     if s.name.endswith("_total") and s.labels["outcome"] == "delivered")
     assert delivered >= 120  # this process counted (at least) this run's deliveries
     assert any(s.labels.get("supplier") == "fulu-backup" for s in families["fulfil_supplier_call_seconds"].samples)
+    lag_count = [s.value for s in families["fulfil_event_loop_lag_seconds"].samples if s.name.endswith("_count")]
+    assert lag_count and lag_count[0] >= 1  # the daemon's loop watch ran while it served
     used = set().union(*(metric_names(e) for e in dashboard_exprs() + alert_exprs()))
     assert used and used <= set(families), used - set(families)
 
