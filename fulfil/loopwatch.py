@@ -23,7 +23,7 @@ WARN_EVERY: Final = 60.0  # seconds between two loop.stalled lines
 
 
 class LoopWatch:
-    """A worker service (`fulfil.worker.Service`): returns within `interval` of `stopping` being set."""
+    """A worker service (`fulfil.worker.Service`): returns as soon as `stopping` is set."""
 
     name = "loop-watch"
 
@@ -38,7 +38,11 @@ class LoopWatch:
         warned = -math.inf
         while not stopping.is_set():
             due = loop.time() + self.interval
-            await asyncio.sleep(self.interval)
+            try:  # a timer that also ends at once when the daemon stops (its shutdown waits for this service)
+                await asyncio.wait_for(stopping.wait(), self.interval)
+                return
+            except TimeoutError:
+                pass
             now = loop.time()
             lag = max(0.0, now - due)
             metrics.EVENT_LOOP_LAG.observe(lag)

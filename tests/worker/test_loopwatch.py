@@ -29,7 +29,7 @@ async def test_a_blocked_loop_is_measured_late_and_logged_once_a_minute(caplog: 
         time.sleep(0.4)  # noqa: ASYNC251 - a second stall within the minute: measured, not logged again
         await asyncio.sleep(0.12)
         stopping.set()
-        await asyncio.wait_for(task, timeout=5)  # it returns once stopping is set (within one interval)
+        await asyncio.wait_for(task, timeout=5)  # it returns once stopping is set
     # The timer was due at most one interval after the block began, so it ran at least 0.35 s late.
     assert watch.worst >= 0.3
     assert lag_count() - before >= 4  # every tick is recorded, on time or late
@@ -46,3 +46,13 @@ async def test_an_idle_loop_is_on_time() -> None:
     await asyncio.wait_for(task, timeout=5)
     # Nothing blocks: a tick is late by the timer's granularity and this machine's noise, never by a stall.
     assert 0.0 <= watch.worst < 1.0
+
+
+async def test_it_ends_when_the_daemon_stops_not_at_its_next_tick() -> None:
+    watch = LoopWatch(interval=60.0)  # a tick a minute: ending at the tick would hold the shutdown that long
+    stopping = asyncio.Event()
+    task = asyncio.create_task(watch.serve(stopping))
+    await asyncio.sleep(0.05)
+    stopping.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert watch.worst == 0.0  # no tick came due
