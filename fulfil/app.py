@@ -20,7 +20,7 @@ from fulfil.clock import Clock, SystemClock
 from fulfil.config import Config
 from fulfil.crypto import CardCipher
 from fulfil.engine import Engine
-from fulfil.loopwatch import LoopWatch
+from fulfil.loopwatch import LoopWatch, Stalls
 from fulfil.notify import Dispatcher, build_routes
 from fulfil.quality import SupplierQuality
 from fulfil.storage import Store
@@ -66,11 +66,18 @@ def build_engine(
     cipher: CardCipher,
     suppliers: Mapping[str, Supplier],
     clock: Clock | None = None,
+    stalls: Stalls | None = None,
 ) -> Engine:
     # The quality object follows the engine's config, so a reload (SIGHUP) reaches breakers and scoring too.
     quality = SupplierQuality(store, lambda: engine.config, suppliers)
     engine = Engine(
-        store, config, suppliers, fingerprint=cipher.fingerprint, clock=clock or SystemClock(), health=quality
+        store,
+        config,
+        suppliers,
+        fingerprint=cipher.fingerprint,
+        clock=clock or SystemClock(),
+        health=quality,
+        stalls=stalls,
     )
     return engine
 
@@ -90,9 +97,10 @@ async def daemon(
     # Changes write their outbox rows only for the event types some configured channel wants.
     store.notify_routes = build_routes(config.notify)
     suppliers = build_suppliers(config, store)
-    engine = build_engine(config, store, cipher, suppliers)
+    watch = LoopWatch()  # the engine asks it before blaming a supplier for a call that failed in a stall
+    engine = build_engine(config, store, cipher, suppliers, stalls=watch.stalls)
     sources = build_sources(config, store)
-    services: list[Service] = [LoopWatch(), *([sources] if sources is not None else [])]
+    services: list[Service] = [watch, *([sources] if sources is not None else [])]
     desk = Desk(
         store,
         lambda: worker.config,

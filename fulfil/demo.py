@@ -253,8 +253,9 @@ class _Run:
             await store.import_stock(CARD_SKU, demo_stock(self.stock, self.rng), now)
             await store.risk_block("contact", BLOCKED_CONTACT, "stolen cards", None, "demo", now)
             await store.set_credit("user", LOW_CREDIT_USER, 55, "chargeback", "demo", now)
-            engine = build_engine(config, store, cipher, suppliers)
-            worker = Worker(store, engine, config, services=[LoopWatch()])  # as `fulfil run` serves it
+            watch = LoopWatch()  # as `fulfil run` serves it
+            engine = build_engine(config, store, cipher, suppliers, stalls=watch.stalls)
+            worker = Worker(store, engine, config, services=[watch])
             token = secrets.token_urlsafe(16)
             admin = AdminServer(store, engine, lambda: config, environ={"FULFIL_ADMIN_TOKEN": token})
             console = await self._serve(admin, store, token, now, url)

@@ -36,6 +36,7 @@ from fulfil.domain import (
     WorkContext,
 )
 from fulfil.health import Health, NullHealth
+from fulfil.loopwatch import Stalls
 from fulfil.placing import place_with_budget
 from fulfil.risk.gate import RiskGate
 from fulfil.routing import Offer, Skipped, avoid_last, offer_of, plan_offers
@@ -96,6 +97,7 @@ class Engine:
         fingerprint: Callable[[Card], str],
         clock: Clock | None = None,
         health: Health | None = None,
+        stalls: Stalls | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -103,6 +105,7 @@ class Engine:
         self.fingerprint = fingerprint
         self.clock = clock or SystemClock()
         self.health: Health = health or NullHealth()
+        self.stalls = stalls  # the daemon's own event-loop stalls (fulfil.loopwatch), on time.monotonic's scale
         self._wakers: dict[str, asyncio.Event] = {}
         # Consecutive answers per (supplier, product id) that were not keys; in memory, as a fast trip wire
         # in front of the cool-down that every daemon shares.
@@ -340,8 +343,14 @@ class Engine:
         fn = supplier.place if what == "place" else supplier.query
         outcome = await fn(request)
         ok = outcome.state is not OrderState.ERROR
-        elapsed = self.clock.monotonic() - start
+        end = self.clock.monotonic()
+        elapsed = end - start
         metrics.supplier_call(supplier.name, ok, elapsed)
+        if not ok and self.stalls is not None and self.stalls.within(start, end) >= elapsed / 2:
+            # Failed while this process stood still for most of the call (a timeout that fired late, an answer
+            # not read in time): not the supplier's doing, so not held against its breaker or score.
+            log.info("supplier.call_unjudged", extra={"supplier": supplier.name, "what": what, "s": round(elapsed, 3)})
+            return outcome
         self.health.record(supplier.name, ok, elapsed, self.clock.now())
         return outcome
 
