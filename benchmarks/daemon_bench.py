@@ -150,9 +150,11 @@ def _run(
 def _snapshot(daemons: Sequence[procs.Daemon], sim: procs.Sim, db: str, settle: float = 0.5) -> _Snapshot:
     """Counters of every daemon; `settle` lets the hook's 0.2 s writer catch up with a quiet daemon."""
     time.sleep(settle)
+    at = time.time()
+    loop = [procs.loop_sched(d.pid) for d in daemons]  # beside `at`: the loop shares are per second of wall time
     split = [procs.cpu_split(d.pid) for d in daemons]  # one read of /proc per daemon: both figures of one moment
     return _Snapshot(
-        at=time.time(),
+        at=at,
         cpu=[user + system for user, system in split],
         sys_cpu=[system for _, system in split],
         sql=[d.sql_counts() for d in daemons],
@@ -160,7 +162,7 @@ def _snapshot(daemons: Sequence[procs.Daemon], sim: procs.Sim, db: str, settle: 
         sim_cpu=procs.cpu_seconds(sim.proc.pid),
         db_cpu=procs.postgres_cpu_seconds() if db == "pg" else 0.0,
         machine_busy=procs.machine_busy_seconds(),
-        loop=[procs.loop_sched(d.pid) for d in daemons],
+        loop=loop,
     )
 
 
@@ -367,7 +369,9 @@ def _loop_shares(before: _Snapshot, after: _Snapshot) -> dict[str, float]:
     """Of the wall time between two snapshots, the share each daemon's event loop thread spent on a core and
     waiting for one (runnable while the database server or the simulator had both cores), averaged over the
     daemons; the rest it was idle, every task waiting for I/O. On a core + waiting near 1: the loop is the
-    bound, and only a lower CPU cost per order (or a core of its own) makes it faster."""
+    bound, and only a lower CPU cost per order (or a core of its own) makes it faster. Waiting for the GIL is
+    neither (the thread sleeps off the run queue): on SQLite, whose writer thread holds it for its statements,
+    the rest is partly that, not only I/O."""
     seconds = max(after.at - before.at, 1e-9)
     pairs = list(zip(before.loop, after.loop, strict=True)) or [((0.0, 0.0), (0.0, 0.0))]
     return {

@@ -105,7 +105,7 @@ class Engine:
         self.fingerprint = fingerprint
         self.clock = clock or SystemClock()
         self.health: Health = health or NullHealth()
-        self.stalls = stalls  # the daemon's own event-loop stalls (fulfil.loopwatch), on time.monotonic's scale
+        self.stalls = stalls  # the daemon's own event-loop stalls (fulfil.loopwatch)
         self._wakers: dict[str, asyncio.Event] = {}
         # Consecutive answers per (supplier, product id) that were not keys; in memory, as a fast trip wire
         # in front of the cool-down that every daemon shares.
@@ -340,14 +340,15 @@ class Engine:
 
     async def _call(self, supplier: Supplier, what: str, request: PlaceRequest) -> Outcome:
         start = self.clock.monotonic()
+        mark = self.stalls.mark() if self.stalls is not None else 0.0
         fn = supplier.place if what == "place" else supplier.query
         outcome = await fn(request)
         ok = outcome.state is not OrderState.ERROR
-        end = self.clock.monotonic()
-        elapsed = end - start
+        elapsed = self.clock.monotonic() - start
         metrics.supplier_call(supplier.name, ok, elapsed)
-        if not ok and self.stalls is not None and self.stalls.within(start, end) >= elapsed / 2:
-            # Failed while this process stood still for most of the call (a timeout that fired late, an answer
+        no_reply = not ok and outcome.evidence.http_status is None
+        if self.stalls is not None and self.stalls.excuses(supplier.name, mark, failed_without_reply=no_reply):
+            # No reply while this process stood still for most of the call (a timeout that fired late, an answer
             # not read in time): not the supplier's doing, so not held against its breaker or score.
             log.info("supplier.call_unjudged", extra={"supplier": supplier.name, "what": what, "s": round(elapsed, 3)})
             return outcome

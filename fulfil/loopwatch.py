@@ -26,6 +26,9 @@ STALL: Final = 1.0  # seconds late: logged as loop.stalled
 WARN_EVERY: Final = 60.0  # seconds between two loop.stalled lines
 KEEP_FROM: Final = 0.25  # seconds late: kept as a stall for the engine's judgement of calls
 KEPT: Final = 64  # the most recent stalls kept
+# Failures in a row one supplier may have excused: a daemon late all the time (overloaded) must not hide a
+# supplier that is really down from its breaker.
+MAX_EXCUSED: Final = 3
 
 
 class Stalls:
@@ -37,6 +40,27 @@ class Stalls:
         # When the watch's timer is due next: past it by KEEP_FROM or more, the loop is standing still right now
         # (a stalled loop runs what was waiting in any order, the watch's tick not necessarily first).
         self.due: float | None = None
+        self._excused: dict[str, int] = {}  # per supplier: failures excused in a row
+
+    @staticmethod
+    def mark() -> float:
+        """When a call starts, on this object's own clock (not an engine's, which tests may move)."""
+        return time.monotonic()
+
+    def excuses(self, supplier: str, since: float, *, failed_without_reply: bool) -> bool:
+        """Whether a call that started at `since` (`mark()`) and just ended is not the supplier's to answer for:
+        it failed with no reply at all (a timeout, a reset) while the loop stood still for at least a quarter of
+        a second and half of the call, and the supplier has not had MAX_EXCUSED such excuses in a row. Anything
+        else (a success, a reply, a failure judged) ends the run of excuses."""
+        if failed_without_reply:
+            end = time.monotonic()
+            stalled = self.within(since, end)
+            run = self._excused.get(supplier, 0)
+            if stalled >= max(KEEP_FROM, (end - since) / 2) and run < MAX_EXCUSED:
+                self._excused[supplier] = run + 1
+                return True
+        self._excused.pop(supplier, None)
+        return False
 
     def add(self, start: float, end: float) -> None:
         self._spans.append((start, end))

@@ -10,12 +10,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.domain import AttemptState, Order, OrderStatus
+from fulfil.notes import one_line
 from fulfil.storage.base import OPEN_STATE_VALUES, StoreBase, delivered_in, duplicates_within, order_from_row
 from fulfil.storage.errors import Conflict, DuplicateCard, InvalidTransition, NotFound
 from fulfil.storage.schema import attempts, orders
 from suppliers.taxonomy import Card
 
 MANUAL_SUPPLIER = "manual"
+REASON_NOTE = 300  # characters of a hold's note in the order's reason (the event keeps all of it)
 
 
 class ReviewOps(StoreBase):
@@ -77,7 +79,7 @@ class ReviewOps(StoreBase):
                     "a person (delivered, or moved on); hold it once it is"
                 )
             was = f" (was: {found.reason[:900]})" if found.reason else ""
-            why = f": {note}" if note else ""
+            why = f": {one_line(note, REASON_NOTE)}" if note else ""  # whole in the event
             held = await self._set_status(conn, found.id, OrderStatus.REVIEW, f"held by {operator}{why}{was}", now)
             event = {"reason": found.reason, **({"note": note} if note else {})}
             await self._event(conn, "review.hold", now, order_id=held.id, operator=operator, data=event)

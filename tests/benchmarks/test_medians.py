@@ -21,7 +21,7 @@ def result(
     return {
         "config": config,
         "db": db,
-        "daemons": int(daemons),
+        "daemons": int(daemons.split("+")[0]),
         "ok": ok,
         "orders_per_s": orders_per_s,
         "cpu_ms_per_order": cpu,
@@ -65,6 +65,21 @@ def test_medians_per_configuration_and_budgets() -> None:
     lines = medians.lines(m)
     assert lines[0].startswith("median of 3 pg/1") and "missed: ratio >= 0.3" in lines[0]
     assert "(x1.12 one daemon)" in lines[1] and "failed runs 1" in lines[1] and "x1.7 one daemon" in lines[1]
+
+
+def test_budgets_need_two_good_runs_and_a_webhook_run_scales_against_its_own_kind() -> None:
+    results = [
+        result("pg/1+hook", orders_per_s=400),
+        result("pg/2+hook", orders_per_s=500),
+        result("pg/1+hook", orders_per_s=0, ok=False),
+        result("pg/2+hook", orders_per_s=520),
+    ]
+    m = medians.of(results)
+    assert m["pg/1+hook"]["runs"] == 1 and m["pg/1+hook"]["budgets"] == {}
+    assert m["pg/2+hook"]["scaling_vs_one"] == pytest.approx(510 / 400)
+    assert "x1.7 one daemon" not in m["pg/2+hook"]["budgets"]  # its baseline had one good run
+    lines = medians.lines(m)
+    assert lines[0].endswith("budgets not judged (fewer than 2 runs)")
 
 
 def test_a_configuration_with_no_good_run_says_so() -> None:

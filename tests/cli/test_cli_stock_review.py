@@ -126,7 +126,7 @@ def test_review_hold_keeps_the_operators_note_and_refuses_a_bad_one_before_actin
     _add(env, "V5")
     order_id = env.store(lambda store: _order_id(store, "V5"))
     bad = env.cli("review", "hold", "V5", "--note", "cancel\x1b[31m", "--operator", "bob")
-    assert bad.exit_code == 2 and "--note: note holds a control character (0x1b); plain text only" in bad.stderr
+    assert bad.exit_code == 2 and "--note: note holds a control character (U+001B); plain text only" in bad.stderr
     long = env.cli("review", "hold", "V5", "--note", "x" * 1001, "--operator", "bob")
     assert long.exit_code == 2 and "--note: note is 1001 characters long; at most 1000" in long.stderr
     assert env.json("orders", "show", "V5", "--json")["status"] == "pending"  # nothing done

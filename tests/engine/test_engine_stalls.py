@@ -57,15 +57,24 @@ def stalled_failure(s: FakeSupplier, r: PlaceRequest) -> Outcome:
     return Outcome.error_of(ErrorClass.TRANSIENT, Evidence(message="read timeout"))
 
 
+def stalled_reply(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+    time.sleep(0.6)  # the same stall, but the supplier did answer: a 502 is the supplier's
+    return Outcome.error_of(ErrorClass.TRANSIENT, Evidence(http_status=502, message="bad gateway"))
+
+
 async def slow_failure(s: FakeSupplier, r: PlaceRequest) -> Outcome:
-    await asyncio.sleep(0.3)  # the supplier is slow; this process is free meanwhile
+    await asyncio.sleep(1.0)  # the supplier is slow; this process is free meanwhile
     return Outcome.error_of(ErrorClass.TRANSIENT, Evidence(message="read timeout"))
+
+
+def charge(s: FakeSupplier, r: PlaceRequest) -> Outcome:
+    return s.charge(r)
 
 
 async def test_a_call_failed_in_a_stall_is_not_held_against_the_supplier(
     store: Store, cipher: CardCipher, watch: LoopWatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    main = FakeSupplier("main", place_steps=[stalled_failure, lambda s, r: s.charge(r)])
+    main = FakeSupplier("main", place_steps=[stalled_failure, charge])
     health = Recorded()
     h = harness(store, cipher, main, health, watch.stalls)
     await h.add()
@@ -77,16 +86,41 @@ async def test_a_call_failed_in_a_stall_is_not_held_against_the_supplier(
     assert [(r.supplier, r.what) for r in unjudged] == [("main", "place")]  # type: ignore[attr-defined]
 
 
+async def test_excuses_stop_after_three_in_a_row_and_never_cover_a_reply(
+    store: Store, cipher: CardCipher, watch: LoopWatch
+) -> None:
+    """A daemon stalled call after call (overloaded) must not hide a supplier that is down from its breaker."""
+    steps = [stalled_failure, stalled_failure, stalled_failure, stalled_failure, stalled_reply, charge]
+    main = FakeSupplier("main", place_steps=steps)
+    health = Recorded()
+    h = harness(store, cipher, main, health, watch.stalls)
+    await h.add()
+    view = await h.run()
+    assert view.order.status is OrderStatus.DELIVERED and main.charged_units == 1
+    # Three excused, the fourth held against it, the 502 (a reply) held against it, then the success.
+    assert health.calls == [("main", False), ("main", False), ("main", True)]
+
+
 async def test_a_supplier_that_fails_while_this_process_is_free_is_held_to_it(
     store: Store, cipher: CardCipher, watch: LoopWatch
 ) -> None:
-    main = FakeSupplier("main", place_steps=[slow_failure, error(ErrorClass.TRANSIENT), lambda s, r: s.charge(r)])
+    main = FakeSupplier("main", place_steps=[slow_failure, error(ErrorClass.TRANSIENT), charge])
     health = Recorded()
     h = harness(store, cipher, main, health, watch.stalls)
     await h.add()
     view = await h.run()
     assert view.order.status is OrderStatus.DELIVERED
     assert health.calls == [("main", False), ("main", False), ("main", True)]
+
+
+def test_only_a_call_that_stood_still_long_enough_is_excused() -> None:
+    stalls = Stalls()
+    now = Stalls.mark()
+    stalls.add(now - 1.0, now)  # the loop stood still for the last second
+    assert not stalls.excuses("s", Stalls.mark(), failed_without_reply=True)  # an instant failure: no stall in it
+    assert not stalls.excuses("s", now - 1.2, failed_without_reply=False)  # a reply, a success: the supplier's
+    assert stalls.excuses("s", now - 1.2, failed_without_reply=True)
+    assert not stalls.excuses("s", now - 5.0, failed_without_reply=True)  # stood still for less than half of it
 
 
 def test_stalls_count_the_seconds_of_a_call_the_loop_stood_still() -> None:

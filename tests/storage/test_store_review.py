@@ -112,6 +112,21 @@ async def test_hold_with_a_note_puts_the_why_in_the_reason_and_the_event(
     assert event.data == {"reason": "waiting for a supplier: main#0 breaker open", "note": "buyer cancelled in chat"}
 
 
+async def test_a_long_or_many_line_note_is_one_short_line_in_the_reason_and_whole_in_the_event(
+    store: Store, now: datetime, claimed: Claimed
+) -> None:
+    order = await claimed("r1")
+    await store.park_for(order.id, "w1", 0, "waiting", now)
+    note = "buyer cancelled\nticket 4711\n" + "x" * 900
+    held = await store.review_hold("r1", "dana", now, note)
+    assert held.reason is not None and "\n" not in held.reason
+    assert held.reason.startswith("held by dana: buyer cancelled ticket 4711 xxx")
+    assert held.reason.endswith("… (was: waiting)")
+    assert len(held.reason) < 400
+    [event] = await store.events(name="review.hold")
+    assert event.data["note"] == note
+
+
 async def test_hold_refuses_what_a_worker_holds_or_what_is_settled(
     store: Store, now: datetime, claimed: Claimed
 ) -> None:
