@@ -361,7 +361,6 @@ def _cpu_split(before: _Snapshot, after: _Snapshot, orders: int) -> dict[str, An
         },
         "machine_busy_share": (after.machine_busy - before.machine_busy)
         / max((after.at - before.at) * (os.cpu_count() or 1), 1e-9),
-        "event_loop": _loop_shares(before, after),
     }
 
 

@@ -72,9 +72,8 @@ def of(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         out[name] = {"runs": len(good), "failed_runs": failed.get(name, 0), "daemons": daemons, **figures}
         out[name]["budgets"] = budgets
     for name, entry in out.items():
-        db, _, rest = name.partition("/")
-        count, plus, extra = rest.partition("+")
-        one = out.get(f"{db}/1{plus}{extra}")  # pg/2+hook against pg/1+hook
+        db, count, suffix = _parts(name)
+        one = out.get(f"{db}/1{suffix}")  # pg/2+hook against pg/1+hook
         if entry["daemons"] > 1 and one and one.get("orders_per_s"):
             scaling = entry["orders_per_s"] / one["orders_per_s"]
             entry["scaling_vs_one"] = scaling
@@ -83,9 +82,16 @@ def of(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _parts(name: str) -> tuple[str, str, str]:
+    """`pg/2+hook` -> ("pg", "2", "+hook")."""
+    db, _, rest = name.partition("/")
+    count, plus, extra = rest.partition("+")
+    return db, count, plus + extra
+
+
 def _order(name: str) -> tuple[str, int]:
-    db, _, count = name.partition("/")
-    return (db, int(count.split("+")[0]) if count.split("+")[0].isdigit() else 0)
+    db, count, _ = _parts(name)
+    return (db, int(count) if count.isdigit() else 0)
 
 
 def lines(medians: Mapping[str, Mapping[str, Any]]) -> list[str]:

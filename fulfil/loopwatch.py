@@ -82,7 +82,7 @@ class LoopWatch:
         self.interval = interval
         self.stall = stall
         self.warn_every = warn_every
-        self.worst = 0.0  # the largest lateness seen, for tests and the log line
+        self.worst = 0.0  # the largest lateness seen (tests read it)
         self.stalls = Stalls()
 
     async def serve(self, stopping: asyncio.Event) -> None:
