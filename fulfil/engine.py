@@ -468,6 +468,8 @@ class Engine:
         if waker.is_set():
             waker.clear()
             return
+        if seconds <= 0:  # no wait (a supplier asked at once): no task and timer made only to time out
+            return
         try:
             await asyncio.wait_for(waker.wait(), timeout=seconds)
         except TimeoutError:

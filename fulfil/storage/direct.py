@@ -393,8 +393,11 @@ class Direct:
         A constraint refusing a write: Conflict; any other database error: StoreError (rolled back either way)."""
         try:
             if self._pg is not None:
-                async with self._pg.connection() as pg:
+                pg = await self._pg.acquire()
+                try:
                     answer, ran = await (_run_postgresql(pg, script) if transaction else _run_each(pg, script))
+                finally:
+                    self._pg.release(pg)
             else:
                 assert self._sqlite is not None
                 answer, ran = await self._sqlite.run(script)

@@ -94,21 +94,29 @@ class PgConnection:
         # Each statement with its result's description ((name, type oid) per column), both made once.
         self._statements: dict[str, tuple[PreparedStatement[asyncpg.Record], list[tuple[str, int]]]] = {}
 
+    # Each driver call goes through `_failed` (a plain try, not a context manager: ten of these an order).
+
     async def execute(self, sql: str) -> str:
         """A statement without parameters (transaction control); the server's status line."""
-        with self._guard():
+        try:
             return await self.conn.execute(sql)
+        except BaseException as exc:
+            raise self._failed(exc)  # noqa: B904 (_failed chains it when it wraps)
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> tuple[list[asyncpg.Record], list[tuple[str, int]]]:
         """Rows and their description ((name, type oid) per column, as a DB-API cursor gives it)."""
-        with self._guard():
-            statement, description = await self._prepared(sql)
+        try:
+            statement, description = self._statements.get(sql) or await self._prepared(sql)
             return await statement.fetch(*args), description
+        except BaseException as exc:
+            raise self._failed(exc)  # noqa: B904
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
-        with self._guard():
-            statement, _ = await self._prepared(sql)
+        try:
+            statement, _ = self._statements.get(sql) or await self._prepared(sql)
             await statement.executemany(args)
+        except BaseException as exc:
+            raise self._failed(exc)  # noqa: B904
 
     def reusable(self) -> bool:
         return not (self.spoiled or self.conn.is_closed() or self.conn.is_in_transaction())
@@ -122,18 +130,17 @@ class PgConnection:
             found = self._statements[sql] = (statement, description)
         return found
 
-    @contextlib.contextmanager
-    def _guard(self) -> Any:
-        """A driver call that failed other than cleanly on the server leaves the connection's state unknown:
-        it is not used again. What is not a driver error (a row it could not decode) becomes a StoreError."""
-        try:
-            yield
-        except BaseException as exc:
-            if not isinstance(exc, _CLEAN) or isinstance(exc, _STALE):
-                self.spoiled = True
-            if isinstance(exc, Exception) and not isinstance(exc, DRIVER_ERRORS):
-                raise StoreError(f"database error: {exc!r}") from exc
-            raise
+    def _failed(self, exc: BaseException) -> BaseException:
+        """What to raise for a driver call that raised `exc`. One that failed other than cleanly on the server
+        leaves the connection's state unknown: it is not used again. What is not a driver error (a row it
+        could not decode) becomes a StoreError."""
+        if not isinstance(exc, _CLEAN) or isinstance(exc, _STALE):
+            self.spoiled = True
+        if isinstance(exc, Exception) and not isinstance(exc, DRIVER_ERRORS):
+            wrapped = StoreError(f"database error: {exc!r}")
+            wrapped.__cause__ = exc
+            return wrapped
+        return exc
 
 
 class PgConnections:
@@ -147,18 +154,33 @@ class PgConnections:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[PgConnection]:
-        async with self._slots:
-            pg = self._idle.pop() if self._idle else await self._connect()
-            try:
-                yield pg
-            finally:
-                if pg.reusable():
-                    self._idle.append(pg)
-                else:
-                    lost = pg.spoiled and pg.conn.is_closed()  # dropped under it, not closed by us
-                    pg.conn.terminate()  # the server rolls back whatever the closed session had open
-                    if lost:
-                        self._drop_idle()
+        pg = await self.acquire()
+        try:
+            yield pg
+        finally:
+            self.release(pg)
+
+    async def acquire(self) -> PgConnection:
+        """A connection for one transaction; `release` it in a `finally` (the hot path's form of `connection`,
+        without a generator per transaction)."""
+        await self._slots.acquire()
+        try:
+            return self._idle.pop() if self._idle else await self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, pg: PgConnection) -> None:
+        try:
+            if pg.reusable():
+                self._idle.append(pg)
+            else:
+                lost = pg.spoiled and pg.conn.is_closed()  # dropped under it, not closed by us
+                pg.conn.terminate()  # the server rolls back whatever the closed session had open
+                if lost:
+                    self._drop_idle()
+        finally:
+            self._slots.release()
 
     def _drop_idle(self) -> None:
         """A connection the server or the network dropped: the idle ones were opened before the same restart or

@@ -327,6 +327,8 @@ async def test_unapplied_receipts_pair_each_receipt_with_its_own_attempt(store: 
     second = await store.open_attempt(order.id, h.owner, "main", 0, 1, None, now)
     await store.mark_sent(second.id, order.id, h.owner, now)
     await store.record_receipt(second.id, ReceiptKind.GOODS, now, cards=[Card(password="K" + "1" * 15)])
+    assert await store.unapplied_receipts() == [], "the order is still being worked on: the engine applies it"
+    await store.finish_order(order.id, h.owner, OrderStatus.REVIEW, "handed to a person", now)
     ((receipt, attempt),) = await store.unapplied_receipts()
     assert (receipt.attempt_id, attempt.id, attempt.number) == (second.id, second.id, second.number)
     assert receipt.id == first.id != second.id, "the ids differ: exactly the case a mix-up would get wrong"

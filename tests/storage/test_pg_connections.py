@@ -108,6 +108,7 @@ async def test_a_caller_cancelled_mid_statement_leaves_nothing_and_no_connection
         with pytest.raises(asyncio.CancelledError):
             await opening
     assert pool._idle == [], "not given back"  # noqa: SLF001
+    assert pool._slots._value == pool._size, "its slot is free again"  # noqa: SLF001
     assert await store.attempts_for_order(order.id) == []
     attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now)
     assert [a.id for a in await store.attempts_for_order(order.id)] == [attempt.id]
