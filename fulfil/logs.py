@@ -15,8 +15,9 @@ import functools
 import json
 import logging
 import sys
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Final, Literal, TextIO
@@ -78,10 +79,18 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted: most lines share it with the one before
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return (
-        datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    """`2026-12-05T23:30:46.716Z` (UTC, milliseconds)."""
+    global _second
+    second, prefix = _second
+    if int(record.created) != second:
+        second = int(record.created)
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, prefix)  # one assignment: a thread reads the old pair or the new one, never a mix
+    return f"{prefix}.{int(record.msecs):03d}Z"
 
 
 _LINE = json.JSONEncoder(default=_json_default, ensure_ascii=False)  # one for every line, not one per line

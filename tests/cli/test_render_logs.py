@@ -164,3 +164,17 @@ def test_setup_logging_replaces_its_handler_and_keeps_third_party_quiet() -> Non
 def test_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log format"):
         setup_logging("xml", "INFO")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "created",
+    [1764977446.0, 1764977446.0004, 1764977446.9996, 1764977447.25, 1764977446.5, 0.999],
+    ids=["on-the-second", "just-after", "just-before-the-next", "next-second", "back-again", "epoch"],
+)
+def test_a_line_stamps_the_instant_it_was_logged_in_utc_to_the_millisecond(created: float) -> None:
+    """The formatter remembers the last second it formatted: a line in another second (also an earlier one, a
+    thread's record formatted late) must not be stamped with it."""
+    record = logging.LogRecord("fulfil.engine", logging.INFO, __file__, 1, "order.delivered", None, None)
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert json.loads(JsonFormatter().format(record))["ts"] == expected
