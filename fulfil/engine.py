@@ -469,6 +469,7 @@ class Engine:
             waker.clear()
             return
         if seconds <= 0:  # no wait (a supplier asked at once): no task and timer made only to time out
+            await asyncio.sleep(0)  # but still a turn for the others, as a loop of zero waits must not hog the loop
             return
         try:
             await asyncio.wait_for(waker.wait(), timeout=seconds)

@@ -85,12 +85,18 @@ _second: tuple[int, str] = (-1, "")  # the last second formatted: most lines sha
 def _timestamp(record: logging.LogRecord) -> str:
     """`2026-12-05T23:30:46.716Z` (UTC, milliseconds)."""
     global _second
+    # As datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds") stamps it: the instant rounded
+    # to the microsecond (half to even, which may carry into the next second), then cut to the millisecond.
+    # Not record.msecs: that cuts the float directly, a millisecond early in about one line in 2,000.
+    whole = int(record.created)
+    micros = round((record.created - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
     second, prefix = _second
-    if int(record.created) != second:
-        second = int(record.created)
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second = (second, prefix)  # one assignment: a thread reads the old pair or the new one, never a mix
-    return f"{prefix}.{int(record.msecs):03d}Z"
+    if whole != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, prefix)  # one assignment: a thread reads the old pair or the new one, never a mix
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 _LINE = json.JSONEncoder(default=_json_default, ensure_ascii=False)  # one for every line, not one per line

@@ -94,14 +94,16 @@ class PgConnection:
         # Each statement with its result's description ((name, type oid) per column), both made once.
         self._statements: dict[str, tuple[PreparedStatement[asyncpg.Record], list[tuple[str, int]]]] = {}
 
-    # Each driver call goes through `_failed` (a plain try, not a context manager: ten of these an order).
+    # Each driver call's error goes through `_failed` (a plain try, not a context manager: ten an order).
 
     async def execute(self, sql: str) -> str:
         """A statement without parameters (transaction control); the server's status line."""
         try:
             return await self.conn.execute(sql)
         except BaseException as exc:
-            raise self._failed(exc)  # noqa: B904 (_failed chains it when it wraps)
+            if (wrapped := self._failed(exc)) is None:
+                raise
+            raise wrapped from exc
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> tuple[list[asyncpg.Record], list[tuple[str, int]]]:
         """Rows and their description ((name, type oid) per column, as a DB-API cursor gives it)."""
@@ -109,14 +111,18 @@ class PgConnection:
             statement, description = self._statements.get(sql) or await self._prepared(sql)
             return await statement.fetch(*args), description
         except BaseException as exc:
-            raise self._failed(exc)  # noqa: B904
+            if (wrapped := self._failed(exc)) is None:
+                raise
+            raise wrapped from exc
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         try:
             statement, _ = self._statements.get(sql) or await self._prepared(sql)
             await statement.executemany(args)
         except BaseException as exc:
-            raise self._failed(exc)  # noqa: B904
+            if (wrapped := self._failed(exc)) is None:
+                raise
+            raise wrapped from exc
 
     def reusable(self) -> bool:
         return not (self.spoiled or self.conn.is_closed() or self.conn.is_in_transaction())
@@ -130,17 +136,15 @@ class PgConnection:
             found = self._statements[sql] = (statement, description)
         return found
 
-    def _failed(self, exc: BaseException) -> BaseException:
-        """What to raise for a driver call that raised `exc`. One that failed other than cleanly on the server
-        leaves the connection's state unknown: it is not used again. What is not a driver error (a row it
-        could not decode) becomes a StoreError."""
+    def _failed(self, exc: BaseException) -> StoreError | None:
+        """For a driver call that raised `exc`: a StoreError to raise instead, or None to raise `exc` itself.
+        One that failed other than cleanly on the server leaves the connection's state unknown: it is not used
+        again. What is not a driver error (a row it could not decode) becomes a StoreError."""
         if not isinstance(exc, _CLEAN) or isinstance(exc, _STALE):
             self.spoiled = True
         if isinstance(exc, Exception) and not isinstance(exc, DRIVER_ERRORS):
-            wrapped = StoreError(f"database error: {exc!r}")
-            wrapped.__cause__ = exc
-            return wrapped
-        return exc
+            return StoreError(f"database error: {exc!r}")
+        return None
 
 
 class PgConnections:

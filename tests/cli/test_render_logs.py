@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -168,13 +169,27 @@ def test_unknown_log_format_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "created",
-    [1764977446.0, 1764977446.0004, 1764977446.9996, 1764977447.25, 1764977446.5, 0.999],
-    ids=["on-the-second", "just-after", "just-before-the-next", "next-second", "back-again", "epoch"],
+    [1764977446.0, 1764977446.0004, 1764977446.9996, 1764977447.25, 1764977446.5, 0.999, 1764977446.123,
+     1764977446.9999995],
+    ids=["on-the-second", "just-after", "just-before-the-next", "next-second", "back-again", "epoch",
+         "float-below-its-millisecond", "rounds-into-the-next-second"],
 )
 def test_a_line_stamps_the_instant_it_was_logged_in_utc_to_the_millisecond(created: float) -> None:
     """The formatter remembers the last second it formatted: a line in another second (also an earlier one, a
     thread's record formatted late) must not be stamped with it."""
     record = logging.LogRecord("fulfil.engine", logging.INFO, __file__, 1, "order.delivered", None, None)
-    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0  # as logging sets them
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert json.loads(JsonFormatter().format(record))["ts"] == expected
+
+
+def test_stamps_agree_with_datetime_over_many_instants() -> None:
+    """Float instants near millisecond and second edges, in random order (the cached second goes back and forth)."""
+    rng = random.Random(14)
+    formatter = JsonFormatter()
+    for _ in range(20_000):
+        created = 1764977446 + rng.randrange(3) + rng.choice([rng.random(), rng.randrange(1000) / 1000, 0.9999996])
+        record = logging.LogRecord("fulfil.engine", logging.INFO, __file__, 1, "x", None, None)
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert json.loads(formatter.format(record))["ts"] == expected, repr(created)
