@@ -12,7 +12,8 @@ part of an order's CPU no change inside fulfil's engine can remove.
 
 With `--pg-url`, also the hot path's own driver on PostgreSQL (asyncpg, `fulfil/storage/pg_connections.py`):
 one round trip of a prepared statement and one BEGIN + COMMIT pair, on eight connections at once as the daemon
-keeps them, user and system CPU apart (the kernel's loopback TCP is most of a round trip's cost).
+keeps them, user and system CPU apart (the kernel's loopback TCP is most of a round trip's cost); and a
+transaction of four statements through fulfil's own layer (`Direct.run`) beside the same on bare asyncpg.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, literal_column, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fulfil.storage import sqlite_driver
+from fulfil.storage.direct import Direct, Script, Step
 
 meta = MetaData()
 rows = Table("floor_rows", meta, Column("id", Integer, primary_key=True), Column("a", String), Column("c", String))
@@ -106,6 +108,54 @@ async def measure_asyncpg(url: str, n: int, connections: int = 8) -> dict[str, f
             await conn.close()
 
 
+async def measure_direct(url: str, n: int, per_transaction: int = 4, connections: int = 8) -> dict[str, float]:
+    """CPU µs (user, system) of one transaction of `per_transaction` statements, `connections` at once: through
+    fulfil's own layer (`Direct.run`: a script, its statements prepared once, rows read into dicts) and the
+    same round trips on bare asyncpg (BEGIN, the statements, COMMIT). The difference is what the layer adds."""
+    engine = create_async_engine(url, pool_size=1, max_overflow=0)
+    direct = Direct(engine, "postgresql")
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conns = [await asyncpg.connect(dsn, statement_cache_size=0) for _ in range(connections)]
+    try:
+        await direct.warm(every=True)
+        expression = (bindparam("v", type_=Integer) + literal_column("1")).label("n")  # one parameter, as bare
+        plus_one = direct.prepared("floor", lambda: select(expression))
+        bare = [await conn.prepare(plus_one.sql, name="floor_direct") for conn in conns]
+
+        def script(i: int) -> Script:
+            for step in range(per_transaction):
+                yield Step(plus_one, {"v": i + step})
+
+        async def through_direct(i: int) -> None:
+            await direct.run(script(i))
+
+        async def on_asyncpg(i: int) -> None:
+            await conns[i].execute("BEGIN")
+            for step in range(per_transaction):
+                await bare[i].fetch(i + step)
+            await conns[i].execute("COMMIT")
+
+        out: dict[str, float] = {}
+        transactions = n // per_transaction // connections * connections
+        for name, run in (("direct_transaction", through_direct), ("asyncpg_transaction", on_asyncpg)):
+
+            async def loop(i: int, run: Any = run) -> None:
+                for _ in range(transactions // connections):
+                    await run(i)
+
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            await asyncio.gather(*(loop(i) for i in range(connections)))
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            out[f"{name}_user_us"] = (after.ru_utime - before.ru_utime) / transactions * 1e6
+            out[f"{name}_sys_us"] = (after.ru_stime - before.ru_stime) / transactions * 1e6
+        return out
+    finally:
+        for conn in conns:
+            await conn.close()
+        await direct.close()
+        await engine.dispose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--statements", type=int, default=3000)
@@ -130,6 +180,8 @@ async def main() -> None:
         if args.pg_url:
             figures = await measure_asyncpg(args.pg_url, args.statements)
             print(f"{'postgresql asyncpg':20} " + " | ".join(f"{k} {v:.0f}" for k, v in figures.items()))
+            figures = await measure_direct(args.pg_url, args.statements)
+            print(f"{'postgresql direct':20} " + " | ".join(f"{k} {v:.0f}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":
