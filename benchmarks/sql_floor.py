@@ -23,6 +23,7 @@ import asyncio
 import resource
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,26 @@ async def measure(engine: AsyncEngine, n: int) -> dict[str, float]:
     return out
 
 
+async def _cpu_per_call(
+    name: str, run: Callable[[int], Awaitable[None]], callers: int, rounds: int
+) -> dict[str, float]:
+    """`{name}_user_us` and `{name}_sys_us`: this process's CPU per call of `run(i)`, `callers` of them at
+    once (i = 0 .. callers-1), `rounds` calls each."""
+
+    async def loop(i: int) -> None:
+        for _ in range(rounds):
+            await run(i)
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(*(loop(i) for i in range(callers)))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    calls = rounds * callers
+    return {
+        f"{name}_user_us": (after.ru_utime - before.ru_utime) / calls * 1e6,
+        f"{name}_sys_us": (after.ru_stime - before.ru_stime) / calls * 1e6,
+    }
+
+
 async def measure_asyncpg(url: str, n: int, connections: int = 8) -> dict[str, float]:
     """CPU µs (user, system) of one asyncpg round trip, and of a BEGIN + COMMIT pair, `connections` at once."""
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -91,17 +112,7 @@ async def measure_asyncpg(url: str, n: int, connections: int = 8) -> dict[str, f
 
         out: dict[str, float] = {}
         for name, run in (("asyncpg_round_trip", statement), ("asyncpg_begin_commit", control)):
-
-            async def loop(i: int, run: Any = run) -> None:
-                for _ in range(n // connections):
-                    await run(i)
-
-            before = resource.getrusage(resource.RUSAGE_SELF)
-            await asyncio.gather(*(loop(i) for i in range(connections)))
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            done = n // connections * connections
-            out[f"{name}_user_us"] = (after.ru_utime - before.ru_utime) / done * 1e6
-            out[f"{name}_sys_us"] = (after.ru_stime - before.ru_stime) / done * 1e6
+            out.update(await _cpu_per_call(name, run, connections, n // connections))
         return out
     finally:
         for conn in conns:
@@ -136,18 +147,8 @@ async def measure_direct(url: str, n: int, per_transaction: int = 4, connections
             await conns[i].execute("COMMIT")
 
         out: dict[str, float] = {}
-        transactions = n // per_transaction // connections * connections
         for name, run in (("direct_transaction", through_direct), ("asyncpg_transaction", on_asyncpg)):
-
-            async def loop(i: int, run: Any = run) -> None:
-                for _ in range(transactions // connections):
-                    await run(i)
-
-            before = resource.getrusage(resource.RUSAGE_SELF)
-            await asyncio.gather(*(loop(i) for i in range(connections)))
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            out[f"{name}_user_us"] = (after.ru_utime - before.ru_utime) / transactions * 1e6
-            out[f"{name}_sys_us"] = (after.ru_stime - before.ru_stime) / transactions * 1e6
+            out.update(await _cpu_per_call(name, run, connections, n // per_transaction // connections))
         return out
     finally:
         for conn in conns:
