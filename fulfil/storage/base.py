@@ -31,6 +31,9 @@ CHUNK = 500
 MAX_NUMBER_LENGTH = 19
 # The attempt states that may still be open at a supplier, as stored (for `attempts.c.state.in_`).
 OPEN_STATE_VALUES = [s.value for s in OPEN_ATTEMPT_STATES]
+# The order statuses of an order still to be worked on (pending) or being worked on (processing), as stored: an
+# engine acts on such an order's attempts and receipts itself.
+WAITING_STATUS_VALUES = (OrderStatus.PENDING.value, OrderStatus.PROCESSING.value)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:

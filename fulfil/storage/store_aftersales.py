@@ -33,7 +33,7 @@ from fulfil.aftersales.model import (
 from fulfil.config import AftersalesConfig
 from fulfil.domain import ClaimReason, ClaimStatus, OrderStatus
 from fulfil.storage.aftersales_rows import attachment_refs, cases_in
-from fulfil.storage.base import StoreBase
+from fulfil.storage.base import WAITING_STATUS_VALUES, StoreBase
 from fulfil.storage.errors import Conflict, InvalidTransition, NotFound
 from fulfil.storage.schema import (
     aftersales_cases,
@@ -285,7 +285,7 @@ class AftersalesOps(StoreBase):
                 .join(reissues, reissues.c.reissue_order_id == orders.c.id)
                 .where(
                     reissues.c.case_id == case_id,
-                    orders.c.status.in_((OrderStatus.PENDING.value, OrderStatus.PROCESSING.value)),
+                    orders.c.status.in_(WAITING_STATUS_VALUES),
                 )
             )
         ).first()

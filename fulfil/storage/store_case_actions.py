@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fulfil.aftersales.model import CLOCK, Action, Case, CaseStatus, Decision, Level, Outcome, Problem, Step
 from fulfil.config import AftersalesConfig
-from fulfil.domain import OrderStatus
+from fulfil.storage.base import WAITING_STATUS_VALUES
 from fulfil.storage.errors import InvalidTransition, NotFound
 from fulfil.storage.outbox import raise_alert
 from fulfil.storage.schema import aftersales_cases, attempts, orders, reissues
@@ -186,7 +186,7 @@ class CaseActionOps(AftersalesOps):
             .join(orders, orders.c.id == reissues.c.reissue_order_id)
             .where(
                 reissues.c.case_id == case_id,
-                orders.c.status.in_((OrderStatus.PENDING.value, OrderStatus.PROCESSING.value)),
+                orders.c.status.in_(WAITING_STATUS_VALUES),
             )
         )
         return bool(found)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from fulfil.domain import ClaimReason, OrderStatus
-from fulfil.storage.base import StoreBase, chunks
+from fulfil.storage.base import WAITING_STATUS_VALUES, StoreBase, chunks
 from fulfil.storage.coltypes import UTCDateTime
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.outbox import raise_alert
@@ -27,7 +27,6 @@ from fulfil.storage.schema import claims, deliveries, notify_endpoints, orders, 
 SENDING = "sending"
 PENDING = "pending"
 FINAL_STATES = ("delivered", "dead", "skipped")
-_OPEN_ORDER = (OrderStatus.PENDING.value, OrderStatus.PROCESSING.value)
 
 
 @dataclass(frozen=True)
@@ -298,7 +297,7 @@ class NotifyOps(StoreBase):
         """Pending or processing orders taken in before `created_before`, oldest first: (id, sku, created_at)."""
         stmt = (
             select(orders.c.id, orders.c.sku, orders.c.created_at)
-            .where(orders.c.status.in_(_OPEN_ORDER), orders.c.created_at <= created_before)
+            .where(orders.c.status.in_(WAITING_STATUS_VALUES), orders.c.created_at <= created_before)
             .order_by(orders.c.id)
             .limit(limit)
         )
@@ -313,7 +312,7 @@ class NotifyOps(StoreBase):
         written = 0
         async with self._write() as conn:
             for part in chunks(sorted(delayed)):
-                stmt = select(orders.c.id).where(orders.c.id.in_(part), orders.c.status.in_(_OPEN_ORDER))
+                stmt = select(orders.c.id).where(orders.c.id.in_(part), orders.c.status.in_(WAITING_STATUS_VALUES))
                 if self.dialect == "postgresql":
                     stmt = stmt.with_for_update()
                 still_open = list((await conn.execute(stmt)).scalars())

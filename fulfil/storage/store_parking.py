@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select, update
 
 from fulfil.domain import OPEN_ATTEMPT_STATES, AttemptRecord, Order, OrderStatus
-from fulfil.storage.base import OPEN_STATE_VALUES, StoreBase, attempt_from_row, order_from_row
+from fulfil.storage.base import OPEN_STATE_VALUES, WAITING_STATUS_VALUES, StoreBase, attempt_from_row, order_from_row
 from fulfil.storage.dbclock import db_after, db_now
 from fulfil.storage.errors import InvalidTransition, NotFound
 from fulfil.storage.schema import attempts, orders
@@ -115,7 +115,7 @@ class ParkingOps(StoreBase):
         moved on under a possible-double claim, or handed to a person. With `due`, only those whose next check
         has come, soonest first (never asked first): a few that never settle cannot starve the rest. With
         `suppliers`, only those (the ones that can be asked); with `attempt_ids`, only those."""
-        waiting = orders.c.status.in_([_PENDING, _PROCESSING])
+        waiting = orders.c.status.in_(WAITING_STATUS_VALUES)
         where: list[ColumnElement[bool]] = [attempts.c.state.in_(_ASKABLE), ~waiting]
         if suppliers is not None:
             where.append(attempts.c.supplier.in_(list(suppliers)))

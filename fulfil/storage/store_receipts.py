@@ -15,18 +15,15 @@ from typing import Any
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fulfil.domain import AttemptRecord, OrderStatus, Receipt, ReceiptKind
+from fulfil.domain import AttemptRecord, Receipt, ReceiptKind
 from fulfil.storage import statements
-from fulfil.storage.base import OPEN_STATE_VALUES, StoreBase, attempt_from_row, chunks
+from fulfil.storage.base import OPEN_STATE_VALUES, WAITING_STATUS_VALUES, StoreBase, attempt_from_row, chunks
 from fulfil.storage.direct import FALL_BACK, Script, Step
 from fulfil.storage.errors import NotFound, StoreError
 from fulfil.storage.schema import attempts, orders, receipt_cards, receipts
 from suppliers.taxonomy import Card
 from suppliers.values import expires as bounded_expires
 from suppliers.values import supplier_order_id as bounded_id
-
-# The orders an engine is still working on (or will resume): their receipts are its own to apply.
-_WAITING = (OrderStatus.PENDING.value, OrderStatus.PROCESSING.value)
 
 
 class ReceiptOps(StoreBase):
@@ -129,7 +126,7 @@ class ReceiptOps(StoreBase):
                 receipts.c.applied_at.is_(None),
                 receipts.c.kind != ReceiptKind.ACKNOWLEDGED.value,
                 attempts.c.state.in_(OPEN_STATE_VALUES),
-                orders.c.status.not_in(_WAITING),
+                orders.c.status.not_in(WAITING_STATUS_VALUES),
             )
             .order_by(receipts.c.id)
             .limit(limit)
