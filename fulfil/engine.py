@@ -650,6 +650,7 @@ class Engine:
                         supplier_order_id=outcome.supplier_order_id,
                         cost=outcome.cost,
                         evidence={**outcome.evidence.as_dict(), **({"answer": answer} if answer else {})},
+                        attempt=attempt,
                     )
                 except StoreError:
                     if wait == RECEIPT_TRIES[-1]:

@@ -200,10 +200,13 @@ class AttemptOps(StoreBase):
         if twice:
             raise DuplicateCard(twice)
         try:
+            direct = self._direct
             if hold or reissue:
                 done = FALL_BACK
+            elif direct.postgresql:
+                done = await direct.each(self._deliver_at_once(order_id, owner, attempt_id, rows, now, reissue is None))
             else:
-                done = await self._direct.run(self._deliver(order_id, owner, attempt_id, rows, now, reissue is None))
+                done = await direct.run(self._deliver(order_id, owner, attempt_id, rows, now, reissue is None))
             if done is FALL_BACK:
                 async with self._write() as conn:
                     # The order update inside is the lease fence; the unique fingerprint refuses a known key.
@@ -237,14 +240,53 @@ class AttemptOps(StoreBase):
         if not (yield Step(direct.prepared("attempt_succeeded", statements.attempt_succeeded), ids)):
             raise NotFound(f"no attempt {attempt_id} for order {order_id}")
         yield Step(direct.prepared("receipt_applied", statements.receipt_applied), ids)
+        outbox = self._delivered_rows(order_id, now)
+        if outbox:
+            keys = tuple(outbox[0])
+            add = direct.prepared(("outbox", keys), lambda: insert_outbox(self.dialect), keys=keys)
+            yield Step(add, outbox, many=True)
+        return None
+
+    def _delivered_rows(self, order_id: int, now: datetime) -> list[dict[str, Any]]:
+        """The outbox rows of the order's `order.delivered` (one per channel that wants it; none mostly)."""
         routes = self.notify_routes
-        if routes.wants("order.delivered"):
-            data = {"status": "delivered"}
-            outbox = routes.rows(self.install_id, "order.delivered", now, order_id=order_id, data=data)
-            if outbox:
-                keys = tuple(outbox[0])
-                add = direct.prepared(("outbox", keys), lambda: insert_outbox(self.dialect), keys=keys)
-                yield Step(add, outbox, many=True)
+        if not routes.wants("order.delivered"):
+            return []
+        return routes.rows(self.install_id, "order.delivered", now, order_id=order_id, data={"status": "delivered"})
+
+    def _deliver_at_once(
+        self, order_id: int, owner: str, attempt_id: int, rows: list[dict[str, Any]], now: datetime, look_up: bool
+    ) -> Script:
+        """PostgreSQL: `_deliver` as one statement, a transaction of its own (statements.deliver_postgresql).
+        FALL_BACK, nothing written, for a reissue."""
+        event: tuple[str, ...] = ()
+        params: dict[str, Any] = {}
+        outbox = self._delivered_rows(order_id, now)
+        if outbox:
+            first = outbox[0]
+            event = tuple(name for name in first if name != "channel")
+            if any(row[name] != first[name] for row in outbox for name in event):
+                return FALL_BACK  # not one event over several channels: the general code writes them
+            params = {"channels": [row["channel"] for row in outbox], **{f"e_{name}": first[name] for name in event}}
+        deliver = self._direct.prepared(("deliver_postgresql", event), lambda: statements.deliver_postgresql(event))
+        params |= {
+            "look_up": look_up,
+            "order_id": order_id,
+            "attempt_id": attempt_id,
+            "owner": owner,
+            "now": now,
+            "numbers": [row["number_enc"] for row in rows],
+            "passwords": [row["password_enc"] for row in rows],
+            "expiries": [row["expires"] for row in rows],
+            "fingerprints": [row["fingerprint"] for row in rows],
+        }
+        (found,) = yield Step(deliver, params)
+        if found["reissue"]:
+            return FALL_BACK
+        if not found["tried"]:
+            raise NotFound(f"no attempt {attempt_id} for order {order_id}")
+        if not found["delivered"]:
+            raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
         return None
 
     async def deliver_from_stock(

@@ -7,9 +7,10 @@ for. Its keys are encrypted like deliveries. The attempt row gets the facts too 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
@@ -37,11 +38,13 @@ class ReceiptOps(StoreBase):
         supplier_order_id: str | None = None,
         cost: Decimal | None = None,
         evidence: dict[str, Any] | None = None,
+        attempt: AttemptRecord | None = None,
     ) -> Receipt:
         """Write what the supplier answered. Not fenced by the lease: the answer is a fact whoever holds the order.
 
         Idempotent: the first settling answer wins (a repeat or a later query cannot add keys twice); an
-        acknowledged receipt is upgraded when the goods arrive."""
+        acknowledged receipt is upgraded when the goods arrive. `attempt`: the caller's latest copy of the
+        attempt, which saves PostgreSQL reading it first (used only if the row still holds what it says)."""
         kind = ReceiptKind(kind)
         supplier_order_id = bounded_id(supplier_order_id)
         # What is stored, and so what the receipt returned holds: expiry bounded as in the cards' rows.
@@ -54,7 +57,12 @@ class ReceiptOps(StoreBase):
             "evidence": evidence or {},
             "updated_at": now,
         }
-        first = await self._direct.run(self._first_receipt(attempt_id, now, values, stored))
+        direct = self._direct
+        if direct.postgresql:
+            seen = None if attempt is None else _seen(attempt)
+            first = await direct.each(self._first_receipt_at_once(attempt_id, now, values, stored, seen))
+        else:
+            first = await direct.run(self._first_receipt(attempt_id, now, values, stored))
         if isinstance(first, Receipt):
             return first
         # The attempt has a receipt already (a repeat, an upgrade, late keys); receipts are never deleted.
@@ -84,11 +92,7 @@ class ReceiptOps(StoreBase):
         """The common case as one direct transaction: the attempt has no receipt yet, so this answer is written
         with its keys and the attempt gets the facts. FALL_BACK (nothing written) when it has one already."""
         direct = self._direct
-        read = direct.prepared("attempt_with_receipt", statements.attempt_with_receipt)
-        rows = yield Step(read, {"attempt_id": attempt_id})
-        if not rows:
-            raise NotFound(f"no attempt {attempt_id}")
-        found = rows[0]
+        found = yield from self._attempt_for_receipt(attempt_id)
         if found["r_id"] is not None:
             return FALL_BACK
         row = {"attempt_id": attempt_id, "order_id": found["order_id"], "created_at": now, **values}
@@ -105,6 +109,54 @@ class ReceiptOps(StoreBase):
             update_ = direct.prepared(("attempt_facts", names), lambda: statements.attempt_facts(names))
             yield Step(update_, {"p_attempt": attempt_id, **{f"v_{name}": facts[name] for name in names}})
         return _receipt_from_row({**row, "id": receipt_id, "applied_at": None}, cards)  # known as written
+
+    def _first_receipt_at_once(
+        self,
+        attempt_id: int,
+        now: datetime,
+        values: dict[str, Any],
+        cards: tuple[Card, ...],
+        seen: Mapping[str, Any] | None,
+    ) -> Script:
+        """PostgreSQL: `_first_receipt` as one statement, a transaction of its own: the receipt, its keys and the
+        attempt's facts, worked out from the attempt as `seen` (the caller's copy, or read here first) and written
+        only if the attempt still holds that (statements.first_receipt_postgresql). FALL_BACK, nothing written,
+        when the attempt has a receipt already."""
+        direct = self._direct
+        for _ in range(3):
+            if seen is None:
+                found = yield from self._attempt_for_receipt(attempt_id)
+                if found["r_id"] is not None:
+                    return FALL_BACK
+                seen = found
+            facts = _facts(seen, values, new=True)
+            names = tuple(facts)
+            write = direct.prepared(("first_receipt", names), partial(statements.first_receipt_postgresql, names))
+            params = {
+                "attempt_id": attempt_id,
+                "now": now,
+                **{f"seen_{name}": seen[name] for name in ("evidence", "supplier_order_id", "supplier_cost")},
+                **{name: values[name] for name in ("kind", "supplier_order_id", "cost", "cards", "evidence")},
+                "numbers": [self._cipher.encrypt(card.number) for card in cards],
+                "passwords": [self._cipher.encrypt(card.password) for card in cards],
+                "expiries": [card.expires for card in cards],
+                **{f"v_{name}": value for name, value in facts.items()},
+            }
+            written = yield Step(write, params)
+            if written:
+                (w,) = written
+                row = {"attempt_id": attempt_id, "order_id": w["order_id"], "created_at": now, **values}
+                return _receipt_from_row({**row, "id": w["id"], "applied_at": None}, cards)  # known as written
+            seen = None  # the attempt changed since, or has a receipt now: read it
+        raise StoreError(f"attempt {attempt_id} kept changing while its receipt was written")
+
+    def _attempt_for_receipt(self, attempt_id: int) -> Generator[Step, list[dict[str, Any]], dict[str, Any]]:
+        """The attempt's facts and its receipt's columns (`r_id` None without one); NotFound if it is not there."""
+        read = self._direct.prepared("attempt_with_receipt", statements.attempt_with_receipt)
+        rows = yield Step(read, {"attempt_id": attempt_id})
+        if not rows:
+            raise NotFound(f"no attempt {attempt_id}")
+        return rows[0]
 
     async def receipt_for(self, attempt_id: int) -> Receipt | None:
         async with self._read() as conn:
@@ -174,6 +226,15 @@ def _facts(attempt: Mapping[Any, Any], values: Mapping[str, Any], *, new: bool) 
     if new:
         facts["evidence"] = {**attempt["evidence"], "answer": values["evidence"]}
     return facts
+
+
+def _seen(attempt: AttemptRecord) -> dict[str, Any]:
+    """What `_facts` reads of an attempt, from the caller's copy of it."""
+    return {
+        "evidence": attempt.evidence,
+        "supplier_order_id": attempt.supplier_order_id,
+        "supplier_cost": attempt.supplier_cost,
+    }
 
 
 def _upgrades(current: Receipt, kind: ReceiptKind, cards: Sequence[Card]) -> bool:

@@ -125,6 +125,44 @@ class DiesAt(Store):
             raise asyncio.CancelledError
         return answer
 
+    def _deliver_at_once(self, *args: object, **kwargs: object) -> Script:  # type: ignore[override]
+        if DiesAt.moment == "in_delivery":
+            DiesAt.moment = ""
+            # PostgreSQL's delivery is one statement with no transaction around it: the moment before its commit
+            # is the moment before it reaches the server.
+            raise asyncio.CancelledError
+        return (yield from super()._deliver_at_once(*args, **kwargs))  # type: ignore[arg-type]
+
+    async def deliver(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        await super().deliver(*args, **kwargs)  # type: ignore[arg-type]
+        if DiesAt.moment == "after_delivery":
+            DiesAt.moment = ""
+            await die_here()  # committed, and nobody heard: the books must say delivered, and nothing is bought again
+
+
+async def test_killed_after_the_delivery_committed_before_anyone_heard(db_url: str, cipher: CardCipher) -> None:
+    DiesAt.moment = "after_delivery"
+    await asyncio.to_thread(Store.upgrade, db_url)
+    dying = await DiesAt.open(db_url, cipher)
+    try:
+        main = unqueryable("main")
+        backup = FakeSupplier("backup", place_steps=[ok])
+        first = two(dying, cipher, main, backup)
+        await first.add(qty=2)
+        with pytest.raises(asyncio.CancelledError):
+            await first.run()
+        assert DiesAt.moment == "", "it died where it should"
+        view = await first.view()
+        assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 2
+        assert [a.state for a in view.attempts] == [AttemptState.SUCCEEDED]
+        receipt = await dying.receipt_for(view.attempts[0].id)
+        assert receipt is not None and receipt.applied_at is not None, "the receipt was applied with the delivery"
+        await give_back(dying)
+        assert await dying.claim_orders("successor", 10, 60, datetime.now(UTC)) == [], "nothing left to do"
+        assert main.charged_units == 2 and backup.calls == [] and view.claims == ()
+    finally:
+        await dying.close()
+
 
 @pytest.mark.parametrize("moment", ["after_receipt", "in_delivery"])
 async def test_killed_between_the_receipt_and_the_delivery(db_url: str, cipher: CardCipher, moment: str) -> None:

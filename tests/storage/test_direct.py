@@ -8,17 +8,22 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
+from fulfil.crypto import CardCipher
 from fulfil.domain import AttemptState, NewOrder, ReceiptKind
 from fulfil.storage import Store
+from fulfil.storage.database import parse_url
 from fulfil.storage.direct import FALL_BACK, Script, Step
 from fulfil.storage.errors import Conflict, LeaseLost
 from fulfil.storage.schema import deliveries
@@ -111,12 +116,42 @@ async def test_every_direct_statement_is_counted(store: Store, claimed: Claimed,
     store._direct.watch(lambda texts, committed: seen.append((len(texts), committed)))  # noqa: SLF001
     order = await claimed()
     attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now, sent=True)
-    receipt = await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="K")])
+    cards = [Card(password="K")]
+    receipt = await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=cards, attempt=attempt)
     await store.deliver(order.id, OWNER, attempt.id, receipt.cards, now, reissue=False)
-    # (PostgreSQL: the claim, one statement on its own); the attempt fenced by the lease; read + receipt + its
-    # key + the attempt's facts; order + key + attempt + receipt applied
-    claim = [(1, True)] if store.dialect == "postgresql" else []
-    assert seen == [*claim, (1, True), (4, True), (4, True)]
+    # The attempt fenced by the lease in one INSERT. SQLite: read + receipt + its key + the attempt's facts in
+    # one transaction; order + key + attempt + receipt applied in one. PostgreSQL: the claim, one statement on its
+    # own; receipt, key and facts as one statement (the attempt as the caller saw it: no read); the delivery as
+    # one statement.
+    if store.dialect == "postgresql":
+        assert seen == [(1, True)] * 4
+    else:
+        assert seen == [(1, True), (4, True), (4, True)]
+
+
+async def test_a_receipt_written_from_a_stale_copy_of_the_attempt_keeps_what_changed_since(
+    store: Store, claimed: Claimed, now: datetime
+) -> None:
+    """The facts a first receipt teaches the attempt are worked out from the caller's copy only while the row
+    still holds it; changed since, it is read again and nothing written meanwhile is lost."""
+    order = await claimed()
+    stale = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now, sent=True)
+    await store.mark_attempt(stale.id, AttemptState.SENT, now, supplier_order_id="S-1", evidence={"asked": 1})
+    seen: list[int] = []
+    store._direct.watch(lambda texts, committed: seen.append(len(texts)))  # noqa: SLF001
+    evidence = {"code": "0"}
+    receipt = await store.record_receipt(
+        stale.id, ReceiptKind.GOODS, now, cards=[Card(password="K")], supplier_order_id="S-2", evidence=evidence,
+        cost=Decimal("9.5"), attempt=stale,
+    )  # fmt: skip
+    assert [c.password for c in receipt.cards] == ["K"] and receipt.supplier_order_id == "S-2"
+    (attempt,) = await store.attempts_for_order(order.id)
+    assert attempt.evidence == {"asked": 1, "answer": evidence}, "the change made after the copy stays"
+    assert (attempt.supplier_order_id, attempt.supplier_cost) == ("S-1", Decimal("9.5")), "the first id stays"
+    if store.dialect == "postgresql":  # the write refused (the copy is stale), the read, the write
+        assert seen == [1, 1, 1]
+    again = await store.record_receipt(stale.id, ReceiptKind.GOODS, now, cards=[Card(password="X")], attempt=stale)
+    assert [c.password for c in again.cards] == ["K"], "the first answer stays"
 
 
 _CHILD = """
@@ -153,6 +188,7 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.getcwd()}
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL's delivery is one statement: below
 async def test_kill_9_inside_a_direct_delivery_leaves_nothing_of_it(
     store: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime, tmp_path: Path, kill_9_at: KillAt
 ) -> None:
@@ -230,3 +266,150 @@ async def test_an_attempt_being_written_keeps_its_order_until_killed_then_nothin
         await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now, sent=True)
     attempt = await store.open_attempt(again.id, "B", "fulu", 0, 1, None, now, sent=True)
     assert [a.id for a in await store.attempts_for_order(order.id)] == [attempt.id]
+
+
+# PostgreSQL writes the receipt and the delivery each as one statement with no BEGIN or COMMIT: there is no moment
+# between its parts for a kill to land in. The dangerous moment is the statement in flight: sent, and running on
+# the server when the daemon dies. The test holds a lock the statement needs, so it waits there; the child is
+# killed -9; then either the server ends the dead client's session (nothing of it) or the lock goes and the
+# statement, whose end was sent with it, runs to its commit (all of it). Never a part.
+
+_CHILD_ONE = """
+import asyncio, os, sys
+from datetime import datetime, timezone
+from fulfil.crypto import CardCipher
+from fulfil.domain import ReceiptKind
+from fulfil.storage import Store
+from suppliers.taxonomy import Card
+
+url, order_id, attempt_id, what = sys.argv[1:5]
+
+async def main():
+    store = await Store.open(url, CardCipher(bytes.fromhex(os.environ["TEST_CARD_KEY"])))
+    now = datetime.now(timezone.utc)
+    cards = [Card(password="KILLED-1"), Card(password="KILLED-2")]
+    if what == "deliver":
+        await store.deliver(int(order_id), "w1", int(attempt_id), cards, now, reissue=False)
+    else:
+        await store.record_receipt(int(attempt_id), ReceiptKind.GOODS, now, cards=cards, supplier_order_id="S-9")
+    print("the statement returned", flush=True)
+
+asyncio.run(main())
+"""
+
+
+_KEY = bytes(range(32))  # the child's and the test's store: the same key, so each reads what the other wrote
+
+
+@pytest.fixture
+async def keyed(store: Store, db_url: str) -> AsyncIterator[Store]:
+    """The test's store (migrated) opened again with `_KEY`."""
+    opened = await Store.open(db_url, CardCipher(_KEY))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def _kill_9_in_flight(db_url: str, lock: str, args: list[str], *, terminate: bool) -> None:
+    """Hold `lock` (a row lock) in a transaction of our own, run the child until its statement waits for it on
+    the server, kill -9 the child; then end its session (`terminate`) or not, and let the lock go."""
+    _, parsed = parse_url(db_url)
+    engine = create_async_engine(parsed, poolclass=NullPool)
+    try:
+        async with engine.connect() as locker:
+            await locker.execute(text(lock))
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _CHILD_ONE, db_url, *args, env={**_child_env(), "TEST_CARD_KEY": _KEY.hex()}
+            )
+            try:
+                async with asyncio.timeout(60):
+                    while True:
+                        assert child.returncode is None, f"the child ended early ({child.returncode})"
+                        waiting = await _waiting_backends(engine)
+                        if waiting:
+                            break
+                        await asyncio.sleep(0.05)
+            finally:
+                child.kill()
+                await child.wait()
+            assert child.returncode == -signal.SIGKILL
+            if terminate:
+                async with engine.connect() as admin:
+                    for pid in waiting:
+                        await admin.execute(text(f"SELECT pg_terminate_backend({pid})"))
+            await locker.rollback()
+        async with asyncio.timeout(60):
+            while await _waiting_backends(engine, any_state=True):  # noqa: ASYNC110 - another process's backend
+                await asyncio.sleep(0.05)  # the dead client's backend has finished, one way or the other
+    finally:
+        await engine.dispose()
+
+
+async def _waiting_backends(engine: AsyncEngine, *, any_state: bool = False) -> list[int]:
+    """The backends running one of the store's one-statement writes (waiting for a lock unless `any_state`)."""
+    wait = "" if any_state else "AND wait_event_type = 'Lock'"
+    sql = (
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active' "
+        f"AND (query LIKE '%INSERT INTO deliveries%' OR query LIKE '%INSERT INTO receipts%') {wait}"
+    )
+    async with engine.connect() as conn:
+        return [row.pid for row in await conn.execute(text(sql))]
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("pg", marks=pytest.mark.pg)], indirect=True)
+@pytest.mark.parametrize("terminate", [True, False], ids=["session-ended", "statement-finished"])
+async def test_kill_9_while_the_one_statement_delivery_runs_leaves_all_of_it_or_nothing(
+    keyed: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime, terminate: bool
+) -> None:
+    store = keyed
+    order = await claimed()
+    attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 2, None, now, sent=True)
+    await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="A"), Card(password="B")])
+    # The attempt's row: the delivery's UPDATE of it waits (the order's row it locked first).
+    lock = f"SELECT id FROM attempts WHERE id = {attempt.id} FOR UPDATE"
+    await _kill_9_in_flight(db_url, lock, [str(order.id), str(attempt.id), "deliver"], terminate=terminate)
+
+    view = await store.get_order(order.ref)
+    receipt = await store.receipt_for(attempt.id)
+    assert view is not None and receipt is not None
+    keys = await raw(f"SELECT attempt_id FROM deliveries WHERE order_id = {order.id} ORDER BY id")
+    if terminate:  # nothing of it
+        assert view.order.status.value == "processing" and view.order.lease_owner == OWNER
+        assert (keys, [a.state for a in view.attempts], receipt.applied_at) == ([], [AttemptState.SENT], None)
+        await store.deliver(order.id, OWNER, attempt.id, receipt.cards, now, reissue=False)
+        view = await store.get_order(order.ref)
+        assert view is not None and [c.password for c in view.cards] == ["A", "B"]
+    else:  # all of it, the keys in their order
+        assert view.order.status.value == "delivered" and view.order.lease_owner is None
+        assert [c.password for c in view.cards] == ["KILLED-1", "KILLED-2"]
+        assert [a.state for a in view.attempts] == [AttemptState.SUCCEEDED] and receipt.applied_at is not None
+        with pytest.raises(LeaseLost):  # and once only
+            await store.deliver(order.id, OWNER, attempt.id, receipt.cards, now, reissue=False)
+    assert len(await raw(f"SELECT id FROM deliveries WHERE order_id = {order.id}")) == 2
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("pg", marks=pytest.mark.pg)], indirect=True)
+@pytest.mark.parametrize("terminate", [True, False], ids=["session-ended", "statement-finished"])
+async def test_kill_9_while_the_one_statement_receipt_runs_leaves_all_of_it_or_nothing(
+    keyed: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime, terminate: bool
+) -> None:
+    store = keyed
+    order = await claimed()
+    attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 2, None, now, sent=True)
+    lock = f"SELECT id FROM attempts WHERE id = {attempt.id} FOR UPDATE"
+    await _kill_9_in_flight(db_url, lock, [str(order.id), str(attempt.id), "receipt"], terminate=terminate)
+
+    receipt = await store.receipt_for(attempt.id)
+    (facts,) = await raw(f"SELECT supplier_order_id, evidence FROM attempts WHERE id = {attempt.id}")
+    stored = await raw("SELECT receipt_id, position FROM receipt_cards ORDER BY position")
+    if terminate:  # nothing of it: the answer can still be written
+        assert (receipt, stored, facts["supplier_order_id"]) == (None, [], None)
+        receipt = await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="A")])
+        assert [c.password for c in receipt.cards] == ["A"]
+    else:  # all of it: the receipt, its keys in order, and what the attempt learnt
+        assert receipt is not None and [c.password for c in receipt.cards] == ["KILLED-1", "KILLED-2"]
+        assert [row["position"] for row in stored] == [0, 1] and facts["supplier_order_id"] == "S-9"
+        assert '"answer"' in facts["evidence"]
+        again = await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="C")])
+        assert [c.password for c in again.cards] == ["KILLED-1", "KILLED-2"], "the first answer stays"
