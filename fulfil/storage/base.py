@@ -206,8 +206,9 @@ class StoreBase:
         return attempt_from_row(row)
 
     def _check_number(self, attempt_id: int, number: str) -> None:
-        """Inside the inserting transaction, so it rolls back: an id past ten digits would make a cut-off number,
-        and a number that is not the attempt's is never sent."""
+        """An id past ten digits would make a cut-off number, and a number that is not the attempt's is never sent.
+        On SQLite inside the inserting transaction, so it rolls back; PostgreSQL's single INSERT commits on its
+        own, and its CHECK (migration 0010) refuses such an id before anything is written."""
         if number != self._number(attempt_id):
             raise StoreError(f"attempt {attempt_id} got the number {number!r}, not {self._number(attempt_id)!r}")
 

@@ -67,6 +67,7 @@ orders = Table(
 attempts = Table(
     "attempts",
     metadata,
+    # PostgreSQL: CHECK id < 10^10 (migration 0010), so the number made from it is never cut off.
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("order_id", Id, ForeignKey("orders.id"), nullable=False, index=True),
     # Null only inside the inserting transaction: the number is made from the new row's id.

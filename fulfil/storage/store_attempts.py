@@ -73,11 +73,15 @@ class AttemptOps(StoreBase):
         if sent:
             values.update(state=AttemptState.SENT.value, sent_at=now, last_sent_at=now)
         self._number(0)  # no install id: refuse before writing anything
-        return attempt_from_row(await self._direct.run(self._open_attempt(order_id, owner, values)))
+        direct = self._direct
+        # PostgreSQL: the one INSERT is its own transaction (no BEGIN/COMMIT round trips); committed when it returns.
+        run = direct.each if direct.postgresql else direct.run
+        return attempt_from_row(await run(self._open_attempt(order_id, owner, values)))
 
     def _open_attempt(self, order_id: int, owner: str, values: dict[str, Any]) -> Script:
         """The attempt, fenced by the lease in the same statement (one INSERT that also picks the id and makes
-        the number from it): no row back, nothing written, the lease is lost."""
+        the number from it): no row back, nothing written, the lease is lost. The number is checked before SQLite's
+        COMMIT; on PostgreSQL the database's own check (migration 0010) refused a cut-off one already."""
         names = tuple(values)
         prefix = f"F{self.install_id}"
         insert = self._direct.prepared(
@@ -87,7 +91,7 @@ class AttemptOps(StoreBase):
         if not rows:
             raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
         (row,) = rows
-        self._check_number(row["id"], row["number"])  # before the commit: a wrong number is never written
+        self._check_number(row["id"], row["number"])  # before it is sent: a wrong number is never sent
         return row
 
     async def mark_attempt(

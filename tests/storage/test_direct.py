@@ -9,14 +9,13 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import insert, text
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -25,7 +24,7 @@ from fulfil.domain import AttemptState, NewOrder, ReceiptKind
 from fulfil.storage import Store
 from fulfil.storage.database import parse_url
 from fulfil.storage.direct import FALL_BACK, Script, Step
-from fulfil.storage.errors import Conflict, LeaseLost
+from fulfil.storage.errors import Conflict, LeaseLost, StoreError
 from fulfil.storage.schema import deliveries
 from suppliers.taxonomy import Card
 from tests.storage.scriptkit import OWNER, falling_back, raising, touch, updated_at
@@ -213,54 +212,35 @@ async def test_kill_9_inside_a_direct_delivery_leaves_nothing_of_it(
     assert delivered is not None and delivered.order.status.value == "delivered" and len(delivered.cards) == 1
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL's attempt is one statement: below
 async def test_an_attempt_being_written_keeps_its_order_until_killed_then_nothing_of_it_stays(
     store: Store, raw: Raw, db_url: str, now: datetime, tmp_path: Path
 ) -> None:
     """The write-ahead attempt is fenced by the lease in its one INSERT. While that transaction is open (after
-    the INSERT, before its COMMIT) and the lease has run out, no one else takes the order: PostgreSQL's sweeper
-    and claims skip the row it locked, SQLite's wait for its lock. Killed -9 there, the attempt is not written,
-    the order is swept and claimed again, and the next owner's attempt is the only one."""
+    the INSERT, before its COMMIT) and the lease has run out, no one else takes the order: the sweeper waits for
+    the writer's lock. Killed -9 there, the attempt is not written, the order is swept and claimed again, and the
+    next owner's attempt is the only one."""
     await store.add_order(NewOrder("o-1", "steam-100", 1), now)
     (order,) = await store.claim_orders(OWNER, 1, 0.3, now)
     marker = tmp_path / "inside"
     args = [db_url, str(order.id), "0", str(marker), "_open_attempt"]
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", _CHILD, *args, env=_child_env())
-    sweeping = None
     try:
         async with asyncio.timeout(60):
             while not marker.exists():  # noqa: ASYNC110 - a file the child makes
                 assert child.returncode is None, f"the child ended early ({child.returncode})"
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # the 0.3 s lease has run out on the database's clock
-        if store.dialect == "postgresql":
-            assert await store.sweep_expired_leases(now) == 0, "the row being written is locked: skipped"
-            assert await store.claim_orders("B", 10, 60, now) == []
-            # Locked for update as the fence UPDATE locked it, not only shared by the attempt's foreign key: any
-            # other change to the order (an operator's, say) waits for the attempt's commit.
-            change = f"UPDATE orders SET reason = '' WHERE id = {order.id} RETURNING id"
-            with pytest.raises(OperationalError, match="lock timeout"):
-                await raw(f"SET lock_timeout = '300ms'; {change}")
-        else:
-            sweeping = asyncio.create_task(store.sweep_expired_leases(now))
-            await asyncio.sleep(0.5)
-            assert not sweeping.done(), "the sweeper waits for the writer's lock"
+        sweeping = asyncio.create_task(store.sweep_expired_leases(now))
+        await asyncio.sleep(0.5)
+        assert not sweeping.done(), "the sweeper waits for the writer's lock"
     finally:
         child.kill()
         await child.wait()
     assert child.returncode == -signal.SIGKILL
 
     assert await raw(f"SELECT id FROM attempts WHERE order_id = {order.id}") == [], "not committed: not written"
-    if sweeping is not None:
-        assert await sweeping == 1
-    else:
-        # The server rolls the killed session back once it notices the closed socket; until then the row
-        # is still locked and skipped.
-        for _ in range(200):
-            if await store.sweep_expired_leases(now) == 1:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the killed session's lock was never released")
+    assert await sweeping == 1
     (again,) = await store.claim_orders("B", 10, 60, now)
     with pytest.raises(LeaseLost):
         await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now, sent=True)
@@ -268,11 +248,28 @@ async def test_an_attempt_being_written_keeps_its_order_until_killed_then_nothin
     assert [a.id for a in await store.attempts_for_order(order.id)] == [attempt.id]
 
 
-# PostgreSQL writes the receipt and the delivery each as one statement with no BEGIN or COMMIT: there is no moment
-# between its parts for a kill to land in. The dangerous moment is the statement in flight: sent, and running on
-# the server when the daemon dies. The test holds a lock the statement needs, so it waits there; the child is
-# killed -9; then either the server ends the dead client's session (nothing of it) or the lock goes and the
-# statement, whose end was sent with it, runs to its commit (all of it). Never a part.
+async def test_an_attempt_id_past_ten_digits_is_never_written(store: Store, claimed: Claimed, raw: Raw) -> None:
+    """The number is the install's prefix and the id in ten digits: an id past that would be sent cut off.
+    SQLite refuses it before its COMMIT; PostgreSQL's single INSERT by the table's CHECK (migration 0010)."""
+    order = await claimed()
+    now = datetime.now(UTC)
+    first = await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now, sent=True)
+    assert first.number.endswith(f"{first.id:010d}") and len(first.number) == 19
+    async with store._write() as conn:  # noqa: SLF001 - the next id is 10^10
+        if store.dialect == "postgresql":
+            await conn.execute(text("SELECT setval(pg_get_serial_sequence('attempts', 'id'), 9999999999)"))
+        else:
+            await conn.execute(text(f"UPDATE attempts SET id = 9999999999, number = 'X' WHERE id = {first.id}"))
+    with pytest.raises(StoreError):
+        await store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now, sent=True)
+    assert len(await raw(f"SELECT id FROM attempts WHERE order_id = {order.id}")) == 1, "nothing more written"
+
+
+# PostgreSQL writes the attempt, the receipt and the delivery each as one statement with no BEGIN or COMMIT:
+# there is no moment between its parts for a kill to land in. The dangerous moment is the statement in flight:
+# sent, and running on the server when the daemon dies. The test holds a lock the statement needs, so it waits
+# there; the child is killed -9; then either the server ends the dead client's session (nothing of it) or the
+# lock goes and the statement, whose end was sent with it, runs to its commit (all of it). Never a part.
 
 _CHILD_ONE = """
 import asyncio, os, sys
@@ -290,6 +287,8 @@ async def main():
     cards = [Card(password="KILLED-1"), Card(password="KILLED-2")]
     if what == "deliver":
         await store.deliver(int(order_id), "w1", int(attempt_id), cards, now, reissue=False)
+    elif what == "attempt":
+        await store.open_attempt(int(order_id), "w1", "fulu", 0, 2, None, now, sent=True)
     else:
         await store.record_receipt(int(attempt_id), ReceiptKind.GOODS, now, cards=cards, supplier_order_id="S-9")
     print("the statement returned", flush=True)
@@ -350,8 +349,10 @@ async def _waiting_backends(engine: AsyncEngine, *, any_state: bool = False) -> 
     """The backends running one of the store's one-statement writes (waiting for a lock unless `any_state`)."""
     wait = "" if any_state else "AND wait_event_type = 'Lock'"
     sql = (
-        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active' "
-        f"AND (query LIKE '%INSERT INTO deliveries%' OR query LIKE '%INSERT INTO receipts%') {wait}"
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database() "
+        "AND state = 'active' "
+        f"AND (query LIKE '%INSERT INTO deliveries%' OR query LIKE '%INSERT INTO receipts%' "
+        f"OR query LIKE '%INSERT INTO attempts%') {wait}"
     )
     async with engine.connect() as conn:
         return [row.pid for row in await conn.execute(text(sql))]
@@ -413,3 +414,27 @@ async def test_kill_9_while_the_one_statement_receipt_runs_leaves_all_of_it_or_n
         assert '"answer"' in facts["evidence"]
         again = await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="C")])
         assert [c.password for c in again.cards] == ["KILLED-1", "KILLED-2"], "the first answer stays"
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("pg", marks=pytest.mark.pg)], indirect=True)
+@pytest.mark.parametrize("terminate", [True, False], ids=["session-ended", "statement-finished"])
+async def test_kill_9_while_the_one_statement_attempt_runs_leaves_all_of_it_or_nothing(
+    keyed: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime, terminate: bool
+) -> None:
+    store = keyed
+    order = await claimed()
+    # The order's row: the INSERT's lease fence locks it (FOR NO KEY UPDATE), so it waits for us.
+    lock = f"SELECT id FROM orders WHERE id = {order.id} FOR UPDATE"
+    await _kill_9_in_flight(db_url, lock, [str(order.id), "0", "attempt"], terminate=terminate)
+
+    written = await store.attempts_for_order(order.id)
+    if terminate:  # nothing of it: the write-ahead can be made now
+        assert written == []
+        attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 2, None, now, sent=True)
+        assert [a.id for a in await store.attempts_for_order(order.id)] == [attempt.id]
+    else:  # all of it: the attempt with its own number, sent, to be settled before anything else is bought
+        (attempt,) = written
+        assert attempt.number == f"F{store.install_id}{attempt.id:010d}" and attempt.state is AttemptState.SENT
+        assert (attempt.qty, attempt.sent_at is not None) == (2, True)
+    view = await store.get_order(order.ref)
+    assert view is not None and view.order.lease_owner == OWNER, "the lease is as it was"
