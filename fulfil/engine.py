@@ -12,10 +12,10 @@ import asyncio
 import enum
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fulfil import failpoints, metrics
 from fulfil.batching import BatchLoader
@@ -46,6 +46,7 @@ from suppliers.base import PlaceRequest, Supplier
 from suppliers.taxonomy import Card, ErrorClass, OrderState, Outcome
 
 log = logging.getLogger("fulfil.engine")
+T = TypeVar("T")
 
 MAX_QUERY_INTERVAL = 30.0
 ACKNOWLEDGED = "acknowledged"  # evidence flag: the supplier said it has the order (accepted / processing)
@@ -84,6 +85,19 @@ class Run:
     product: ProductConfig
     retried_after: int | None  # last `review retry`: attempts up to this id came before it
 
+
+async def finished_despite_cancel(work: Awaitable[T]) -> tuple[T, bool]:
+    """`work` run to its end even if the calling task is cancelled meanwhile, however often; its result, and
+    whether a cancel came (the caller stops after acting on the result)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
 
 class Engine:
     """Implements the worker's `Processor`: `process`, `recover`, `periodic`."""
@@ -291,7 +305,7 @@ class Engine:
             until = now + timedelta(seconds=self.config.cooldown.stock_empty)
             await self.store.set_cooldown(supplier.name, offer.product_id or "", until, "stock check: empty", now)
             return Step.NEXT_OFFER
-        attempt = await self.store.open_attempt(
+        opening = self.store.open_attempt(
             run.order.id,
             run.owner,
             offer.supplier,
@@ -301,6 +315,19 @@ class Engine:
             self.clock.now(),
             sent=not supplier.local,
         )
+        # Cancelled meanwhile, the write may still land (PostgreSQL's one INSERT is the server's to finish; SQLite's
+        # group commits it with the others): let it end, and mark what it wrote as never sent, so that no one asks
+        # a supplier about a purchase that never left, or claims for it.
+        attempt, cancelled = await finished_despite_cancel(opening)
+        if cancelled:
+            if attempt.state is AttemptState.SENT:
+                evidence = {**attempt.evidence, "message": "not sent: the order's work was cancelled first"}
+                now = self.clock.now()
+                await self.store.mark_attempt(
+                    attempt.id, AttemptState.FAILED, now, error_class=ErrorClass.TRANSIENT, evidence=evidence
+                )
+                log.info("attempt.not_sent", extra=_ctx(run, attempt))
+            raise asyncio.CancelledError
         if attempt.state is AttemptState.SENT:
             log.info("attempt.sent", extra=_ctx(run, attempt))
         return await self._drive(run, attempt, supplier, offer)
@@ -658,16 +685,7 @@ class Engine:
                     log.warning("receipt.retry", extra={"number": attempt.number}, exc_info=True)
             raise AssertionError("unreachable")  # pragma: no cover
 
-        task = asyncio.ensure_future(write())
-        cancelled = False
-        while True:
-            try:
-                receipt = await asyncio.shield(task)
-                break
-            except asyncio.CancelledError:
-                if task.done():
-                    raise
-                cancelled = True  # the answer is money: write it down, then stop (however often we are told to)
+        receipt, cancelled = await finished_despite_cancel(write())  # the answer is money: written down, then stop
         if cancelled:
             raise asyncio.CancelledError
         log.info("receipt.written", extra={"number": attempt.number, "kind": kind.value, "cards": len(receipt.cards)})

@@ -206,12 +206,6 @@ async def _run_postgresql(pg: PgConnection, script: Script) -> tuple[Any, list[s
     return answer, ran
 
 
-async def _run_each(pg: PgConnection, script: Script) -> tuple[Any, list[str]]:
-    """The script's statements with no BEGIN or COMMIT: each a transaction of its own (the server's implicit one)."""
-    ran: list[str] = []
-    return await _pg_steps(pg, script, ran, transaction=False), ran
-
-
 async def _pg_steps(pg: PgConnection, script: Script, ran: list[str], *, transaction: bool) -> Any:
     """Run the script's statements on `pg` (each text onto `ran`); its answer. Outside a transaction a step
     of many rows is refused: they would be as many transactions, not what a script means by it."""
@@ -391,28 +385,35 @@ class Direct:
         """Run the script as one write transaction; its answer, or FALL_BACK (rolled back, nothing written).
 
         A constraint refusing a write: Conflict; any other database error: StoreError (rolled back either way)."""
+        each: list[str] = []  # without a transaction: the statements run, each committed on its own
         try:
             if self._pg is not None:
                 pg = await self._pg.acquire()
                 try:
-                    answer, ran = await (_run_postgresql(pg, script) if transaction else _run_each(pg, script))
+                    if transaction:
+                        answer, ran = await _run_postgresql(pg, script)
+                    else:
+                        answer = await _pg_steps(pg, script, each, transaction=False)
                 finally:
                     self._pg.release(pg)
             else:
                 assert self._sqlite is not None
                 answer, ran = await self._sqlite.run(script)
         except (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError) as exc:
+            each[-1:] = []  # the statement refused was not committed
             raise Conflict(f"write refused by a constraint: {exc}") from exc
         except (sqlite3.Error, *DRIVER_ERRORS, DBAPIError) as exc:
+            each[-1:] = []
             raise StoreError(f"database error: {exc}") from exc
         except StatementError as exc:
             raise StoreError(f"cannot store a value: {exc.orig}") from exc
-        for watcher in self._watchers:
-            if transaction:
-                watcher(ran, answer is not FALL_BACK)
-            else:  # each statement was a transaction of its own on the server
-                for text in ran:
+        finally:
+            for text in each:  # also when the script raised after them (LeaseLost, NotFound): they ran
+                for watcher in self._watchers:
                     watcher([text], True)
+        if transaction:
+            for watcher in self._watchers:
+                watcher(ran, answer is not FALL_BACK)
         return answer
 
     async def warm(self, *, every: bool = False) -> None:

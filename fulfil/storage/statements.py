@@ -255,7 +255,8 @@ def deliver_postgresql(event: tuple[str, ...] = ()) -> Any:
     """Order -> delivered (fenced by `owner`'s lease), its keys into deliveries in order, the attempt ->
     succeeded, its receipt applied, and with `event` (outbox columns but the channel, `e_<column>` parameters)
     the event's outbox row for each of `channels`. Written only when the attempt is the order's and the order is
-    not an after-sales reissue (with `look_up`); the row says which held (`reissue`, `tried`, `delivered`)."""
+    not an after-sales reissue (with `look_up`); the row says which held (`reissue`, `tried`, `held`: the lease,
+    `delivered`)."""
     outbox = ""
     if event:
         outbox = f"""
@@ -291,6 +292,7 @@ WITH link AS (
     RETURNING 1{outbox}
 )
 SELECT EXISTS (SELECT 1 FROM link) AS reissue, EXISTS (SELECT 1 FROM tried) AS tried,
+    EXISTS (SELECT 1 FROM orders WHERE id = :order_id AND lease_owner = :owner AND status = :processing) AS held,
     EXISTS (SELECT 1 FROM done) AS delivered, (SELECT count(*) FROM keys) AS keys,
     (SELECT count(*) FROM succeeded) AS succeeded, (SELECT count(*) FROM applied) AS applied
 """
@@ -315,6 +317,7 @@ SELECT EXISTS (SELECT 1 FROM link) AS reissue, EXISTS (SELECT 1 FROM tried) AS t
         .columns(
             column("reissue", Boolean()),
             column("tried", Boolean()),
+            column("held", Boolean()),
             column("delivered", Boolean()),
             column("keys", BigInteger()),
             column("succeeded", BigInteger()),

@@ -287,9 +287,10 @@ class AttemptOps(StoreBase):
         (found,) = yield Step(deliver, params)
         if found["reissue"]:
             return FALL_BACK
-        if not found["tried"]:
-            raise NotFound(f"no attempt {attempt_id} for order {order_id}")
-        if not found["delivered"]:
+        if not found["delivered"]:  # in `_deliver`'s order: the lease, then the attempt
+            if found["held"] and not found["tried"]:
+                raise NotFound(f"no attempt {attempt_id} for order {order_id}")
+            # Not held, or held when the statement began and taken over before its UPDATE had the row.
             raise LeaseLost(f"order {order_id}: lease no longer held by {owner}")
         return None
 

@@ -9,11 +9,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from notifykit import SECRET, routes
-from sqlalchemy import event
+from sqlalchemy import event, insert
 
-from fulfil.domain import NewOrder, OrderStatus
+from fulfil.domain import AttemptState, NewOrder, OrderStatus, ReceiptKind
 from fulfil.storage import Store
+from fulfil.storage.errors import LeaseLost, NotFound
+from fulfil.storage.schema import aftersales_cases, reissues
 from suppliers.taxonomy import Card
 
 
@@ -230,3 +233,70 @@ async def test_an_operator_hold_tells_order_review_subscribers_as_the_engine_wou
     await store.review_hold("H1", "dana", now)
     (row,) = await _outbox(store)
     assert (row.type, row.data) == ("order.review", {"status": "review", "reason": "held by dana"})
+
+
+async def _received(store: Store, ref: str, now: datetime) -> tuple[int, int]:
+    """An order claimed by w1, its attempt sent and its answer written down: (order id, attempt id)."""
+    added = await store.add_order(NewOrder(ref, "steam-100", 1), now)
+    (order,) = [o for o in await store.claim_orders("w1", 10, 60, now) if o.id == added.order_id]
+    attempt = await store.open_attempt(order.id, "w1", "fulu", 0, 1, None, now, sent=True)
+    await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password=f"KEY-{ref}")])
+    return order.id, attempt.id
+
+
+async def _untouched(store: Store, ref: str, attempt_id: int) -> None:
+    view = await store.get_order(ref)
+    receipt = await store.receipt_for(attempt_id)
+    assert view is not None and receipt is not None
+    assert (view.order.status, view.cards, receipt.applied_at) == (OrderStatus.PROCESSING, (), None)
+    assert [a.state for a in await store.attempts_for_order(view.order.id)] == [AttemptState.SENT]
+    assert [r.type for r in await _outbox(store) if r.order_id == view.order.id] == ["order.accepted"]
+
+
+async def test_a_refused_delivery_leaves_the_receipt_the_attempt_and_the_events_as_they_were(
+    store: Store, now: datetime
+) -> None:
+    """Lease lost, or an attempt that is not the order's: nothing of the delivery is written, not its event, not
+    the receipt's applied mark (the receipt stays to be acted on, its keys not lost)."""
+    store.notify_routes = routes()
+    order_id, attempt_id = await _received(store, "R1", now)
+    with pytest.raises(LeaseLost):
+        await store.deliver(order_id, "someone-else", attempt_id, [Card(password="KEY-R1")], now, reissue=False)
+    await _untouched(store, "R1", attempt_id)
+
+    _, other_attempt = await _received(store, "R2", now)
+    with pytest.raises(NotFound):
+        await store.deliver(order_id, "w1", other_attempt, [Card(password="KEY-R2")], now, reissue=False)
+    await _untouched(store, "R1", attempt_id)
+    await _untouched(store, "R2", other_attempt)
+
+
+async def test_a_reissue_found_by_looking_it_up_settles_its_case_with_the_delivery(store: Store, now: datetime) -> None:
+    """Asked to look (`reissue=None`), the delivery finds the order is an after-sales reissue and ends its case in
+    the same transaction (the general code); an order that is none is delivered by the hot path alone."""
+    store.notify_routes = routes()
+    original, _ = await _received(store, "P1", now)
+    child, attempt_id = await _received(store, "P1-R1", now)
+    async with store._write() as conn:  # noqa: SLF001 - the case and its reissue, as the desk writes them
+        case_id = (
+            await conn.execute(
+                insert(aftersales_cases).returning(aftersales_cases.c.id),
+                {"case_no": "AS-1", "order_id": original, "problem": "key_invalid", "status": "open", "level": "L1",
+                 "attachments": {}, "open_key": f"{original}:key_invalid", "opened_at": now, "level_at": now,
+                 "updated_at": now},
+            )
+        ).scalar_one()  # fmt: skip
+        await conn.execute(
+            insert(reissues),
+            {"case_id": case_id, "order_id": original, "reissue_order_id": child, "units": 1, "reason": "invalid",
+             "decided_by": "rules", "created_at": now},
+        )  # fmt: skip
+    await store.deliver(child, "w1", attempt_id, [Card(password="KEY-P1-R1")], now)
+    case = await store.get_case("AS-1")
+    assert case is not None and (case.status.value, case.outcome) == ("resolved", "reissued")
+    view = await store.get_order("P1-R1")
+    assert view is not None and view.order.status is OrderStatus.DELIVERED
+    receipt = await store.receipt_for(attempt_id)
+    assert receipt is not None and receipt.applied_at is not None
+    types = sorted(r.type for r in await _outbox(store) if r.order_id == child)
+    assert types == ["order.accepted", "order.delivered"]

@@ -310,24 +310,25 @@ async def keyed(store: Store, db_url: str) -> AsyncIterator[Store]:
         await opened.close()
 
 
-async def _kill_9_in_flight(db_url: str, lock: str, args: list[str], *, terminate: bool) -> None:
+async def _kill_9_in_flight(db_url: str, lock: str, args: list[str], *, terminate: bool) -> bool:
     """Hold `lock` (a row lock) in a transaction of our own, run the child until its statement waits for it on
-    the server, kill -9 the child; then end its session (`terminate`) or not, and let the lock go."""
+    the server, kill -9 the child; then end its session (`terminate`) or not, and let the lock go. Whether the
+    statement was let finish: not when its session was ended, nor when the server checks for lost clients
+    (`client_connection_check_interval`), which ends it too."""
     _, parsed = parse_url(db_url)
     engine = create_async_engine(parsed, poolclass=NullPool)
     try:
         async with engine.connect() as locker:
+            checks = await locker.scalar(text("SHOW client_connection_check_interval"))
+            blocker = await locker.scalar(text("SELECT pg_backend_pid()"))
             await locker.execute(text(lock))
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", _CHILD_ONE, db_url, *args, env={**_child_env(), "TEST_CARD_KEY": _KEY.hex()}
             )
             try:
                 async with asyncio.timeout(60):
-                    while True:
+                    while not (waiting := await _backends(engine, f"{blocker} = ANY(pg_blocking_pids(pid))")):
                         assert child.returncode is None, f"the child ended early ({child.returncode})"
-                        waiting = await _waiting_backends(engine)
-                        if waiting:
-                            break
                         await asyncio.sleep(0.05)
             finally:
                 child.kill()
@@ -338,23 +339,19 @@ async def _kill_9_in_flight(db_url: str, lock: str, args: list[str], *, terminat
                     for pid in waiting:
                         await admin.execute(text(f"SELECT pg_terminate_backend({pid})"))
             await locker.rollback()
+        pids = ", ".join(map(str, waiting))
         async with asyncio.timeout(60):
-            while await _waiting_backends(engine, any_state=True):  # noqa: ASYNC110 - another process's backend
+            while await _backends(engine, f"pid IN ({pids}) AND state = 'active'"):  # noqa: ASYNC110 - not ours
                 await asyncio.sleep(0.05)  # the dead client's backend has finished, one way or the other
     finally:
         await engine.dispose()
+    return not terminate and checks == "0"
 
 
-async def _waiting_backends(engine: AsyncEngine, *, any_state: bool = False) -> list[int]:
-    """The backends running one of the store's one-statement writes (waiting for a lock unless `any_state`)."""
-    wait = "" if any_state else "AND wait_event_type = 'Lock'"
-    sql = (
-        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database() "
-        "AND state = 'active' "
-        f"AND (query LIKE '%INSERT INTO deliveries%' OR query LIKE '%INSERT INTO receipts%' "
-        f"OR query LIKE '%INSERT INTO attempts%') {wait}"
-    )
+async def _backends(engine: AsyncEngine, where: str) -> list[int]:
+    """The other sessions' backends `where` holds for (a condition on pg_stat_activity)."""
     async with engine.connect() as conn:
+        sql = f"SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND {where}"
         return [row.pid for row in await conn.execute(text(sql))]
 
 
@@ -369,13 +366,13 @@ async def test_kill_9_while_the_one_statement_delivery_runs_leaves_all_of_it_or_
     await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="A"), Card(password="B")])
     # The attempt's row: the delivery's UPDATE of it waits (the order's row it locked first).
     lock = f"SELECT id FROM attempts WHERE id = {attempt.id} FOR UPDATE"
-    await _kill_9_in_flight(db_url, lock, [str(order.id), str(attempt.id), "deliver"], terminate=terminate)
+    finished = await _kill_9_in_flight(db_url, lock, [str(order.id), str(attempt.id), "deliver"], terminate=terminate)
 
     view = await store.get_order(order.ref)
     receipt = await store.receipt_for(attempt.id)
     assert view is not None and receipt is not None
     keys = await raw(f"SELECT attempt_id FROM deliveries WHERE order_id = {order.id} ORDER BY id")
-    if terminate:  # nothing of it
+    if not finished:  # nothing of it
         assert view.order.status.value == "processing" and view.order.lease_owner == OWNER
         assert (keys, [a.state for a in view.attempts], receipt.applied_at) == ([], [AttemptState.SENT], None)
         await store.deliver(order.id, OWNER, attempt.id, receipt.cards, now, reissue=False)
@@ -399,12 +396,12 @@ async def test_kill_9_while_the_one_statement_receipt_runs_leaves_all_of_it_or_n
     order = await claimed()
     attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 2, None, now, sent=True)
     lock = f"SELECT id FROM attempts WHERE id = {attempt.id} FOR UPDATE"
-    await _kill_9_in_flight(db_url, lock, [str(order.id), str(attempt.id), "receipt"], terminate=terminate)
+    finished = await _kill_9_in_flight(db_url, lock, [str(order.id), str(attempt.id), "receipt"], terminate=terminate)
 
     receipt = await store.receipt_for(attempt.id)
     (facts,) = await raw(f"SELECT supplier_order_id, evidence FROM attempts WHERE id = {attempt.id}")
     stored = await raw("SELECT receipt_id, position FROM receipt_cards ORDER BY position")
-    if terminate:  # nothing of it: the answer can still be written
+    if not finished:  # nothing of it: the answer can still be written
         assert (receipt, stored, facts["supplier_order_id"]) == (None, [], None)
         receipt = await store.record_receipt(attempt.id, ReceiptKind.GOODS, now, cards=[Card(password="A")])
         assert [c.password for c in receipt.cards] == ["A"]
@@ -425,10 +422,10 @@ async def test_kill_9_while_the_one_statement_attempt_runs_leaves_all_of_it_or_n
     order = await claimed()
     # The order's row: the INSERT's lease fence locks it (FOR NO KEY UPDATE), so it waits for us.
     lock = f"SELECT id FROM orders WHERE id = {order.id} FOR UPDATE"
-    await _kill_9_in_flight(db_url, lock, [str(order.id), "0", "attempt"], terminate=terminate)
+    finished = await _kill_9_in_flight(db_url, lock, [str(order.id), "0", "attempt"], terminate=terminate)
 
     written = await store.attempts_for_order(order.id)
-    if terminate:  # nothing of it: the write-ahead can be made now
+    if not finished:  # nothing of it: the write-ahead can be made now
         assert written == []
         attempt = await store.open_attempt(order.id, OWNER, "fulu", 0, 2, None, now, sent=True)
         assert [a.id for a in await store.attempts_for_order(order.id)] == [attempt.id]

@@ -103,17 +103,20 @@ async def test_a_caller_cancelled_mid_statement_leaves_all_or_nothing_and_no_con
     order = await _claimed(store, now)
     pool = _pool(store)
     async with store._write() as conn:  # noqa: SLF001 - someone else holds the order's row
+        blocker = await conn.scalar(text("SELECT pg_backend_pid()"))
         await conn.execute(text(f"SELECT id FROM orders WHERE id = {order.id} FOR UPDATE"))
         opening = asyncio.create_task(store.open_attempt(order.id, OWNER, "fulu", 0, 1, None, now))
-        await asyncio.sleep(0.3)
-        assert not opening.done(), "the INSERT waits for the row"
+        async with asyncio.timeout(30):
+            while not await _running(store, f"{blocker} = ANY(pg_blocking_pids(pid))"):  # noqa: ASYNC110
+                assert not opening.done(), "the INSERT waits for the row"
+                await asyncio.sleep(0.05)
         opening.cancel()
         with pytest.raises(asyncio.CancelledError):
             await opening
         assert pool._idle == [], "not given back"  # noqa: SLF001
         assert pool._slots._value == pool._size, "its slot is free again"  # noqa: SLF001
     async with asyncio.timeout(30):
-        while await _running(store, "INSERT INTO attempts"):  # noqa: ASYNC110 - another session's statement
+        while await _running(store, "state = 'active' AND query LIKE '%INSERT INTO attempts%'"):  # noqa: ASYNC110 - another session's statement
             await asyncio.sleep(0.05)  # the abandoned session's statement ends, one way or the other
     before = await store.attempts_for_order(order.id)
     assert len(before) <= 1 and all(a.number == f"F{store.install_id}{a.id:010d}" for a in before)
@@ -121,14 +124,12 @@ async def test_a_caller_cancelled_mid_statement_leaves_all_or_nothing_and_no_con
     assert [a.id for a in await store.attempts_for_order(order.id)] == [*(a.id for a in before), attempt.id]
 
 
-async def _running(store: Store, fragment: str) -> bool:
-    """Whether another session of this database is running a statement containing `fragment`."""
+async def _running(store: Store, where: str) -> bool:
+    """Whether another session of this database is one `where` holds for (a condition on pg_stat_activity)."""
     async with store._read() as conn:  # noqa: SLF001
-        sql = (
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND datname = current_database() AND state = 'active' AND query LIKE :q"
-        )
-        return bool(await conn.scalar(text(sql), {"q": f"%{fragment}%"}))
+        mine = "pid <> pg_backend_pid() AND datname = current_database()"
+        sql = f"SELECT count(*) FROM pg_stat_activity WHERE {mine} AND {where}"
+        return bool(await conn.scalar(text(sql)))
 
 
 async def test_values_keep_their_scale_instant_and_bytes(pg_store: Store) -> None:

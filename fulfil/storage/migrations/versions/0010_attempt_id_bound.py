@@ -27,7 +27,11 @@ NAME = "ck_attempts_id_ten_digits"
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.create_check_constraint(NAME, "attempts", "id < 10000000000")
+        # Added NOT VALID (a moment's lock, no scan), then validated in a transaction of its own, which scans the
+        # table without keeping writers out: a large attempts table does not stop running daemons meanwhile.
+        op.create_check_constraint(NAME, "attempts", "id < 10000000000", postgresql_not_valid=True)
+        with op.get_context().autocommit_block():
+            op.execute(f"ALTER TABLE attempts VALIDATE CONSTRAINT {NAME}")
 
 
 def downgrade() -> None:
