@@ -12,7 +12,8 @@ The connections are the direct path's own (SQLite: one writer; PostgreSQL: a few
 commit is where it was: nothing about what is durable when changes, only how many layers the statements cross.
 A script answers `FALL_BACK` (before writing anything) when a rare case needs the store's general code.
 On PostgreSQL `each` runs a script with no BEGIN/COMMIT around it, each statement its own transaction: for
-the worker's claim (one statement) and a batch's reads.
+the worker's claim and a batch's reads, and for the three writes of an order that are each one statement (the
+write-ahead attempt, the receipt, the delivery: statements.py), which makes them one round trip each.
 """
 
 from __future__ import annotations

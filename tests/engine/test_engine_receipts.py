@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from enginekit import FakeSupplier, charge_then_lose, charge_without_keys, ok, refuse_repeats
+from enginekit import FakeSupplier, Harness, charge_then_lose, charge_without_keys, ok, refuse_repeats
 from sqlalchemy import update
 from test_engine_crash import die_here, two
 
@@ -140,18 +140,25 @@ class DiesAt(Store):
             await die_here()  # committed, and nobody heard: the books must say delivered, and nothing is bought again
 
 
-async def test_killed_after_the_delivery_committed_before_anyone_heard(db_url: str, cipher: CardCipher) -> None:
-    DiesAt.moment = "after_delivery"
+async def _dies_once(
+    db_url: str, cipher: CardCipher, moment: str
+) -> tuple[Store, Harness, FakeSupplier, FakeSupplier]:
+    """A store that dies at `moment` once; the harness whose first order (two units) died there, its suppliers."""
+    DiesAt.moment = moment
     await asyncio.to_thread(Store.upgrade, db_url)
     dying = await DiesAt.open(db_url, cipher)
+    main, backup = unqueryable("main"), FakeSupplier("backup", place_steps=[ok])
+    first = two(dying, cipher, main, backup)
+    await first.add(qty=2)
+    with pytest.raises(asyncio.CancelledError):
+        await first.run()
+    assert DiesAt.moment == "", "it died where it should"
+    return dying, first, main, backup
+
+
+async def test_killed_after_the_delivery_committed_before_anyone_heard(db_url: str, cipher: CardCipher) -> None:
+    dying, first, main, backup = await _dies_once(db_url, cipher, "after_delivery")
     try:
-        main = unqueryable("main")
-        backup = FakeSupplier("backup", place_steps=[ok])
-        first = two(dying, cipher, main, backup)
-        await first.add(qty=2)
-        with pytest.raises(asyncio.CancelledError):
-            await first.run()
-        assert DiesAt.moment == "", "it died where it should"
         view = await first.view()
         assert view.order.status is OrderStatus.DELIVERED and len(view.cards) == 2
         assert [a.state for a in view.attempts] == [AttemptState.SUCCEEDED]
@@ -166,17 +173,9 @@ async def test_killed_after_the_delivery_committed_before_anyone_heard(db_url: s
 
 @pytest.mark.parametrize("moment", ["after_receipt", "in_delivery"])
 async def test_killed_between_the_receipt_and_the_delivery(db_url: str, cipher: CardCipher, moment: str) -> None:
-    DiesAt.moment = moment
-    await asyncio.to_thread(Store.upgrade, db_url)
-    dying = await DiesAt.open(db_url, cipher)
+    dying, first, main, backup = await _dies_once(db_url, cipher, moment)
     store = await Store.open(db_url, cipher)
     try:
-        main = unqueryable("main")
-        backup = FakeSupplier("backup", place_steps=[ok])
-        first = two(dying, cipher, main, backup)
-        await first.add(qty=2)
-        with pytest.raises(asyncio.CancelledError):
-            await first.run()
         left = await first.view()
         assert left.cards == () and [a.state for a in left.attempts] == [AttemptState.SENT]
         receipt = await store.receipt_for(left.attempts[0].id)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import insert, text
@@ -355,8 +355,13 @@ async def _backends(engine: AsyncEngine, where: str) -> list[int]:
         return [row.pid for row in await conn.execute(text(sql))]
 
 
-@pytest.mark.parametrize("db_url", [pytest.param("pg", marks=pytest.mark.pg)], indirect=True)
-@pytest.mark.parametrize("terminate", [True, False], ids=["session-ended", "statement-finished"])
+def _in_flight(test: Any) -> Any:
+    """PostgreSQL only; with the dead client's session ended by the server, and without."""
+    test = pytest.mark.parametrize("terminate", [True, False], ids=["session-ended", "statement-finished"])(test)
+    return pytest.mark.parametrize("db_url", [pytest.param("pg", marks=pytest.mark.pg)], indirect=True)(test)
+
+
+@_in_flight
 async def test_kill_9_while_the_one_statement_delivery_runs_leaves_all_of_it_or_nothing(
     keyed: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime, terminate: bool
 ) -> None:
@@ -387,8 +392,7 @@ async def test_kill_9_while_the_one_statement_delivery_runs_leaves_all_of_it_or_
     assert len(await raw(f"SELECT id FROM deliveries WHERE order_id = {order.id}")) == 2
 
 
-@pytest.mark.parametrize("db_url", [pytest.param("pg", marks=pytest.mark.pg)], indirect=True)
-@pytest.mark.parametrize("terminate", [True, False], ids=["session-ended", "statement-finished"])
+@_in_flight
 async def test_kill_9_while_the_one_statement_receipt_runs_leaves_all_of_it_or_nothing(
     keyed: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime, terminate: bool
 ) -> None:
@@ -413,8 +417,7 @@ async def test_kill_9_while_the_one_statement_receipt_runs_leaves_all_of_it_or_n
         assert [c.password for c in again.cards] == ["KILLED-1", "KILLED-2"], "the first answer stays"
 
 
-@pytest.mark.parametrize("db_url", [pytest.param("pg", marks=pytest.mark.pg)], indirect=True)
-@pytest.mark.parametrize("terminate", [True, False], ids=["session-ended", "statement-finished"])
+@_in_flight
 async def test_kill_9_while_the_one_statement_attempt_runs_leaves_all_of_it_or_nothing(
     keyed: Store, claimed: Claimed, raw: Raw, db_url: str, now: datetime, terminate: bool
 ) -> None:
