@@ -99,6 +99,7 @@ async def finished_despite_cancel(work: Awaitable[T]) -> tuple[T, bool]:
                 raise
             cancelled = True
 
+
 class Engine:
     """Implements the worker's `Processor`: `process`, `recover`, `periodic`."""
 
