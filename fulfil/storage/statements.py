@@ -9,7 +9,7 @@ CPU per statement than building it each time.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -326,6 +326,11 @@ SELECT EXISTS (SELECT 1 FROM link) AS reissue, EXISTS (SELECT 1 FROM tried) AS t
     )
 
 
+# The attempt's columns a first receipt's facts are worked out from (store_receipts._facts), which its statement
+# compares with the writer's copy.
+FIRST_RECEIPT_SEEN: Final = ("evidence", "supplier_order_id", "supplier_cost")
+
+
 @cache
 def first_receipt_postgresql(names: tuple[str, ...]) -> Any:
     """The attempt's first receipt with its keys (in order), and what the answer taught the attempt (`names`,
@@ -333,12 +338,11 @@ def first_receipt_postgresql(names: tuple[str, ...]) -> Any:
     (`seen_<column>`: the facts were worked out from those). The attempt's row is locked first, as its UPDATE
     would. No row back: nothing written."""
     facts = ", ".join(f"{name} = :v_{name}" for name in names)
+    unchanged = " AND ".join(f"{name} IS NOT DISTINCT FROM :seen_{name}" for name in FIRST_RECEIPT_SEEN)
     sql = f"""
 WITH seen AS (
     SELECT id, order_id FROM attempts
-    WHERE id = :attempt_id AND evidence = :seen_evidence
-        AND supplier_order_id IS NOT DISTINCT FROM :seen_supplier_order_id
-        AND supplier_cost IS NOT DISTINCT FROM :seen_supplier_cost
+    WHERE id = :attempt_id AND {unchanged}
     FOR NO KEY UPDATE
 ), fresh AS (
     INSERT INTO receipts (attempt_id, order_id, kind, supplier_order_id, cost, cards, evidence, created_at, updated_at)
@@ -356,14 +360,13 @@ WITH seen AS (
 )
 SELECT id, order_id FROM fresh
 """
-    seen = ("evidence", "supplier_order_id", "supplier_cost")
     binds: list[BindParameter[Any]] = [
         bindparam("attempt_id", type_=BigInteger()),
         bindparam("now", type_=UTCDateTime()),
         bindparam("numbers", type_=_BYTES),
         bindparam("passwords", type_=_BYTES),
         bindparam("expiries", type_=_TEXTS),
-        *[bindparam(f"seen_{name}", type_=attempts.c[name].type) for name in seen],
+        *[bindparam(f"seen_{name}", type_=attempts.c[name].type) for name in FIRST_RECEIPT_SEEN],
         *[bindparam(name, type_=receipts.c[name].type) for name in ("kind", "supplier_order_id", "cost", "cards")],
         bindparam("evidence", type_=receipts.c.evidence.type),
         *[bindparam(f"v_{name}", type_=attempts.c[name].type) for name in names],

@@ -124,6 +124,11 @@ class ReceiptOps(StoreBase):
         only if the attempt still holds that (statements.first_receipt_postgresql). FALL_BACK, nothing written,
         when the attempt has a receipt already."""
         direct = self._direct
+        keys = {
+            "numbers": [self._cipher.encrypt(card.number) for card in cards],
+            "passwords": [self._cipher.encrypt(card.password) for card in cards],
+            "expiries": [card.expires for card in cards],
+        }
         for _ in range(2):
             if seen is None:
                 found = yield from self._attempt_for_receipt(attempt_id)
@@ -136,11 +141,9 @@ class ReceiptOps(StoreBase):
             params = {
                 "attempt_id": attempt_id,
                 "now": now,
-                **{f"seen_{name}": seen[name] for name in ("evidence", "supplier_order_id", "supplier_cost")},
+                **{f"seen_{name}": seen[name] for name in statements.FIRST_RECEIPT_SEEN},
                 **{name: values[name] for name in ("kind", "supplier_order_id", "cost", "cards", "evidence")},
-                "numbers": [self._cipher.encrypt(card.number) for card in cards],
-                "passwords": [self._cipher.encrypt(card.password) for card in cards],
-                "expiries": [card.expires for card in cards],
+                **keys,
                 **{f"v_{name}": value for name, value in facts.items()},
             }
             written = yield Step(write, params)
@@ -234,11 +237,7 @@ def _facts(attempt: Mapping[Any, Any], values: Mapping[str, Any], *, new: bool) 
 
 def _seen(attempt: AttemptRecord) -> dict[str, Any]:
     """What `_facts` reads of an attempt, from the caller's copy of it."""
-    return {
-        "evidence": attempt.evidence,
-        "supplier_order_id": attempt.supplier_order_id,
-        "supplier_cost": attempt.supplier_cost,
-    }
+    return {name: getattr(attempt, name) for name in statements.FIRST_RECEIPT_SEEN}
 
 
 def _upgrades(current: Receipt, kind: ReceiptKind, cards: Sequence[Card]) -> bool:
