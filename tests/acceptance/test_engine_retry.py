@@ -94,6 +94,10 @@ def test_engine_transient_retried_within_a_second_and_the_budget(tmp_path: Path,
     daemon = start_daemon(config, env)
     # Phase 1: the 1004 answers. Quick orders come through on a retry; slow ones spend the budget, then fail over.
     wait_until(lambda: _delivered(config, env, {o["ref"] for o in quick}), timeout=60, message="quick orders")
+    # Phase 2 waits for the slow ones too: a refuse window also drops the connections the primary has, so one of
+    # their tries in flight would be cut off after it was sent. Asked about later, the primary says "not found"
+    # and answers that number's re-sends with 1004, so that attempt rightly stays unsettled for hours.
+    wait_until(lambda: _delivered(config, env, {o["ref"] for o in slow}), timeout=90, message="slow orders")
     # Phase 2: the primary goes down for a few seconds (connections refused) while new orders arrive.
     set_faults(primary, [*transient, {"kind": "refuse", "from": "0s", "to": "10s"}])
     refused_at = time.monotonic()
