@@ -88,7 +88,11 @@ class Run:
 
 async def finished_despite_cancel(work: Awaitable[T]) -> tuple[T, bool]:
     """`work` run to its end even if the calling task is cancelled meanwhile, however often; its result, and
-    whether a cancel came (the caller stops after acting on the result)."""
+    whether a cancel came (the caller stops after acting on the result).
+
+    `work` failing after a cancel came raises the cancel, with the failure logged and as its cause: a task told
+    to stop that ended with another error would be taken for a failure of its own (the worker logs it and goes
+    on), and `asyncio.timeout` would not see its expiry."""
     task = asyncio.ensure_future(work)
     cancelled = False
     while True:
@@ -98,6 +102,11 @@ async def finished_despite_cancel(work: Awaitable[T]) -> tuple[T, bool]:
             if task.done():
                 raise
             cancelled = True
+        except Exception as exc:
+            if not cancelled:
+                raise
+            log.warning("write.failed_after_cancel", exc_info=True)  # told to stop: recovery reads what it left
+            raise asyncio.CancelledError from exc
 
 
 class Engine:
