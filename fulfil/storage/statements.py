@@ -329,6 +329,7 @@ SELECT EXISTS (SELECT 1 FROM link) AS reissue, EXISTS (SELECT 1 FROM tried) AS t
 # The attempt's columns a first receipt's facts are worked out from (store_receipts._facts), which its statement
 # compares with the writer's copy.
 FIRST_RECEIPT_SEEN: Final = ("evidence", "supplier_order_id", "supplier_cost")
+FIRST_RECEIPT_VALUES: Final = ("kind", "supplier_order_id", "cost", "cards", "evidence")  # the receipt's own, as given
 
 
 @cache
@@ -367,8 +368,7 @@ SELECT id, order_id FROM fresh
         bindparam("passwords", type_=_BYTES),
         bindparam("expiries", type_=_TEXTS),
         *[bindparam(f"seen_{name}", type_=attempts.c[name].type) for name in FIRST_RECEIPT_SEEN],
-        *[bindparam(name, type_=receipts.c[name].type) for name in ("kind", "supplier_order_id", "cost", "cards")],
-        bindparam("evidence", type_=receipts.c.evidence.type),
+        *[bindparam(name, type_=receipts.c[name].type) for name in FIRST_RECEIPT_VALUES],
         *[bindparam(f"v_{name}", type_=attempts.c[name].type) for name in names],
     ]
     return text(sql).bindparams(*binds).columns(column("id", BigInteger()), column("order_id", BigInteger()))

@@ -142,7 +142,7 @@ class ReceiptOps(StoreBase):
                 "attempt_id": attempt_id,
                 "now": now,
                 **{f"seen_{name}": seen[name] for name in statements.FIRST_RECEIPT_SEEN},
-                **{name: values[name] for name in ("kind", "supplier_order_id", "cost", "cards", "evidence")},
+                **{name: values[name] for name in statements.FIRST_RECEIPT_VALUES},
                 **keys,
                 **{f"v_{name}": value for name, value in facts.items()},
             }
